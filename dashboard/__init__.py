@@ -1,0 +1,1 @@
+"""resweep's Streamlit dashboard."""

@@ -1,0 +1,54 @@
+"""The `python -m orchestrator` command line: one Typer app, thin commands over the modules.
+
+Each command parses its options, calls into the module that does the work, and lets errors a user
+can cause (`UserError`, `StoreError`) end as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+
+from db.errors import StoreError
+from orchestrator.errors import UserError
+
+app = typer.Typer(
+    name="orchestrator",
+    help="resweep: residual-network studies as Ray Tune sweeps, results in one SQL database.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, StoreError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a user's mistake into one clear line on stderr and exit status 2 (no traceback)."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+DbOption = typer.Option(
+    None,
+    "--db",
+    help="Database URL (default: $RESWEEP_DB, else sqlite:///resweep.db).",
+    show_default=False,
+)
+
+
+def main() -> None:
+    app(prog_name="python -m orchestrator")
+
+
+# Commands live in these modules; importing them registers them on `app` / `db_app`.
+from orchestrator import commands_store  # noqa: E402,F401
