@@ -1,0 +1,223 @@
+"""One way to open the result database from a URL, and one way to write to it.
+
+The URL comes from `--db`, else `$RESWEEP_DB`, else `sqlite:///resweep.db` in the working
+directory. SQLite connections get WAL, foreign keys and a busy timeout; PostgreSQL goes through
+psycopg 3 (`postgresql://` is accepted and rewritten to `postgresql+psycopg://`). URLs are shown
+only through `redact`, which hides the password.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from db.errors import (
+    BadUrlError,
+    IntegrityStoreError,
+    NoDatabaseError,
+    NotResweepError,
+    StoreError,
+    UnreachableError,
+)
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "RESWEEP_DB"
+DEFAULT_URL = "sqlite:///resweep.db"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
+RESWEEP_TABLES = frozenset({"sweeps", "trials", "metrics", "layer_stats"})
+URL_HELP = "use sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL to use: `url`, else $RESWEEP_DB, else sqlite:///resweep.db.
+
+    A bare path (no `://`) means a SQLite file; `postgresql://` and `postgres://` get the
+    psycopg 3 driver. The result still holds the password: show it only through `redact`.
+    """
+    raw = (url or os.environ.get(ENV_VAR) or DEFAULT_URL).strip()
+    if "://" not in raw:
+        raw = f"sqlite:///{raw}"
+    try:
+        parsed = sa.make_url(raw)
+    except sa.exc.ArgumentError:
+        raise BadUrlError(f"{redact(raw)} is not a database URL: {URL_HELP}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgres":
+        backend = "postgresql"
+    if backend == "postgresql" and driver in ("", "psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite" and driver in ("", "pysqlite"):
+        parsed = parsed.set(drivername="sqlite")
+    else:
+        raise BadUrlError(f"{redact(raw)}: unsupported database backend '{parsed.drivername}': {URL_HELP}")
+    return parsed.render_as_string(hide_password=False)
+
+
+def redact(url: str | sa.URL | Engine) -> str:
+    """The URL with its password replaced by ***, fit for logs, errors and status output."""
+    if isinstance(url, Engine):
+        url = url.url
+    if isinstance(url, sa.URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: hide anything between user: and @ by hand
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL names; None for an in-memory database or a non-SQLite URL."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def create_store_engine(url: str) -> Engine:
+    """An Engine for a resolved URL with resweep's connection settings; no schema check."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        sa.event.listen(engine, "connect", _sqlite_on_connect)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,  # the recorder holds its engine for days; servers restart
+        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "resweep"},
+    )
+
+
+def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (dashboard, `query`) read while the recorder writes; NORMAL sync is safe
+    # with WAL (a power cut may lose the last results, never corrupt the file).
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.close()
+    add_sqlite_math(dbapi_conn)
+
+
+def add_sqlite_math(dbapi_conn: sqlite3.Connection) -> None:
+    """Give SQLite builds without math functions the `sqrt` the grid_results view uses."""
+    if not _SQLITE_HAS_SQRT:
+        dbapi_conn.create_function("sqrt", 1, _sqrt, deterministic=True)
+
+
+def _sqrt(x: float | None) -> float | None:
+    return None if x is None or x < 0 else math.sqrt(x)
+
+
+def _probe_sqrt() -> bool:
+    try:
+        sqlite3.connect(":memory:").execute("SELECT sqrt(4.0)").close()
+        return True
+    except sqlite3.OperationalError:
+        return False
+
+
+_SQLITE_HAS_SQRT = _probe_sqrt()
+
+
+def get_engine(url: str | None = None, *, create: bool = True) -> Engine:
+    """Open the resweep database at `url` (else $RESWEEP_DB, else sqlite:///resweep.db).
+
+    A database with no resweep tables yet (a new SQLite file, an empty PostgreSQL database) is
+    created by migrating it to the head revision, so `launch` needs no separate setup step;
+    with `create=False` it is refused instead (readers should not create databases). A database
+    whose schema is behind the code is never upgraded here: the error says to run
+    `python -m orchestrator db upgrade --db URL`. One ahead of the code is refused.
+    """
+    from db import migrate  # migrate imports this module
+
+    resolved = resolve_url(url)
+    path = sqlite_path(resolved)
+    if not create and path is not None and not path.exists():
+        raise NoDatabaseError(f"no database at {redact(resolved)}: check --db / ${ENV_VAR}")
+    engine = create_store_engine(resolved)
+    try:
+        with translate_errors(engine), engine.begin() as conn:
+            state, revision = migrate.schema_state(conn)
+            if state == "empty":
+                if not create:
+                    raise NoDatabaseError(
+                        f"{redact(engine)} holds no resweep database: check --db / ${ENV_VAR}"
+                    )
+                log.info("creating the resweep schema in %s", redact(engine))
+                migrate.upgrade_connection(conn)
+            elif state == "foreign":
+                raise NotResweepError(
+                    f"{redact(engine)} has tables named like resweep's but no schema version: "
+                    "not a resweep database; point --db at another database"
+                )
+            else:
+                migrate.check_revision(revision, redact(engine))
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0].strip() if text else type(orig).__name__
+
+
+def _scrub(message: str, url: sa.URL) -> str:
+    """Remove the password from a driver's message in case the driver echoed it."""
+    if url.password:
+        message = message.replace(str(url.password), "***")
+    return message
+
+
+def describe_db_error(exc: BaseException, url: sa.URL) -> str:
+    """One line about a driver error on `url`: what happened and what to do, password hidden."""
+    what = _scrub(_first_line(exc), url)
+    where = redact(url)
+    if url.get_backend_name() == "sqlite":
+        if "locked" in what or "busy" in what:
+            return f"{where} stayed locked by another writer for {SQLITE_BUSY_TIMEOUT_MS // 1000} s: {what}; try again"
+        return f"cannot open {where}: {what}; check that the directory exists and is writable"
+    return (
+        f"cannot use {where}: {what}; check that the server is up and the host, port, "
+        f"user, password and database name in --db / ${ENV_VAR}"
+    )
+
+
+@contextmanager
+def translate_errors(engine: Engine) -> Iterator[None]:
+    """Turn driver errors a user can cause (unreachable server, bad file, constraint) into
+    StoreErrors naming the redacted URL; programming errors keep their traceback."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except sa.exc.IntegrityError as exc:
+        raise IntegrityStoreError(
+            f"{redact(engine)}: write refused: {_scrub(_first_line(exc), engine.url)}"
+        ) from exc
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise UnreachableError(describe_db_error(exc, engine.url)) from exc
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in one transaction: committed when the block ends, rolled back on error.
+
+    Integrity errors become `IntegrityStoreError`, connection failures `UnreachableError`.
+    """
+    with translate_errors(engine), engine.begin() as conn:
+        yield conn

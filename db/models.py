@@ -1,0 +1,170 @@
+"""The tables of resweep's result store: the only definition of the schema.
+
+One row per sweep, one per trial, one per (trial, metric, epoch) and one per (trial, epoch, layer).
+Every table's natural key is unique, so every write can be an upsert (see `db.writes`).
+Each column's `comment` is its documentation; PostgreSQL stores it (`\\d+ trials` in psql).
+
+New databases are never made from this module with `create_all`: they are created by migrating
+(`db.migrate.upgrade`), and `tests/db/test_schema.py` checks that the migrated schema equals
+this one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
+TRIAL_STATUSES = ("pending", "running", "terminated", "error", "stopped")
+METRIC_NAMES = (
+    "train_loss", "train_err", "test_loss", "test_err", "val_loss", "val_err",
+    "lr", "epoch_time_s", "images_per_s",
+)  # fmt: skip
+
+# Named constraints make migrations (and error messages) stable across backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: sa.JSON, float: sa.Double}
+
+
+class Sweep(Base):
+    """One launched sweep file."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        sa.UniqueConstraint("name"),
+        sa.CheckConstraint(_in("status", SWEEP_STATUSES), name="status"),
+        {"comment": "One row per launched sweep file."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    name: Mapped[str] = mapped_column(sa.String(200), comment="The sweep's name, unique per database.")
+    spec: Mapped[str] = mapped_column(sa.Text, comment="The sweep YAML file as launched, verbatim.")
+    spec_hash: Mapped[str] = mapped_column(sa.String(64), comment="SHA-256 of the normalised spec.")
+    git_commit: Mapped[str | None] = mapped_column(
+        sa.String(40), comment="Commit of the code that ran the sweep (NULL outside git)."
+    )
+    git_dirty: Mapped[bool | None] = mapped_column(
+        comment="Whether the working tree had uncommitted changes at launch."
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), comment="When the sweep was first launched (UTC)."
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(
+        sa.DateTime(timezone=True), comment="When the sweep ended (UTC); NULL while it runs."
+    )
+    status: Mapped[str] = mapped_column(
+        sa.String(16), comment="running | finished | failed | interrupted."
+    )
+    storage_path: Mapped[str | None] = mapped_column(
+        sa.Text, comment="Ray Tune's experiment directory (checkpoints, for resume)."
+    )
+
+
+class Trial(Base):
+    """One Ray Tune trial: one grid point (plus searched hyperparameters)."""
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        sa.UniqueConstraint("sweep_id", "trial_key"),
+        sa.CheckConstraint(_in("status", TRIAL_STATUSES), name="status"),
+        sa.Index(None, "sweep_id", "status"),
+        {"comment": "One row per Ray Tune trial of a sweep."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    sweep_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sweeps.id", ondelete="CASCADE"), comment="The sweep the trial belongs to."
+    )
+    trial_key: Mapped[str] = mapped_column(
+        sa.String(64), comment="Ray Tune's trial id, unique within the sweep."
+    )
+    status: Mapped[str] = mapped_column(
+        sa.String(16), comment="pending | running | terminated | error | stopped."
+    )
+    dataset: Mapped[str] = mapped_column(
+        sa.String(32), comment="cifar10 | cifar100 | digits | synthetic."
+    )
+    model: Mapped[str] = mapped_column(sa.String(32), comment="cifar (6n+2) | imagenet.")
+    depth: Mapped[int] = mapped_column(comment="Number of weighted layers (20, 56, 110, 50, ...).")
+    block: Mapped[str] = mapped_column(sa.String(16), comment="basic | bottleneck.")
+    shortcut: Mapped[str] = mapped_column(
+        sa.String(8), comment="none (plain net) | A | B | C, as in the paper's Table 3."
+    )
+    seed: Mapped[int] = mapped_column(comment="Random seed of the trial.")
+    config: Mapped[dict[str, Any]] = mapped_column(
+        comment="Every hyperparameter of the trial: the flat trial config as JSON."
+    )
+    params_count: Mapped[int | None] = mapped_column(
+        sa.BigInteger, comment="Number of trainable parameters of the network."
+    )
+    started_at: Mapped[datetime | None] = mapped_column(
+        sa.DateTime(timezone=True), comment="When the trial first started (UTC)."
+    )
+    ended_at: Mapped[datetime | None] = mapped_column(
+        sa.DateTime(timezone=True), comment="When the trial last ended (UTC)."
+    )
+    error: Mapped[str | None] = mapped_column(
+        sa.Text, comment="The error of a failed trial (status error)."
+    )
+
+
+class Metric(Base):
+    """One value of one metric of one trial at one epoch (long format)."""
+
+    __tablename__ = "metrics"
+    # The natural key is the primary key. On SQLite the table is clustered on it (WITHOUT
+    # ROWID), so a trial's curve is one contiguous range and `value` needs no second lookup.
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("trial_id", "name", "epoch"),
+        {"comment": "Per-epoch metrics of every trial, one row per value.", "sqlite_with_rowid": False},
+    )
+
+    trial_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("trials.id", ondelete="CASCADE"), comment="The trial that reported it."
+    )
+    name: Mapped[str] = mapped_column(
+        sa.String(64), comment="train_loss, train_err, test_loss, test_err, val_loss, val_err, lr, ..."
+    )
+    epoch: Mapped[int] = mapped_column(comment="Epochs completed when reported (1-based).")
+    value: Mapped[float | None] = mapped_column(
+        comment="The value; errors are fractions in [0, 1]; NULL when the trial reported NaN."
+    )
+
+
+class LayerStat(Base):
+    """Response statistics of one 3x3 conv layer of one trial at one probed epoch (Fig. 7)."""
+
+    __tablename__ = "layer_stats"
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("trial_id", "epoch", "layer"),
+        {"comment": "Per-layer response statistics at probed epochs.", "sqlite_with_rowid": False},
+    )
+
+    trial_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("trials.id", ondelete="CASCADE"), comment="The trial that was probed."
+    )
+    epoch: Mapped[int] = mapped_column(comment="Epochs completed when probed (1-based).")
+    layer: Mapped[int] = mapped_column(comment="0-based order of the layer in the forward pass.")
+    name: Mapped[str] = mapped_column(sa.String(200), comment="Module path of the conv layer.")
+    stage: Mapped[int] = mapped_column(comment="Stage (group of blocks) the layer belongs to.")
+    std: Mapped[float | None] = mapped_column(
+        comment="Std of the layer's response after BN, before ReLU/addition, over the test set."
+    )
+    mean: Mapped[float | None] = mapped_column(comment="Mean of the same response (NULL: NaN).")

@@ -1,0 +1,86 @@
+"""The SQL views users query: `trial_results` (one row per trial) and `grid_results` (one row
+per grid point, mean and std over seeds).
+
+The SQL is portable: the same text runs on SQLite (the library and the `sqlite3` shell) and
+PostgreSQL (`psql`). Migrations create the views from a frozen copy of this text; a change here
+needs a new migration that drops and recreates them (tests/db/test_schema.py checks the head
+migration's copy equals this one).
+
+Definitions:
+- A trial's recorded epochs are those with a `train_err` row: every reported result carries
+  `train_err` (see the report contract), and anchoring on one metric keeps the view a few index
+  lookups per trial instead of a scan of all its metrics.
+- `epochs` counts them; "final" values are those at the last of them (NULL if that epoch lacks
+  the metric); `best_test_err` is the minimum `test_err` over all epochs.
+- `grid_results` aggregates the final values of the finished trials (status `terminated`):
+  `n_seeds` counts them, `*_std` is the sample standard deviation (n - 1; NULL for one seed),
+  computed in two passes (mean by a window, then squared deviations) so it is exact and needs
+  only `sqrt`, which SQLite >= 3.35 and PostgreSQL both have.
+"""
+
+from __future__ import annotations
+
+TRIAL_RESULTS = """\
+CREATE VIEW trial_results AS
+SELECT
+    s.name AS sweep,
+    t.id AS trial_id,
+    t.dataset,
+    t.model,
+    t.depth,
+    t.block,
+    t.shortcut,
+    t.seed,
+    t.status,
+    (SELECT count(*) FROM metrics AS m
+      WHERE m.trial_id = t.id AND m.name = 'train_err') AS epochs,
+    (SELECT m.value FROM metrics AS m
+      WHERE m.trial_id = t.id AND m.name = 'train_err'
+        AND m.epoch = (SELECT max(e.epoch) FROM metrics AS e
+                        WHERE e.trial_id = t.id AND e.name = 'train_err')) AS final_train_err,
+    (SELECT m.value FROM metrics AS m
+      WHERE m.trial_id = t.id AND m.name = 'test_err'
+        AND m.epoch = (SELECT max(e.epoch) FROM metrics AS e
+                        WHERE e.trial_id = t.id AND e.name = 'train_err')) AS final_test_err,
+    (SELECT min(m.value) FROM metrics AS m
+      WHERE m.trial_id = t.id AND m.name = 'test_err') AS best_test_err,
+    t.params_count
+FROM trials AS t
+JOIN sweeps AS s ON s.id = t.sweep_id"""
+
+GRID_RESULTS = """\
+CREATE VIEW grid_results AS
+SELECT
+    f.sweep,
+    f.dataset,
+    f.model,
+    f.depth,
+    f.block,
+    f.shortcut,
+    count(*) AS n_seeds,
+    avg(f.final_train_err) AS train_err_mean,
+    CASE WHEN count(f.final_train_err) > 1 THEN
+        sqrt(sum((f.final_train_err - f.train_mean) * (f.final_train_err - f.train_mean))
+             / (count(f.final_train_err) - 1))
+    END AS train_err_std,
+    avg(f.final_test_err) AS test_err_mean,
+    CASE WHEN count(f.final_test_err) > 1 THEN
+        sqrt(sum((f.final_test_err - f.test_mean) * (f.final_test_err - f.test_mean))
+             / (count(f.final_test_err) - 1))
+    END AS test_err_std
+FROM (
+    SELECT
+        r.sweep, r.dataset, r.model, r.depth, r.block, r.shortcut,
+        r.final_train_err,
+        r.final_test_err,
+        avg(r.final_train_err) OVER (
+            PARTITION BY r.sweep, r.dataset, r.model, r.depth, r.block, r.shortcut) AS train_mean,
+        avg(r.final_test_err) OVER (
+            PARTITION BY r.sweep, r.dataset, r.model, r.depth, r.block, r.shortcut) AS test_mean
+    FROM trial_results AS r
+    WHERE r.status = 'terminated'
+) AS f
+GROUP BY f.sweep, f.dataset, f.model, f.depth, f.block, f.shortcut"""
+
+# Creation order; drop in reverse (grid_results reads trial_results).
+VIEWS = {"trial_results": TRIAL_RESULTS, "grid_results": GRID_RESULTS}
