@@ -1,0 +1,173 @@
+"""Run every benchmark module in benchmarks/, print one table, write one JSON file.
+
+    python -m benchmarks [--quick] [--only NAME[,NAME]] [--skip NAME[,NAME]] [--out FILE]
+
+Each module runs in its own Python process (a crash, a leaked Ray or a timeout costs only that
+module), one after another so they do not compete for the CPUs. A module follows the convention
+in benchmarks/common.py (`run(quick) -> list[dict]`); one without `run` but with a command line
+is run as `python -m benchmarks.NAME --json [--quick]` and its JSON rows are read from stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.common import KEYS, REPO, env_without_ray_noise, git_commit, result
+
+PACKAGE = REPO / "benchmarks"
+NOT_BENCHMARKS = {"__init__", "__main__", "run_all", "common"}
+DEFAULT_OUT = PACKAGE / "out" / "results.json"
+TIMEOUT_S = {True: 600, False: 3600}  # per module, by quick
+
+
+def discover() -> list[str]:
+    """The benchmark modules: every benchmarks/*.py except the runner's own files and _private."""
+    return sorted(p.stem for p in PACKAGE.glob("*.py")
+                  if p.stem not in NOT_BENCHMARKS and not p.stem.startswith("_"))
+
+
+def run_module(name: str, quick: bool, timeout_s: float) -> tuple[list[dict], float, str | None]:
+    """Run one module in a child process: (rows, seconds, error line or None)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        cmd = [sys.executable, "-m", "benchmarks.run_all", "--child", name, "--out", str(out)]
+        if quick:
+            cmd.append("--quick")
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, cwd=REPO, env=env_without_ray_noise(), timeout=timeout_s,
+                                  stdout=sys.stderr, stderr=sys.stderr)
+        except subprocess.TimeoutExpired:
+            return [], time.perf_counter() - t0, f"timed out after {timeout_s:.0f} s"
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0 or not out.exists():
+            return [], seconds, f"exit status {proc.returncode} (its output is above)"
+        return json.loads(out.read_text()), seconds, None
+
+
+def _child(name: str, quick: bool, out: Path) -> None:
+    """In the child: call the module's run(quick), or its --json command line."""
+    module = importlib.import_module(f"benchmarks.{name}")
+    if hasattr(module, "run"):
+        rows = module.run(quick)
+    else:
+        cmd = [sys.executable, "-m", f"benchmarks.{name}", "--json"] + (["--quick"] if quick else [])
+        proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True, check=True)
+        sys.stderr.write(proc.stderr)
+        rows = _rows_from_stdout(proc.stdout)
+    out.write_text(json.dumps([_normalise(r) for r in rows], default=float))
+
+
+def _rows_from_stdout(text: str) -> list[dict]:
+    """The last JSON document on stdout: a list of rows, or an object holding one."""
+    for start in [i for i, ch in enumerate(text) if ch in "[{"][::-1]:
+        try:
+            doc = json.loads(text[start:])
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            doc = doc.get("results") or doc.get("rows") or [doc]
+        return list(doc)
+    raise ValueError("no JSON rows on stdout")
+
+
+def _normalise(row: dict) -> dict:
+    """Fill a row out to the convention (ratio computed when missing)."""
+    r = result(str(row.get("name")), _num(row.get("value")), str(row.get("unit") or ""),
+               row.get("baseline"), _num(row.get("baseline_value")), row.get("note"))
+    if row.get("ratio") is not None:
+        r["ratio"] = _num(row["ratio"])
+    return r
+
+
+def _num(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    a = abs(x)
+    return f"{x:,.0f}" if a >= 1000 else f"{x:.3g}" if a >= 0.01 else f"{x:.2e}"
+
+
+def table(rows: list[dict]) -> str:
+    head = ["benchmark", "measure", "value", "unit", "baseline", "baseline value", "ratio"]
+    body = [[r["module"], r["name"], fmt(r["value"]), r["unit"], r.get("baseline") or "-",
+             fmt(r.get("baseline_value")),
+             "-" if r.get("ratio") is None else f"{r['ratio']:.2f}x"] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 2 or i in (3, 4) else c.rjust(w)  # noqa: E731
+                                   for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    out = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
+    notes = [f"  [{r['module']}] {r['name']}: {r['note']}" for r in rows if r.get("note")]
+    return "\n".join(out + (["", "notes:"] + notes if notes else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes: a check, rough numbers")
+    p.add_argument("--only", default="", help="comma-separated module names to run")
+    p.add_argument("--skip", default="", help="comma-separated module names to leave out")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON file (default {DEFAULT_OUT})")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per module")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        _child(args.child, args.quick, args.out)
+        return 0
+
+    names = discover()
+    only = {n for n in args.only.split(",") if n}
+    skip = {n for n in args.skip.split(",") if n}
+    unknown = (only | skip) - set(names)
+    if unknown:
+        p.error(f"no benchmark module(s) {', '.join(sorted(unknown))}; there are: {', '.join(names)}")
+    names = [n for n in names if (not only or n in only) and n not in skip]
+    timeout_s = args.timeout or TIMEOUT_S[args.quick]
+    rows, modules = [], []
+    for name in names:
+        print(f"== {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
+        got, seconds, error = run_module(name, args.quick, timeout_s)
+        modules.append({"module": name, "seconds": round(seconds, 1), "error": error})
+        rows += [{"module": name, **r} for r in got]
+        if error:
+            rows.append({"module": name, **result("(failed)", None, "", note=error)})
+    print(table(rows))
+    out = args.out or DEFAULT_OUT
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "command": "python -m benchmarks" + " ".join([""] + (argv if argv is not None else sys.argv[1:])),
+        "quick": args.quick,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "cpus": os.cpu_count()},
+        "modules": modules,
+        "results": rows,
+    }
+    out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    print(f"\nwrote {out}", file=sys.stderr)
+    return 1 if any(m["error"] for m in modules) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
