@@ -40,5 +40,9 @@ class SweepExistsError(IntegrityStoreError):
     """A sweep of that name is already in the database."""
 
 
-class ReadOnlyError(StoreError):
-    """A statement given to the read-only query path was refused or failed."""
+class RefusedStatementError(StoreError):
+    """The read-only query path refused a statement that could write (or several statements)."""
+
+
+class QueryError(StoreError):
+    """The database rejected a user's read-only query (syntax, unknown table, timeout)."""

@@ -11,7 +11,7 @@ this one.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,13 +34,32 @@ NAMING_CONVENTION = {
 }
 
 
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {dict[str, Any]: sa.JSON, float: sa.Double}
+    type_annotation_map = {dict[str, Any]: sa.JSON, float: sa.Double, datetime: UTCDateTime}
 
 
 class Sweep(Base):
@@ -64,10 +83,10 @@ class Sweep(Base):
         comment="Whether the working tree had uncommitted changes at launch."
     )
     created_at: Mapped[datetime] = mapped_column(
-        sa.DateTime(timezone=True), comment="When the sweep was first launched (UTC)."
+        UTCDateTime(), comment="When the sweep was first launched (UTC)."
     )
     finished_at: Mapped[datetime | None] = mapped_column(
-        sa.DateTime(timezone=True), comment="When the sweep ended (UTC); NULL while it runs."
+        UTCDateTime(), comment="When the sweep ended (UTC); NULL while it runs."
     )
     status: Mapped[str] = mapped_column(
         sa.String(16), comment="running | finished | failed | interrupted."
@@ -115,10 +134,10 @@ class Trial(Base):
         sa.BigInteger, comment="Number of trainable parameters of the network."
     )
     started_at: Mapped[datetime | None] = mapped_column(
-        sa.DateTime(timezone=True), comment="When the trial first started (UTC)."
+        UTCDateTime(), comment="When the trial first started (UTC)."
     )
     ended_at: Mapped[datetime | None] = mapped_column(
-        sa.DateTime(timezone=True), comment="When the trial last ended (UTC)."
+        UTCDateTime(), comment="When the trial last ended (UTC)."
     )
     error: Mapped[str | None] = mapped_column(
         sa.Text, comment="The error of a failed trial (status error)."

@@ -1,0 +1,154 @@
+"""The read API the dashboard, the report and the CLI share: pandas DataFrames.
+
+Every function is one or a few set-based queries, never one query per trial, so each stays
+well under a second on thousands of trials (benchmarks/db_bench.py times them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from db.engine import transaction
+from db.models import Sweep, Trial
+
+SWEEP_COLUMNS = [
+    "id", "name", "status", "created_at", "finished_at", "git_commit", "git_dirty",
+    "storage_path", "spec_hash", "n_trials", "n_pending", "n_running", "n_terminated",
+    "n_error", "n_stopped",
+]  # fmt: skip
+TRIAL_COLUMNS = [
+    "trial_id", "trial_key", "dataset", "model", "depth", "block", "shortcut", "seed", "status",
+    "epochs", "final_train_err", "final_test_err", "best_test_err", "params_count",
+    "started_at", "ended_at", "error", "config",
+]  # fmt: skip
+GRID_COLUMNS = [
+    "sweep", "dataset", "model", "depth", "block", "shortcut", "n_seeds",
+    "train_err_mean", "train_err_std", "test_err_mean", "test_err_std",
+]  # fmt: skip
+CURVE_COLUMNS = ["trial_id", "epoch", "name", "value"]
+LAYER_COLUMNS = ["trial_id", "epoch", "layer", "name", "stage", "std", "mean"]
+
+
+def _frame(engine: Engine, stmt: sa.Executable, columns: list[str], **params: Any) -> pd.DataFrame:
+    with transaction(engine) as conn:
+        rows = conn.execute(stmt, params).all()
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def _sweep_filter(sweep: str | int) -> sa.ColumnElement[bool]:
+    sweeps = Sweep.__table__
+    return sweeps.c.id == sweep if isinstance(sweep, int) else sweeps.c.name == sweep
+
+
+def sweeps(engine: Engine) -> pd.DataFrame:
+    """One row per sweep, newest first, with trial counts by status (columns SWEEP_COLUMNS)."""
+    s, t = Sweep.__table__, Trial.__table__
+
+    def n(status: str) -> sa.ColumnElement[int]:
+        return sa.func.coalesce(sa.func.sum(sa.case((t.c.status == status, 1), else_=0)), 0)
+
+    stmt = (
+        sa.select(
+            s.c.id, s.c.name, s.c.status, s.c.created_at, s.c.finished_at, s.c.git_commit,
+            s.c.git_dirty, s.c.storage_path, s.c.spec_hash, sa.func.count(t.c.id),
+            n("pending"), n("running"), n("terminated"), n("error"), n("stopped"),
+        )  # fmt: skip
+        .select_from(s.outerjoin(t, t.c.sweep_id == s.c.id))
+        .group_by(s.c.id)
+        .order_by(s.c.created_at.desc(), s.c.id.desc())
+    )
+    return _frame(engine, stmt, SWEEP_COLUMNS)
+
+
+_TRIALS = sa.text(
+    """
+    SELECT r.trial_id, t.trial_key, r.dataset, r.model, r.depth, r.block, r.shortcut, r.seed,
+           r.status, r.epochs, r.final_train_err, r.final_test_err, r.best_test_err,
+           r.params_count, t.started_at, t.ended_at, t.error, t.config
+    FROM trial_results AS r
+    JOIN trials AS t ON t.id = r.trial_id
+    WHERE t.sweep_id = (SELECT id FROM sweeps WHERE {where})
+    ORDER BY r.trial_id
+    """
+)
+
+
+def trials(engine: Engine, sweep: str | int) -> pd.DataFrame:
+    """The trials of a sweep (by name or id) with their axes and results (TRIAL_COLUMNS):
+    the `trial_results` view's numbers plus trial_key, times, error and config (a dict)."""
+    where = "id = :sweep" if isinstance(sweep, int) else "name = :sweep"
+    stmt = sa.text(_TRIALS.text.format(where=where)).columns(
+        started_at=Trial.started_at.type, ended_at=Trial.ended_at.type, config=sa.JSON()
+    )
+    frame = _frame(engine, stmt, TRIAL_COLUMNS, sweep=sweep)
+    frame["config"] = [json.loads(c) if isinstance(c, str) else c for c in frame["config"]]
+    return frame
+
+
+def _ids(trial_ids: Iterable[int]) -> list[int]:
+    return sorted({int(i) for i in trial_ids})
+
+
+def curves(engine: Engine, trial_ids: Iterable[int], names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Metric curves of many trials at once, long format (trial_id, epoch, name, value),
+    ordered by trial, name and epoch; `names` limits the metrics (default: all)."""
+    ids = _ids(trial_ids)
+    if not ids:
+        return pd.DataFrame(columns=CURVE_COLUMNS)
+    where = "trial_id IN :ids" + (" AND name IN :names" if names else "")
+    stmt = sa.text(
+        f"SELECT trial_id, epoch, name, value FROM metrics WHERE {where} ORDER BY trial_id, name, epoch"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    params: dict[str, Any] = {"ids": ids}
+    if names:
+        stmt = stmt.bindparams(sa.bindparam("names", expanding=True))
+        params["names"] = list(names)
+    return _frame(engine, stmt, CURVE_COLUMNS, **params)
+
+
+def grid(engine: Engine, sweep: str | int) -> pd.DataFrame:
+    """The `grid_results` rows of a sweep (by name or id): mean and sample std of the final
+    errors over the finished trials of each grid point (GRID_COLUMNS)."""
+    name = sweep
+    if isinstance(sweep, int):
+        with transaction(engine) as conn:
+            name = conn.scalar(sa.select(Sweep.__table__.c.name).where(_sweep_filter(sweep)))
+    stmt = sa.text(
+        f"SELECT {', '.join(GRID_COLUMNS)} FROM grid_results WHERE sweep = :sweep "
+        "ORDER BY dataset, model, block, shortcut, depth"
+    )
+    return _frame(engine, stmt, GRID_COLUMNS, sweep=name)
+
+
+def layer_stats(engine: Engine, trial_ids: Iterable[int], epoch: int | None = None) -> pd.DataFrame:
+    """Layer records of many trials at one epoch (LAYER_COLUMNS), ordered by trial and layer.
+
+    With `epoch=None` each trial contributes its last probed epoch (trials probed at different
+    epochs are compared at their own last probe).
+    """
+    ids = _ids(trial_ids)
+    if not ids:
+        return pd.DataFrame(columns=LAYER_COLUMNS)
+    at = (
+        ":epoch"
+        if epoch is not None
+        else "(SELECT max(p.epoch) FROM layer_stats AS p WHERE p.trial_id = t.id)"
+    )
+    stmt = sa.text(
+        f"""
+        SELECT l.trial_id, l.epoch, l.layer, l.name, l.stage, l.std, l.mean
+        FROM trials AS t
+        JOIN layer_stats AS l ON l.trial_id = t.id AND l.epoch = {at}
+        WHERE t.id IN :ids
+        ORDER BY l.trial_id, l.layer
+        """
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    params: dict[str, Any] = {"ids": ids}
+    if epoch is not None:
+        params["epoch"] = int(epoch)
+    return _frame(engine, stmt, LAYER_COLUMNS, **params)

@@ -1,0 +1,298 @@
+"""Every write to the result store: idempotent upserts on the natural keys.
+
+Used only by the recorder on the driver (and by tests and benchmarks). Writing the same thing
+twice leaves one row; a later write of the same key replaces the value, so a replayed result
+(a trial restored from a checkpoint reports its epochs again) never makes a duplicate. Each
+call is one transaction; the rows of a call go in one batched statement per table, in key order
+(concurrent writers on PostgreSQL then lock rows in the same order and cannot deadlock).
+
+Trial status transitions: `terminated` is final. A late or replayed `pending`, `running`,
+`error` or `stopped` for a terminated trial is ignored (Ray never re-runs a terminated trial;
+a resumed sweep re-runs only errored or unfinished ones). Any other transition is taken as
+reported; entering `pending` or `running` clears `error` and `ended_at` (a retry in progress).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from db.engine import redact, transaction
+from db.errors import SweepExistsError
+from db.models import SWEEP_STATUSES, TRIAL_STATUSES, LayerStat, Metric, Sweep, Trial
+
+AXES = ("dataset", "model", "depth", "block", "shortcut", "seed")
+FINAL_STATUS = "terminated"
+RETRY_STATUSES = ("pending", "running")
+# Keys of a reported result that are not metrics.
+NOT_METRICS = frozenset({"epoch", "params_count", "layer_stats"})
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    id: int
+    name: str
+    status: str
+    spec: str
+    spec_hash: str
+    git_commit: str | None
+    git_dirty: bool | None
+    created_at: datetime
+    finished_at: datetime | None
+    storage_path: str | None
+
+
+@dataclass(frozen=True)
+class Result:
+    """One reported result of one trial: metrics by name, and layer records on probe epochs."""
+
+    trial_id: int
+    epoch: int
+    metrics: Mapping[str, Any]
+    layer_stats: Sequence[Mapping[str, Any]] | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def _number(value: Any) -> float | None:
+    """A float fit for a DOUBLE column: NaN becomes NULL (SQLite would store NaN as NULL anyway,
+    PostgreSQL as NaN; NULL is the same on both)."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check(status: str, allowed: tuple[str, ...], what: str) -> None:
+    if status not in allowed:
+        raise ValueError(f"{what} status {status!r} is not one of {', '.join(allowed)}")
+
+
+# --- sweeps -----------------------------------------------------------------------------------
+
+
+def create_sweep(
+    engine: Engine,
+    *,
+    name: str,
+    spec: str,
+    spec_hash: str,
+    git_commit: str | None = None,
+    git_dirty: bool | None = None,
+    storage_path: str | None = None,
+) -> int:
+    """Register a new sweep (status running) and return its id.
+
+    Raises SweepExistsError when a sweep of that name is already in the database.
+    """
+    table = Sweep.__table__
+    with transaction(engine) as conn:
+        stmt = _insert(conn, table).values(
+            name=name, spec=spec, spec_hash=spec_hash, git_commit=git_commit,
+            git_dirty=git_dirty, storage_path=storage_path, status="running", created_at=_now(),
+        )  # fmt: skip
+        sweep_id = conn.scalar(stmt.on_conflict_do_nothing(index_elements=["name"]).returning(table.c.id))
+    if sweep_id is None:
+        raise SweepExistsError(
+            f"a sweep named {name!r} already exists in {redact(engine)}: "
+            "resume it with --resume or launch under another name with --new-name"
+        )
+    return sweep_id
+
+
+def get_sweep(engine: Engine, name: str) -> SweepRow | None:
+    """The sweep of that name, or None."""
+    table = Sweep.__table__
+    with transaction(engine) as conn:
+        row = conn.execute(sa.select(table).where(table.c.name == name)).mappings().first()
+    return None if row is None else SweepRow(**row)
+
+
+def set_sweep_status(engine: Engine, sweep_id: int, status: str, *, finished: bool = False) -> None:
+    """Set a sweep's status; `finished` stamps finished_at, going back to running clears it."""
+    _check(status, SWEEP_STATUSES, "sweep")
+    table = Sweep.__table__
+    values: dict[str, Any] = {"status": status}
+    if finished:
+        values["finished_at"] = _now()
+    elif status == "running":
+        values["finished_at"] = None
+    with transaction(engine) as conn:
+        conn.execute(table.update().where(table.c.id == sweep_id).values(**values))
+
+
+# --- trials -----------------------------------------------------------------------------------
+
+
+def _axes(config: Mapping[str, Any]) -> dict[str, Any]:
+    missing = [axis for axis in AXES if config.get(axis) is None]
+    if missing:
+        raise ValueError(f"trial config lacks {', '.join(missing)}")
+    axes = {axis: config[axis] for axis in AXES}
+    axes["depth"], axes["seed"] = int(axes["depth"]), int(axes["seed"])
+    return axes
+
+
+def upsert_trial(
+    engine: Engine,
+    sweep_id: int,
+    trial_key: str,
+    *,
+    status: str,
+    config: Mapping[str, Any],
+    params_count: int | None = None,
+    started_at: datetime | None = None,
+) -> int:
+    """Insert or update the trial `trial_key` of a sweep and return its id.
+
+    The axes (dataset, model, depth, block, shortcut, seed) come from `config`. started_at
+    defaults to now for a running trial and keeps its first value; a terminated trial keeps its
+    status (see the module docstring).
+    """
+    _check(status, TRIAL_STATUSES, "trial")
+    if started_at is None and status == "running":
+        started_at = _now()
+    table = Trial.__table__
+    with transaction(engine) as conn:
+        stmt = _insert(conn, table).values(
+            sweep_id=sweep_id, trial_key=trial_key, status=status, config=dict(config),
+            params_count=params_count, started_at=started_at, **_axes(config),
+        )  # fmt: skip
+        new, old = stmt.excluded, table.c
+        final = old.status == FINAL_STATUS
+        retry = sa.and_(sa.not_(final), new.status.in_(RETRY_STATUSES))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["sweep_id", "trial_key"],
+            set_={
+                "status": sa.case((final, old.status), else_=new.status),
+                "error": sa.case((retry, sa.null()), else_=old.error),
+                "ended_at": sa.case((retry, sa.null()), else_=old.ended_at),
+                "config": new.config,
+                **{axis: getattr(new, axis) for axis in AXES},
+                "params_count": sa.func.coalesce(new.params_count, old.params_count),
+                "started_at": sa.func.coalesce(old.started_at, new.started_at),
+            },
+        )
+        return conn.scalar(stmt.returning(table.c.id))
+
+
+def set_trial_status(
+    engine: Engine,
+    trial_id: int,
+    status: str,
+    *,
+    error: str | None = None,
+    ended: bool = False,
+    params_count: int | None = None,
+) -> str:
+    """Move a trial to `status` (ended stamps ended_at) and return the status it now has,
+    which stays `terminated` if it already was."""
+    _check(status, TRIAL_STATUSES, "trial")
+    table = Trial.__table__
+    with transaction(engine) as conn:
+        current = conn.scalar(
+            sa.select(table.c.status).where(table.c.id == trial_id).with_for_update()
+        )
+        if current is None:
+            raise ValueError(f"no trial with id {trial_id}")
+        values: dict[str, Any] = {}
+        if params_count is not None:
+            values["params_count"] = params_count
+        if current != FINAL_STATUS or status == FINAL_STATUS:
+            values["status"] = status
+            if status in RETRY_STATUSES:
+                values.update(error=None, ended_at=None)
+            if error is not None:
+                values["error"] = error
+            if ended:
+                values["ended_at"] = _now()
+        if values:
+            conn.execute(table.update().where(table.c.id == trial_id).values(**values))
+        return values.get("status", current)
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def _rows(results: Iterable[Result]) -> tuple[list[dict], list[dict], dict[int, int]]:
+    """Metric rows, layer rows and params counts of a batch; a key given twice keeps the later
+    value (PostgreSQL refuses one statement that upserts the same row twice)."""
+    metrics: dict[tuple[int, str, int], float | None] = {}
+    layers: dict[tuple[int, int, int], dict[str, Any]] = {}
+    params: dict[int, int] = {}
+    for r in results:
+        trial_id, epoch = int(r.trial_id), int(r.epoch)
+        for name, value in r.metrics.items():
+            if name == "params_count" and value is not None:
+                params[trial_id] = int(value)
+            elif name not in NOT_METRICS and _is_number(value):
+                metrics[trial_id, name, epoch] = _number(value)
+        for s in r.layer_stats or ():
+            layer = int(s["layer"])
+            layers[trial_id, epoch, layer] = {
+                "trial_id": trial_id, "epoch": epoch, "layer": layer, "name": str(s["name"]),
+                "stage": int(s["stage"]), "std": _number(s["std"]), "mean": _number(s["mean"]),
+            }  # fmt: skip
+    metric_rows = [
+        {"trial_id": t, "name": n, "epoch": e, "value": metrics[t, n, e]} for t, n, e in sorted(metrics)
+    ]
+    layer_rows = [layers[key] for key in sorted(layers)]
+    return metric_rows, layer_rows, params
+
+
+def _upsert(conn: Connection, table: sa.Table, key: list[str], rows: list[dict]) -> None:
+    stmt = _insert(conn, table)
+    replace = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
+    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=replace), rows)
+
+
+def record_results(engine: Engine, results: Iterable[Result]) -> int:
+    """Write a batch of results in one transaction; returns the number of metric rows.
+
+    Numeric entries of each result's `metrics` become metric rows (NaN is stored as NULL;
+    `epoch` and non-numbers are skipped; `params_count` updates the trial instead). Layer
+    records are upserted on (trial, epoch, layer).
+    """
+    metric_rows, layer_rows, params = _rows(results)
+    trials = Trial.__table__
+    with transaction(engine) as conn:
+        if metric_rows:
+            _upsert(conn, Metric.__table__, ["trial_id", "name", "epoch"], metric_rows)
+        if layer_rows:
+            _upsert(conn, LayerStat.__table__, ["trial_id", "epoch", "layer"], layer_rows)
+        for trial_id in sorted(params):
+            conn.execute(
+                trials.update()
+                .where(trials.c.id == trial_id)
+                .where(sa.or_(trials.c.params_count.is_(None), trials.c.params_count != params[trial_id]))
+                .values(params_count=params[trial_id])
+            )
+    return len(metric_rows)
+
+
+def record_result(
+    engine: Engine,
+    trial_id: int,
+    epoch: int,
+    metrics: Mapping[str, Any],
+    layer_stats: Sequence[Mapping[str, Any]] | None = None,
+) -> int:
+    """Write one reported result (metrics, and layer records on probe epochs) in one
+    transaction; the same result twice leaves one row per key. Returns the metric rows written."""
+    return record_results(engine, [Result(trial_id, epoch, metrics, layer_stats)])
