@@ -152,3 +152,17 @@ def layer_stats(engine: Engine, trial_ids: Iterable[int], epoch: int | None = No
     if epoch is not None:
         params["epoch"] = int(epoch)
     return _frame(engine, stmt, LAYER_COLUMNS, **params)
+
+
+SWEEP_DETAIL_COLUMNS = [
+    "id", "name", "status", "spec", "spec_hash", "git_commit", "git_dirty", "created_at",
+    "finished_at", "storage_path",
+]  # fmt: skip
+
+
+def sweep_details(engine: Engine, sweep: str | int) -> pd.DataFrame:
+    """The sweep (by name or id) as one row with everything about it, including its spec
+    (the YAML as launched); no rows when there is no such sweep (SWEEP_DETAIL_COLUMNS)."""
+    s = Sweep.__table__
+    stmt = sa.select(*(s.c[c] for c in SWEEP_DETAIL_COLUMNS)).where(_sweep_filter(sweep))
+    return _frame(engine, stmt, SWEEP_DETAIL_COLUMNS)
