@@ -166,3 +166,35 @@ def sweep_details(engine: Engine, sweep: str | int) -> pd.DataFrame:
     s = Sweep.__table__
     stmt = sa.select(*(s.c[c] for c in SWEEP_DETAIL_COLUMNS)).where(_sweep_filter(sweep))
     return _frame(engine, stmt, SWEEP_DETAIL_COLUMNS)
+
+
+def probed_epochs(engine: Engine, trial_ids: Iterable[int]) -> list[int]:
+    """The epochs at which any of the trials recorded layer statistics, ascending."""
+    ids = _ids(trial_ids)
+    if not ids:
+        return []
+    stmt = sa.text(
+        "SELECT DISTINCT epoch FROM layer_stats WHERE trial_id IN :ids ORDER BY epoch"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    with transaction(engine) as conn:
+        return [int(e) for e in conn.scalars(stmt, {"ids": ids})]
+
+
+RELATION_COLUMNS = ["relation", "kind", "column", "type"]
+
+
+def relations(engine: Engine) -> pd.DataFrame:
+    """The tables and views users query, one row per column (RELATION_COLUMNS): views first,
+    in column order; Alembic's bookkeeping table is left out."""
+    rows: list[tuple[str, str, str, str]] = []
+    with transaction(engine) as conn:
+        inspector = sa.inspect(conn)
+        for kind, names in (("view", inspector.get_view_names()), ("table", inspector.get_table_names())):
+            for name in sorted(n for n in names if n != "alembic_version"):
+                rows += [(name, kind, c["name"], _type_name(c["type"])) for c in inspector.get_columns(name)]
+    return pd.DataFrame.from_records(rows, columns=RELATION_COLUMNS)
+
+
+def _type_name(type_: sa.types.TypeEngine) -> str:
+    # SQLite cannot tell the type of a computed view column (count(*), min(...)).
+    return "" if isinstance(type_, sa.types.NullType) else str(type_)
