@@ -1,0 +1,86 @@
+"""The read API: DataFrames with the documented columns, one query per call (never per trial)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from db import queries, writes
+from tests.db.conftest import errs, make_sweep
+
+
+@pytest.fixture
+def known(engine):
+    return make_sweep(engine)
+
+
+@pytest.fixture
+def statements(engine):
+    """The SQL statements each call sends (to show the API is set-based)."""
+    sent: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        sent.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", count)
+    yield sent
+    sa.event.remove(engine, "before_cursor_execute", count)
+
+
+def test_sweeps_lists_progress_counts(engine, known):
+    writes.create_sweep(engine, name="empty", spec="", spec_hash="")
+    frame = queries.sweeps(engine)
+    assert list(frame.columns) == queries.SWEEP_COLUMNS
+    assert list(frame["name"]) == ["empty", "known"]  # newest first
+    row = frame.set_index("name").loc["known"]
+    assert (row.n_trials, row.n_terminated, row.n_error, row.n_running, row.n_pending) == (8, 6, 1, 1, 0)
+    assert frame.set_index("name").loc["empty"].n_trials == 0
+
+
+def test_trials_of_a_sweep_by_name_or_id(engine, known, statements):
+    frame = queries.trials(engine, "known")
+    assert len(statements) == 1
+    assert list(frame.columns) == queries.TRIAL_COLUMNS
+    assert len(frame) == 8 and frame.trial_id.is_monotonic_increasing
+    row = frame.set_index("trial_key").loc["A-1"]
+    assert (row.shortcut, row.seed, row.epochs, row.status) == ("A", 1, 3, "terminated")
+    assert row.final_test_err == pytest.approx(errs(4, 3)["test_err"])
+    assert row.config["lr"] == 0.1 and row.started_at.tzinfo is not None
+    assert frame.set_index("trial_key").loc["A-9"].error == "CUDA out of memory"
+    assert queries.trials(engine, known.id).equals(frame)
+    assert queries.trials(engine, "nope").empty
+
+
+def test_curves_of_many_trials_in_one_query(engine, known, statements):
+    ids = list(known.trials.values())
+    frame = queries.curves(engine, ids, ["test_err", "train_err"])
+    assert len(statements) == 1
+    assert list(frame.columns) == queries.CURVE_COLUMNS
+    assert len(frame) == 2 * (6 * 3 + 2)
+    tid = known.trials["none-1"]
+    curve = frame[(frame.trial_id == tid) & (frame.name == "test_err")]
+    assert list(curve.epoch) == [1, 2, 3]
+    assert list(curve.value) == [errs(1, e)["test_err"] for e in (1, 2, 3)]
+    assert len(queries.curves(engine, [tid])) == 3 * len(errs(0, 1))
+    assert queries.curves(engine, []).empty
+
+
+def test_grid_summary(engine, known):
+    frame = queries.grid(engine, "known")
+    assert list(frame.columns) == queries.GRID_COLUMNS
+    assert list(frame.shortcut) == ["A", "none"] and list(frame.n_seeds) == [3, 3]
+    assert queries.grid(engine, known.id).equals(frame)
+
+
+def test_layer_stats_at_the_last_probe_or_a_given_epoch(engine, known, statements):
+    ids = [known.trials[k] for k in ("none-0", "A-2", "A-9")]
+    frame = queries.layer_stats(engine, ids)
+    assert len(statements) == 1
+    assert list(frame.columns) == queries.LAYER_COLUMNS
+    # A-9 was never probed; the others' last probe is epoch 3.
+    assert set(frame.trial_id) == set(ids[:2]) and set(frame.epoch) == {3}
+    assert list(frame[frame.trial_id == ids[1]].layer) == [0, 1, 2, 3]
+    assert list(frame[frame.trial_id == ids[1]]["std"]) == [5 + i + 3 for i in range(4)]
+    at_1 = queries.layer_stats(engine, ids, epoch=1)
+    assert set(at_1.epoch) == {1} and len(at_1) == 8
+    assert queries.layer_stats(engine, ids, epoch=2).empty

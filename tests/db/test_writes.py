@@ -1,0 +1,157 @@
+"""Writes are idempotent upserts: the same result twice is one row, a later one replaces it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sqlalchemy as sa
+
+from db import writes
+from db.engine import get_engine
+from db.errors import SweepExistsError
+from tests.db.conftest import errs, trial_config
+
+
+def counts(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {t: conn.scalar(sa.text(f"SELECT count(*) FROM {t}"))
+                for t in ("sweeps", "trials", "metrics", "layer_stats")}  # fmt: skip
+
+
+def values(engine, trial_id: int) -> dict[tuple[str, int], float]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT name, epoch, value FROM metrics WHERE trial_id = :t"), {"t": trial_id})
+        return {(name, epoch): value for name, epoch, value in rows}
+
+
+@pytest.fixture
+def trial(engine) -> int:
+    sweep_id = writes.create_sweep(engine, name="s", spec="name: s\n", spec_hash="h", git_commit="abc", git_dirty=True)
+    return writes.upsert_trial(engine, sweep_id, "t0", status="running", config=trial_config())
+
+
+LAYERS = [{"layer": i, "name": f"layer{i}.conv1", "stage": 1, "std": 1.0 + i, "mean": 0.1} for i in range(5)]
+
+
+def test_the_same_result_twice_leaves_one_row_per_key(engine, trial):
+    for _ in range(2):
+        writes.record_result(engine, trial, 1, errs(0, 1), LAYERS)
+    assert counts(engine) == {"sweeps": 1, "trials": 1, "metrics": len(errs(0, 1)), "layer_stats": 5}
+
+
+def test_the_same_batch_twice_leaves_one_row_per_key(engine, trial):
+    batch = [writes.Result(trial, e, errs(0, e), LAYERS if e == 3 else None) for e in (1, 2, 3)]
+    assert writes.record_results(engine, batch) == 3 * len(errs(0, 1))
+    writes.record_results(engine, batch)
+    assert counts(engine)["metrics"] == 3 * len(errs(0, 1))
+    assert counts(engine)["layer_stats"] == 5
+
+
+def test_a_later_write_of_the_same_key_replaces_the_value(engine, trial):
+    writes.record_result(engine, trial, 1, {"test_err": 0.9}, [{**LAYERS[0], "std": 1.0}])
+    writes.record_result(engine, trial, 1, {"test_err": 0.7}, [{**LAYERS[0], "std": 2.0}])
+    assert values(engine, trial) == {("test_err", 1): 0.7}
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT std FROM layer_stats")) == 2.0
+
+
+def test_replayed_epochs_after_a_restart_do_not_duplicate(db_url, engine, trial):
+    for epoch in range(1, 6):
+        writes.record_result(engine, trial, epoch, errs(0, epoch))
+    engine.dispose()
+    # The driver restarts, the trial is restored from its epoch-2 checkpoint and reports 3..5
+    # again (different numbers: data order differs) and then goes on to 6.
+    again = get_engine(db_url)
+    tid = writes.upsert_trial(again, writes.get_sweep(again, "s").id, "t0", status="running", config=trial_config())
+    assert tid == trial
+    for epoch in range(3, 7):
+        writes.record_result(again, trial, epoch, errs(1, epoch))
+    stored = values(again, trial)
+    assert len(stored) == 6 * len(errs(0, 1))
+    assert stored["test_err", 2] == errs(0, 2)["test_err"] and stored["test_err", 4] == errs(1, 4)["test_err"]
+    again.dispose()
+
+
+def test_nan_is_stored_as_null_and_non_metrics_are_skipped(engine, trial):
+    writes.record_result(
+        engine, trial, 1,
+        {"train_loss": float("nan"), "train_err": 0.5, "epoch": 1, "params_count": 1234, "note": "x",
+         "done": True},
+    )  # fmt: skip
+    assert values(engine, trial) == {("train_loss", 1): None, ("train_err", 1): 0.5}
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT params_count FROM trials")) == 1234
+
+
+def test_numpy_scalars_are_stored_as_plain_numbers(engine, trial):
+    np = pytest.importorskip("numpy")
+    writes.record_result(engine, trial, 1, {"test_err": np.float32(0.25), "lr": np.float64(0.1)},
+                         [{"layer": np.int64(0), "name": "c", "stage": np.int64(1), "std": np.float32(2.0), "mean": 0.0}])  # fmt: skip
+    assert values(engine, trial) == {("test_err", 1): 0.25, ("lr", 1): 0.1}
+
+
+def test_a_sweep_name_is_registered_once(engine, trial):
+    with pytest.raises(SweepExistsError, match="--resume"):
+        writes.create_sweep(engine, name="s", spec="", spec_hash="")
+    row = writes.get_sweep(engine, "s")
+    assert (row.name, row.status, row.git_commit, row.git_dirty, row.finished_at) == ("s", "running", "abc", True, None)
+    assert row.created_at.tzinfo is not None
+    assert writes.get_sweep(engine, "nope") is None
+
+
+def test_sweep_status_and_finish_time(engine, trial):
+    sweep_id = writes.get_sweep(engine, "s").id
+    writes.set_sweep_status(engine, sweep_id, "interrupted", finished=True)
+    assert writes.get_sweep(engine, "s").finished_at is not None
+    writes.set_sweep_status(engine, sweep_id, "running")  # resumed
+    assert writes.get_sweep(engine, "s").finished_at is None
+    with pytest.raises(ValueError):
+        writes.set_sweep_status(engine, sweep_id, "done")
+
+
+def trial_row(engine, trial_id: int) -> dict:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT * FROM trials WHERE id = :t"), {"t": trial_id}).mappings().one())
+
+
+def test_trial_axes_come_from_the_config(engine, trial):
+    row = trial_row(engine, trial)
+    assert {k: row[k] for k in ("dataset", "model", "depth", "block", "shortcut", "seed")} == {
+        "dataset": "cifar10", "model": "cifar", "depth": 20, "block": "basic", "shortcut": "A", "seed": 0,
+    }  # fmt: skip
+    assert row["started_at"] is not None and row["status"] == "running"
+    with pytest.raises(ValueError, match="lacks depth"):
+        writes.upsert_trial(engine, 1, "t1", status="pending", config={**trial_config(), "depth": None})
+
+
+def test_terminated_is_final_but_errored_trials_can_be_retried(engine, trial):
+    assert writes.set_trial_status(engine, trial, "error", error="boom", ended=True) == "error"
+    row = trial_row(engine, trial)
+    assert row["error"] == "boom" and row["ended_at"] is not None
+    # A resumed sweep retries it: running again clears the error.
+    assert writes.set_trial_status(engine, trial, "running") == "running"
+    assert trial_row(engine, trial)["error"] is None
+    assert writes.set_trial_status(engine, trial, "terminated", ended=True, params_count=99) == "terminated"
+    # A late or replayed status never overwrites terminated, by either path.
+    assert writes.set_trial_status(engine, trial, "running") == "terminated"
+    writes.upsert_trial(engine, writes.get_sweep(engine, "s").id, "t0", status="pending", config=trial_config())
+    row = trial_row(engine, trial)
+    assert row["status"] == "terminated" and row["ended_at"] is not None and row["params_count"] == 99
+
+
+def test_upsert_keeps_the_first_start_time_and_known_params_count(engine, trial):
+    first = trial_row(engine, trial)
+    sweep_id = writes.get_sweep(engine, "s").id
+    writes.upsert_trial(engine, sweep_id, "t0", status="running", config=trial_config(), params_count=7)
+    writes.upsert_trial(engine, sweep_id, "t0", status="running", config=trial_config(lr=0.05))
+    row = trial_row(engine, trial)
+    assert row["started_at"] == first["started_at"] and row["params_count"] == 7
+    assert counts(engine)["trials"] == 1
+
+
+def test_deleting_a_sweep_deletes_its_results(engine, trial):
+    writes.record_result(engine, trial, 1, errs(0, 1), LAYERS)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM sweeps")
+    assert counts(engine) == {"sweeps": 0, "trials": 0, "metrics": 0, "layer_stats": 0}
