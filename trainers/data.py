@@ -1,0 +1,281 @@
+"""Datasets as in-memory tensors, and the mini-batches made from them where they live.
+
+Every dataset is loaded whole into one float tensor per split, the training set's per-pixel mean is
+subtracted from every split (the paper's only preprocessing), and the tensors are moved to the
+training device. Batches are then cut, shuffled and augmented by tensor ops on that device: on a
+GPU nothing crosses the bus during an epoch and no DataLoader worker sits in the hot path; on a CPU
+the same code runs on CPU tensors.
+
+Datasets:
+- ``cifar10`` / ``cifar100``: torchvision's dataset classes reading ``data_dir`` (downloaded there when
+  the network allows).
+- ``digits``: scikit-learn's bundled 8x8 grayscale digits (1,797 images), a fixed stratified split.
+- ``synthetic``: deterministic random images whose label is learnable, any shape.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from orchestrator.errors import UserError
+
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+DEFAULT_DATA_DIR = "~/.cache/resweep"
+DIGITS_TEST_SIZE = 360  # of 1,797 images; stratified, random_state 0: the same split for every trial
+SPLIT_SEED = 0  # the validation hold-out and synthetic data do not vary with the trial's seed
+SYNTHETIC_DEFAULTS = {"num_train": 1024, "num_test": 256, "image_size": 32, "channels": 3, "num_classes": 10}
+
+
+class DatasetUnavailable(UserError):
+    """The dataset's files are missing (or corrupted) and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset, whole, on one device."""
+
+    x: Tensor  # (N, C, H, W) float32, training-set per-pixel mean subtracted
+    y: Tensor  # (N,) int64 class indices
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Pad-and-random-crop (`pad` pixels of zeros each side) and, if `flip`, random horizontal flips."""
+
+    pad: int
+    flip: bool
+
+
+@dataclass(frozen=True)
+class Data:
+    """A dataset ready to train on: splits on the device and what the model needs to know of them."""
+
+    name: str
+    train: Split
+    test: Split
+    val: Split | None
+    num_classes: int
+    augment: Augment | None  # applied to training batches only
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.x.shape[1]
+
+
+def load_data(
+    dataset: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    val_size: int = 0,
+    max_train_samples: int | None = None,
+    augment: bool = True,
+    synthetic: dict | None = None,
+    device: str | torch.device = "cpu",
+    download: bool = True,
+) -> Data:
+    """Load `dataset` whole onto `device`: split, capped, mean-subtracted, with its augmentation."""
+    if dataset in ("cifar10", "cifar100"):
+        train_x, train_y, test_x, test_y, num_classes = _load_cifar(dataset, _data_dir(data_dir), download)
+        aug = Augment(pad=4, flip=True)
+    elif dataset == "digits":
+        train_x, train_y, test_x, test_y, num_classes = _load_digits()
+        aug = Augment(pad=1, flip=False)  # 8x8 images: a 1-pixel shift; a mirrored digit is another glyph
+    elif dataset == "synthetic":
+        spec = {**SYNTHETIC_DEFAULTS, **(synthetic or {})}
+        train_x, train_y, test_x, test_y, num_classes = make_synthetic(**spec)
+        aug = Augment(pad=max(1, spec["image_size"] // 8), flip=True)
+    else:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
+
+    val = None
+    if val_size:
+        if not 0 < val_size < len(train_y):
+            raise ValueError(f"val_size must be between 1 and {len(train_y) - 1}, not {val_size}")
+        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+        val_idx, train_idx = order[:val_size].sort().values, order[val_size:].sort().values
+        val = (train_x[val_idx], train_y[val_idx])
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    if max_train_samples is not None:
+        train_x, train_y = train_x[:max_train_samples], train_y[:max_train_samples]
+
+    mean = train_x.mean(dim=0, keepdim=True)  # (1, C, H, W): the per-pixel mean of the training set
+
+    def split(x: Tensor, y: Tensor) -> Split:
+        return Split((x - mean).to(device), y.to(device))
+
+    return Data(
+        name=dataset,
+        train=split(train_x, train_y),
+        test=split(test_x, test_y),
+        val=split(*val) if val is not None else None,
+        num_classes=num_classes,
+        augment=aug if augment else None,
+    )
+
+
+class Batches:
+    """Mini-batches of a split, delivered on `device` (where the split lives, unless told otherwise).
+
+    Shuffling and augmentation draw from `generator`, which must live where the split does; its state
+    is the only randomness, so saving it makes an epoch reproducible.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: Augment | None = None,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        if (shuffle or augment) and generator is None:
+            raise ValueError("shuffled or augmented batches need a generator")
+        self.split, self.batch_size = split, batch_size
+        self.shuffle, self.augment, self.generator = shuffle, augment, generator
+        self.device = torch.device(device) if device is not None else split.x.device
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        x, y = self.split.x, self.split.y
+        n = len(y)
+        order = torch.randperm(n, generator=self.generator, device=x.device) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                xb, yb = x[start : start + self.batch_size], y[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                xb, yb = x[idx], y[idx]
+            if self.augment is not None:
+                xb = augment_batch(xb, self.augment, self.generator)
+            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+
+def augment_batch(x: Tensor, augment: Augment, generator: torch.Generator) -> Tensor:
+    """Random crops of the zero-padded batch, each mirrored with probability 1/2 if `augment.flip`."""
+    b, c, h, w = x.shape
+    p = augment.pad
+    padded = F.pad(x, (p, p, p, p))  # (B, C, H + 2p, W + 2p); zero is the mean after mean subtraction
+    dev = x.device
+    top = torch.randint(0, 2 * p + 1, (b, 1), generator=generator, device=dev)
+    left = torch.randint(0, 2 * p + 1, (b, 1), generator=generator, device=dev)
+    rows = top + torch.arange(h, device=dev)  # (B, H)
+    cols = left + torch.arange(w, device=dev)  # (B, W)
+    if augment.flip:
+        flip = torch.rand(b, 1, generator=generator, device=dev) < 0.5
+        cols = torch.where(flip, cols.flip(1), cols)  # the crop read right to left is its mirror image
+    return padded[
+        torch.arange(b, device=dev)[:, None, None, None],
+        torch.arange(c, device=dev)[None, :, None, None],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
+    ]
+
+
+def make_synthetic(
+    num_train: int, num_test: int, image_size: int, channels: int, num_classes: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """Noisy images of per-class smooth templates: deterministic, and learnable by a small convnet."""
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    coarse = max(1, image_size // 8)
+    templates = F.interpolate(
+        torch.randn(num_classes, channels, coarse, coarse, generator=g),
+        size=(image_size, image_size),
+        mode="bilinear",
+        align_corners=False,
+    )  # (K, C, S, S), low-frequency so that small shifts keep the class recognisable
+    n = num_train + num_test
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    x = templates[y] + torch.randn(n, channels, image_size, image_size, generator=g)
+    return x[:num_train], y[:num_train], x[num_train:], y[num_train:], num_classes
+
+
+def _load_digits() -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None] / 16.0  # (1797, 1, 8, 8) in [0, 1]
+    y = digits.target.astype(np.int64)
+    train_x, test_x, train_y, test_y = train_test_split(
+        x, y, test_size=DIGITS_TEST_SIZE, stratify=y, random_state=SPLIT_SEED
+    )
+    as_t = torch.from_numpy
+    return as_t(train_x), as_t(train_y), as_t(test_x), as_t(test_y), 10
+
+
+def _data_dir(data_dir: str | os.PathLike | None) -> Path:
+    return Path(data_dir if data_dir is not None else DEFAULT_DATA_DIR).expanduser()
+
+
+def _cifar_class(dataset: str):
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return CIFAR10 if dataset == "cifar10" else CIFAR100
+
+
+def cifar_files(dataset: str) -> list[str]:
+    """The files torchvision's class reads, relative to `data_dir`."""
+    cls = _cifar_class(dataset)
+    names = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    return [f"{cls.base_folder}/{name}" for name in names]
+
+
+def ensure_dataset(dataset: str, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> None:
+    """Make sure `dataset` can be loaded, downloading it if allowed; DatasetUnavailable if not.
+
+    Meant for the driver, once, before trials start (so that trials never race to download).
+    """
+    if dataset not in ("cifar10", "cifar100"):
+        return  # digits ships with scikit-learn; synthetic is made on the spot
+    root = _data_dir(data_dir)
+    missing = [f for f in cifar_files(dataset) if not (root / f).is_file()]
+    if not missing:
+        return
+    cls = _cifar_class(dataset)
+    why = "downloading is off" if not download else ""
+    if download:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            cls(root=str(root), train=True, download=True)
+            return
+        except Exception as e:  # no network, a proxy, a full disk: all end in the same advice
+            why = f"the download failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    raise DatasetUnavailable(
+        f"data_dir {root}: {dataset} is missing ({missing[0]} and {len(missing) - 1} more) and {why}; "
+        f"put the extracted {cls.filename} there (a folder {cls.base_folder}/ with "
+        f"{', '.join(f.split('/')[1] for f in cifar_files(dataset))}), from {cls.url}"
+    )
+
+
+def _load_cifar(dataset: str, root: Path, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    ensure_dataset(dataset, root, download=download)
+    cls = _cifar_class(dataset)
+    try:
+        train, test = cls(root=str(root), train=True), cls(root=str(root), train=False)
+    except RuntimeError as e:  # torchvision's checksum test failed
+        raise DatasetUnavailable(
+            f"data_dir {root}: {dataset} files under {cls.base_folder}/ are corrupted ({e}); "
+            f"delete that folder so they are downloaded again, or put intact files from {cls.url} there"
+        ) from None
+
+    def tensors(ds) -> tuple[Tensor, Tensor]:
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float() / 255.0  # (N, 32, 32, 3) uint8 -> (N, 3, 32, 32)
+        return x.contiguous(), torch.tensor(ds.targets, dtype=torch.int64)
+
+    return *tensors(train), *tensors(test), len(train.classes)
