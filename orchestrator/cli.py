@@ -53,3 +53,4 @@ def main() -> None:
 # Commands live in these modules; importing them registers them on `app` / `db_app`.
 from orchestrator import commands_store  # noqa: E402,F401
 from orchestrator import commands_report  # noqa: E402,F401
+from orchestrator import commands_cluster  # noqa: E402,F401

@@ -1,0 +1,206 @@
+"""A sweep as a Slurm batch job: `python -m orchestrator slurm SWEEP.yaml --nodes N ...` prints it.
+
+The script starts a Ray head on the allocation's first node and one Ray worker on each other node
+(all with `srun`, token authentication on), waits until every node has joined, runs the sweep's
+driver on the head against the shared database, and stops Ray when the driver ends or the job is
+cancelled, preempted or out of time. With `#SBATCH --requeue`, a job that Slurm requeues after a
+preemption starts over on new nodes and the driver continues the sweep (`launch --resume`).
+
+The script assumes what a Slurm cluster for such work has: the project directory on a shared
+filesystem, the same Python environment (with resweep's dependencies) on every node, and
+`python` and `ray` on the PATH (`RESWEEP_PYTHON` / `RESWEEP_RAY` override them).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from string import Template
+
+from orchestrator.cluster import PROJECT_DIR, RemoteSweep
+from orchestrator.errors import UserError
+
+SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
+
+
+class _Script(Template):
+    # `$` belongs to bash; the template's own placeholders are @@{name}.
+    delimiter = "@@"
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    nodes: int
+    gpus_per_node: int
+    partition: str | None = None
+    time: str | None = None  # Slurm's time format: MM, HH:MM:SS, D-HH[:MM[:SS]]
+    account: str | None = None
+    cpus_per_node: int | None = None  # None: whole nodes (--exclusive)
+
+    def check(self) -> None:
+        if self.nodes < 1:
+            raise UserError(f"--nodes {self.nodes}: a job needs at least one node (allowed: 1 or more)")
+        if self.gpus_per_node < 0:
+            raise UserError(f"--gpus-per-node {self.gpus_per_node}: cannot be negative (allowed: 0 or more)")
+        if self.cpus_per_node is not None and self.cpus_per_node < 1:
+            raise UserError(f"--cpus-per-node {self.cpus_per_node}: allowed: 1 or more")
+        if self.time is not None and not SLURM_TIME.match(self.time):
+            raise UserError(f"--time {self.time}: not a Slurm time limit (allowed: MINUTES, HH:MM:SS, D-HH:MM:SS)")
+        for flag, value in (("--partition", self.partition), ("--account", self.account)):
+            if value is not None and not re.fullmatch(r"[A-Za-z0-9_.,:+-]+", value):
+                raise UserError(f"{flag} {value!r}: not a Slurm {flag[2:]} name")
+
+
+def render(sweep: RemoteSweep, opts: SlurmOptions) -> str:
+    """The sbatch script for `sweep` on the allocation `opts` describes."""
+    opts.check()
+    directives = [f"#SBATCH --nodes={opts.nodes}", "#SBATCH --ntasks-per-node=1"]
+    if opts.gpus_per_node:
+        directives.append(f"#SBATCH --gpus-per-node={opts.gpus_per_node}")
+    directives.append(f"#SBATCH --cpus-per-task={opts.cpus_per_node}" if opts.cpus_per_node else "#SBATCH --exclusive")
+    for flag, value in (("partition", opts.partition), ("time", opts.time), ("account", opts.account)):
+        if value:
+            directives.append(f"#SBATCH --{flag}={value}")
+    name = sweep.spec.name
+    return _Script(SCRIPT).substitute(
+        name=name,
+        nodes=opts.nodes,
+        gpus=opts.gpus_per_node,
+        directives="\n".join(directives),
+        project_dir=shlex.quote(str(PROJECT_DIR)),
+        sweep=shlex.quote(str(sweep.path)),
+        db_url=shlex.quote(sweep.db_url),
+        db_shown=sweep.db_shown.replace("\n", " "),
+    )
+
+
+SCRIPT = r"""#!/bin/bash
+# resweep sweep '@@{name}' on @@{nodes} node(s) with @@{gpus} GPU(s) each, results in @@{db_shown}.
+# Written by `python -m orchestrator slurm`; submit it with `sbatch THIS_FILE`.
+#SBATCH --job-name=resweep-@@{name}
+@@{directives}
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=resweep-@@{name}-%j.out
+#SBATCH --signal=B:TERM@120
+
+# A requeued job (preemption, node failure, `scontrol requeue`) runs this script again from the top
+# on new nodes, with the same job id: Ray is started afresh and the sweep continues (--resume).
+set -euo pipefail
+
+PROJECT_DIR=@@{project_dir}
+SWEEP=@@{sweep}
+DB_URL=@@{db_url}
+PYTHON=${RESWEEP_PYTHON:-python}
+RAY=${RESWEEP_RAY:-ray}
+RAY_PORT=${RESWEEP_RAY_PORT:-6379}
+WAIT_S=${RESWEEP_WAIT_S:-300}
+RUN_DIR=${RESWEEP_RUN_DIR:-$PROJECT_DIR/.resweep/slurm-$SLURM_JOB_ID}
+
+say() { echo "resweep[$SLURM_JOB_ID]: $*"; }
+
+cd "$PROJECT_DIR"
+umask 077
+mkdir -p "$RUN_DIR"
+
+# Token authentication: a fresh random token per job in a 0600 file on the shared filesystem.
+# Every Ray process and the driver read it through RAY_AUTH_TOKEN_PATH (srun passes the
+# environment on); the token itself is in no environment and no log.
+unset RAY_AUTH_TOKEN
+export RAY_AUTH_MODE=token
+export RAY_AUTH_TOKEN_PATH="$RUN_DIR/ray_auth_token"
+if [ ! -s "$RAY_AUTH_TOKEN_PATH" ]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$RAY_AUTH_TOKEN_PATH.new"
+  mv "$RAY_AUTH_TOKEN_PATH.new" "$RAY_AUTH_TOKEN_PATH"
+fi
+chmod 600 "$RAY_AUTH_TOKEN_PATH"
+
+mapfile -t NODES < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+NUM_NODES=${#NODES[@]}
+HEAD_NODE=${NODES[0]}
+WORKER_NODES=("${NODES[@]:1}")
+HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" hostname --ip-address | awk '{print $1}')
+HEAD_ADDRESS="$HEAD_IP:$RAY_PORT"
+
+HEAD_PID=
+WORKERS_PID=
+DRIVER_PID=
+
+stop_ray() {
+  local status=$?
+  trap - EXIT TERM INT
+  say "stopping Ray on $NUM_NODES node(s)"
+  # Ending an srun step ends its `ray start --block`, which shuts its node's Ray down.
+  for pid in $WORKERS_PID $HEAD_PID; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  say "Ray stopped"
+  exit "$status"
+}
+
+stop_sweep() {
+  # Cancelled, preempted or out of time: Tune saves the experiment's state on SIGINT, so that a
+  # requeued job (or `launch --resume`) continues from there.
+  say "stop signal: letting the sweep save its state"
+  if [ -n "$DRIVER_PID" ]; then
+    kill -INT "$DRIVER_PID" 2>/dev/null || true
+    wait "$DRIVER_PID" 2>/dev/null || true
+  fi
+  exit 143
+}
+
+trap stop_ray EXIT
+trap stop_sweep TERM INT
+
+say "Ray head on $HEAD_NODE ($HEAD_ADDRESS)"
+srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" \
+  "$RAY" start --head --block --node-ip-address="$HEAD_IP" --port="$RAY_PORT" \
+  --num-gpus=@@{gpus} --disable-usage-stats &
+HEAD_PID=$!
+
+waited=0
+until "$RAY" status --address="$HEAD_ADDRESS" >/dev/null 2>&1; do
+  if [ "$waited" -ge "$WAIT_S" ]; then
+    say "the Ray head did not come up within ${WAIT_S}s; see the lines above" >&2
+    exit 1
+  fi
+  sleep 1
+  waited=$((waited + 1))
+done
+
+if [ "$NUM_NODES" -gt 1 ]; then
+  say "Ray workers on ${WORKER_NODES[*]}"
+  srun --nodes=$((NUM_NODES - 1)) --ntasks=$((NUM_NODES - 1)) -w "$(IFS=,; echo "${WORKER_NODES[*]}")" \
+    "$RAY" start --block --address="$HEAD_ADDRESS" --num-gpus=@@{gpus} --disable-usage-stats &
+  WORKERS_PID=$!
+fi
+
+"$PYTHON" - "$HEAD_ADDRESS" "$NUM_NODES" "$WAIT_S" <<'WAIT_FOR_NODES'
+import sys, time
+import ray
+
+address, want, wait_s = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+deadline = time.monotonic() + wait_s
+while (alive := sum(1 for n in ray.nodes() if n["Alive"])) < want:
+    if time.monotonic() > deadline:
+        sys.exit(f"resweep: only {alive} of {want} Ray nodes joined within {wait_s:.0f}s")
+    time.sleep(2)
+print(f"resweep: all {alive} Ray nodes are up")
+WAIT_FOR_NODES
+
+RESUME=
+if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -e "$RUN_DIR/launched" ] || [ -n "${RESWEEP_RESUME:-}" ]; then
+  RESUME=--resume
+  say "continuing sweep '@@{name}' (restart ${SLURM_RESTART_COUNT:-0})"
+fi
+touch "$RUN_DIR/launched"
+
+# The driver runs in the background so that a stop signal reaches the trap at once; `trap - INT`
+# undoes bash's ignoring SIGINT in background jobs, so that the trap can interrupt it.
+( trap - INT; exec "$PYTHON" -m orchestrator launch "$SWEEP" --db "$DB_URL" --address "$HEAD_ADDRESS" $RESUME ) &
+DRIVER_PID=$!
+wait "$DRIVER_PID"
+"""

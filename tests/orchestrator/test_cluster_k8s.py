@@ -1,0 +1,89 @@
+"""The KubeRay manifest from `orchestrator k8s`: valid YAML with what a RayJob needs."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator import cluster, k8s
+from orchestrator.cli import app
+from tests.orchestrator.cluster_support import write_sweep
+
+DB = "postgresql://resweep:hunter2@db.example/resweep"
+
+
+def documents(args: list[str]) -> dict[str, dict]:
+    result = CliRunner().invoke(app, ["k8s", *args])
+    assert result.exit_code == 0, result.output
+    return {d["kind"]: d for d in yaml.safe_load_all(result.stdout)}
+
+
+def test_manifest_is_a_configmap_a_secret_and_a_rayjob(tmp_path):
+    docs = documents([str(write_sweep(tmp_path)), "--db", DB])
+    assert set(docs) == {"ConfigMap", "Secret", "RayJob"}
+    job = docs["RayJob"]
+    assert job["apiVersion"] == "ray.io/v1" and job["metadata"]["name"] == "resweep-cluster-tiny"
+    spec = job["spec"]
+    assert shlex.split(spec["entrypoint"])[:5] == ["python", "-m", "orchestrator", "launch",
+                                                   "/home/ray/resweep-sweep/sweep.yaml"]
+    cluster_spec = spec["rayClusterSpec"]
+    assert cluster_spec["authOptions"] == {"mode": "token"}
+    assert cluster_spec["headGroupSpec"]["template"]["spec"]["containers"][0]["name"] == "ray-head"
+    (workers,) = cluster_spec["workerGroupSpecs"]
+    assert workers["replicas"] == 1 and workers["template"]["spec"]["containers"][0]["image"] == "resweep:latest"
+    assert spec["shutdownAfterJobFinishes"] is True
+
+
+def test_sweep_file_travels_in_the_configmap_mounted_on_the_head(tmp_path):
+    sweep = write_sweep(tmp_path)
+    docs = documents([str(sweep), "--db", DB])
+    assert docs["ConfigMap"]["data"]["sweep.yaml"] == sweep.read_text()
+    head = docs["RayJob"]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["volumes"] == [{"name": "sweep", "configMap": {"name": docs["ConfigMap"]["metadata"]["name"]}}]
+    assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/home/ray/resweep-sweep"
+
+
+def test_database_url_is_in_a_secret_not_in_the_entrypoint(tmp_path):
+    docs = documents([str(write_sweep(tmp_path)), "--db", DB])
+    assert docs["Secret"]["stringData"]["url"] == cluster.remote_db_url(DB)
+    spec = docs["RayJob"]["spec"]
+    assert "hunter2" not in spec["entrypoint"] and "$RESWEEP_DB" not in spec["entrypoint"]
+    assert '"${RESWEEP_DB:?' in spec["entrypoint"]
+    env = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "RESWEEP_DB", "valueFrom": {"secretKeyRef": {"name": docs["Secret"]["metadata"]["name"],
+                                                                          "key": "url"}}}]
+
+
+def test_gpu_limits_and_worker_count_when_asked(tmp_path):
+    docs = documents([str(write_sweep(tmp_path)), "--db", DB, "--gpus-per-worker", "2", "--workers", "4",
+                      "--image", "registry.example/resweep:0.1"])
+    (workers,) = docs["RayJob"]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    container = workers["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 4
+    assert container["image"] == "registry.example/resweep:0.1"
+
+
+def test_no_gpu_limit_without_gpus(tmp_path):
+    docs = documents([str(write_sweep(tmp_path)), "--db", DB])
+    (workers,) = docs["RayJob"]["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert "nvidia.com/gpu" not in workers["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_names_are_valid_kubernetes_names():
+    assert k8s.k8s_name("CIFAR10_depth.v2") == "resweep-cifar10-depth-v2"
+    assert len(k8s.k8s_name("x" * 100)) <= 63 - len("-sweep")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "-1"], "--workers -1"),
+    (["--gpus-per-worker", "-2"], "--gpus-per-worker -2"),
+    (["--db", "sqlite:///local.db"], "PostgreSQL URL"),
+])
+def test_bad_options_are_refused_in_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["k8s", str(write_sweep(tmp_path)), *args] + ([] if "--db" in args else ["--db", DB]))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
