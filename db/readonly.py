@@ -5,7 +5,8 @@ Two independent locks:
    VALUES, TABLE, SHOW or EXPLAIN, and no writing keyword (INSERT, UPDATE, DELETE, DROP,
    CREATE, ...) or state-changing function outside strings, quoted names and comments.
    Refusals say which word and why, in one line.
-2. The connection cannot write: SQLite is opened with `mode=ro` and `PRAGMA query_only`;
+2. The connection cannot write: SQLite is opened with `mode=ro` and `PRAGMA query_only`, ATTACH
+   is disabled and an authorizer allows only reads and function calls;
    PostgreSQL runs in a READ ONLY transaction (also the session default) with a statement
    timeout, and is rolled back afterwards.
 For hostile users on a shared PostgreSQL server, give them a role with SELECT rights only.
@@ -175,13 +176,21 @@ def _fetch(cursor: Any, limit: int | None) -> tuple[list[str], list[tuple], bool
 
 def _refused_by_db(message: str) -> bool:
     lowered = message.lower()
-    return "read-only" in lowered or "readonly" in lowered or "read only" in lowered
+    return any(s in lowered for s in ("read-only", "readonly", "read only", "not authorized", "too many attached"))
 
 
 def _query_error(exc: BaseException, where: str, message: str) -> StoreError:
     if _refused_by_db(message):
         return RefusedStatementError(f"refused by {where}: {message}; the query command is read-only")
     return QueryError(f"query failed on {where}: {message}")
+
+
+_SQLITE_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+
+
+def _sqlite_reads_only(action: int, *_: object) -> int:
+    """SQLite authorizer: statements may read and call functions, nothing else."""
+    return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
 
 
 def _execute_sqlite(url: str, sql: str, limit: int | None, timeout_s: float) -> QueryResult:
@@ -197,6 +206,8 @@ def _execute_sqlite(url: str, sql: str, limit: int | None, timeout_s: float) -> 
     deadline = time.monotonic() + timeout_s
     try:
         conn.execute("PRAGMA query_only = ON")
+        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # ATTACH could create files
+        conn.set_authorizer(_sqlite_reads_only)
         add_sqlite_math(conn)
         # Abort a runaway query: SQLite calls this every 10k VM steps; nonzero interrupts.
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
