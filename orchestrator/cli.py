@@ -54,3 +54,4 @@ def main() -> None:
 from orchestrator import commands_store  # noqa: E402,F401
 from orchestrator import commands_report  # noqa: E402,F401
 from orchestrator import commands_cluster  # noqa: E402,F401
+from orchestrator import commands_run  # noqa: E402,F401
