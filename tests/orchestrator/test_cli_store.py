@@ -1,0 +1,105 @@
+"""`python -m orchestrator query` and `db upgrade`, driven through the real Typer app."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from db.engine import get_engine
+from orchestrator.cli import app
+from tests.db.conftest import make_sweep
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def known(db_url):
+    engine = get_engine(db_url)
+    make_sweep(engine)
+    engine.dispose()
+    return db_url
+
+
+def query(*args: str):
+    return runner.invoke(app, ["query", *args])
+
+
+def test_query_prints_a_table_csv_or_json(known):
+    table = query("SELECT shortcut, n_seeds FROM grid_results ORDER BY shortcut", "--db", known)
+    assert table.exit_code == 0, table.output
+    assert "shortcut" in table.stdout and "none" in table.stdout and "(2 rows)" in table.stderr
+
+    out = query("SELECT shortcut, n_seeds FROM grid_results ORDER BY shortcut", "--db", known, "--format", "csv")
+    assert list(csv.reader(io.StringIO(out.stdout))) == [["shortcut", "n_seeds"], ["A", "3"], ["none", "3"]]
+
+    out = query("SELECT sweep, test_err_mean, test_err_std FROM grid_results", "--db", known, "-f", "json")
+    records = json.loads(out.stdout)
+    assert len(records) == 2 and records[0]["sweep"] == "known" and isinstance(records[0]["test_err_std"], float)
+
+
+def test_query_uses_the_environment_variable(known, monkeypatch):
+    monkeypatch.setenv("RESWEEP_DB", known)
+    out = query("SELECT count(*) AS n FROM trials", "-f", "csv")
+    assert out.exit_code == 0 and out.stdout.splitlines() == ["n", "8"]
+
+
+def test_the_row_cap_says_it_cut_the_output(known):
+    out = query("SELECT * FROM metrics", "--db", known, "--limit", "3", "-f", "csv")
+    assert out.exit_code == 0
+    assert len(out.stdout.splitlines()) == 1 + 3
+    assert "output cut at 3 rows" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "sql", ["DELETE FROM metrics", "DROP TABLE trials", "SELECT 1; DROP TABLE metrics",
+            "INSERT INTO sweeps (name) VALUES ('x')", "UPDATE trials SET seed = 0", "CREATE TABLE t (x INT)"],
+)  # fmt: skip
+def test_writing_statements_exit_2_with_one_line_and_touch_nothing(known, sql):
+    out = query(sql, "--db", known)
+    assert out.exit_code == 2
+    assert out.stderr.startswith("error: refused") and out.stderr.count("\n") == 1
+    engine = get_engine(known)
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM metrics")) == (6 * 3 + 2) * 7  # as make_sweep wrote
+        assert conn.scalar(sa.text("SELECT count(*) FROM trials")) == 8
+    engine.dispose()
+
+
+def test_unreachable_database_hides_the_password():
+    out = query("SELECT 1", "--db", "postgresql://u:secret@127.0.0.1:1/x")
+    assert out.exit_code == 2
+    assert "secret" not in out.output and "u:***@127.0.0.1:1/x" in out.stderr
+
+
+def test_db_upgrade_creates_then_reports_current(sqlite_url):
+    first = runner.invoke(app, ["db", "upgrade", "--db", sqlite_url])
+    assert first.exit_code == 0 and "created the resweep schema at revision 0001" in first.stdout
+    again = runner.invoke(app, ["db", "upgrade", "--db", sqlite_url])
+    assert again.exit_code == 0 and "already at schema revision 0001" in again.stdout
+
+
+def test_db_upgrade_refuses_a_database_ahead_of_the_code(sqlite_url):
+    runner.invoke(app, ["db", "upgrade", "--db", sqlite_url])
+    engine = sa.create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    engine.dispose()
+    out = runner.invoke(app, ["db", "upgrade", "--db", sqlite_url])
+    assert out.exit_code == 2 and "newer than this resweep knows" in out.stderr
+
+
+def test_python_dash_m_orchestrator_query_end_to_end(sqlite_url):
+    get_engine(sqlite_url).dispose()
+    ok = subprocess.run([sys.executable, "-m", "orchestrator", "query", "SELECT count(*) AS n FROM sweeps",
+                         "--db", sqlite_url, "-f", "csv"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0 and ok.stdout.splitlines() == ["n", "0"]
+    refused = subprocess.run([sys.executable, "-m", "orchestrator", "query", "DROP TABLE sweeps",
+                              "--db", sqlite_url], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and refused.stderr.startswith("error: refused")
