@@ -83,3 +83,66 @@ def env_without_ray_noise() -> dict[str, str]:
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     env.setdefault("RAY_DEDUP_LOGS", "0")
     return env
+
+
+class TreeCPU:
+    """CPU seconds of a process and all its descendants, sampled from /proc (Linux).
+
+    Ray's workers are children of its raylet, not of the process we start, so getrusage cannot see
+    them; this samples every process in the tree and keeps each one's last reading. A process's
+    last `interval_s` of CPU before it exits can be missed.
+    """
+
+    def __init__(self, root_pid: int, interval_s: float = 0.25) -> None:
+        import threading
+
+        self.root, self.interval_s = root_pid, interval_s
+        self.seen: dict[tuple[int, int], float] = {}  # (pid, start time) -> CPU seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> "TreeCPU":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.seen.values())
+
+    def _stat(self, pid: str) -> tuple[int, int, float] | None:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+        ppid, utime, stime, start = int(fields[1]), int(fields[11]), int(fields[12]), int(fields[19])
+        return ppid, start, (utime + stime) / self._tick
+
+    def sample(self) -> None:
+        stats = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and (s := self._stat(entry.name)) is not None:
+                stats[int(entry.name)] = s
+        tree, frontier = {self.root}, [self.root]
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in stats.items():
+            children.setdefault(ppid, []).append(pid)
+        while frontier:
+            for kid in children.get(frontier.pop(), []):
+                if kid not in tree:
+                    tree.add(kid)
+                    frontier.append(kid)
+        for pid in tree:
+            if pid in stats:
+                _, start, cpu = stats[pid]
+                self.seen[pid, start] = cpu
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
