@@ -57,18 +57,21 @@ def test_the_row_cap_says_it_cut_the_output(known):
     assert "output cut at 3 rows" in out.stderr
 
 
-@pytest.mark.parametrize(
-    "sql", ["DELETE FROM metrics", "DROP TABLE trials", "SELECT 1; DROP TABLE metrics",
-            "INSERT INTO sweeps (name) VALUES ('x')", "UPDATE trials SET seed = 0", "CREATE TABLE t (x INT)"],
-)  # fmt: skip
-def test_writing_statements_exit_2_with_one_line_and_touch_nothing(known, sql):
-    out = query(sql, "--db", known)
-    assert out.exit_code == 2
-    assert out.stderr.startswith("error: refused") and out.stderr.count("\n") == 1
+WRITES = [
+    "DELETE FROM metrics", "DROP TABLE trials", "SELECT 1; DROP TABLE metrics",
+    "INSERT INTO sweeps (name) VALUES ('x')", "UPDATE trials SET seed = 0", "CREATE TABLE t (x INT)",
+]  # fmt: skip
+
+
+def test_writing_statements_exit_2_with_one_line_and_touch_nothing(known):
     engine = get_engine(known)
-    with engine.connect() as conn:
-        assert conn.scalar(sa.text("SELECT count(*) FROM metrics")) == (6 * 3 + 2) * 7  # as make_sweep wrote
-        assert conn.scalar(sa.text("SELECT count(*) FROM trials")) == 8
+    for sql in WRITES:
+        out = query(sql, "--db", known)
+        assert out.exit_code == 2, sql
+        assert out.stderr.startswith("error: refused") and out.stderr.count("\n") == 1
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT count(*) FROM metrics")) == (6 * 3 + 2) * 7  # as written
+            assert conn.scalar(sa.text("SELECT count(*) FROM trials")) == 8
     engine.dispose()
 
 
