@@ -99,7 +99,10 @@ def _duration(seconds: float | None) -> str:
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
-def findings_markdown(findings: list[Finding]) -> str:
+def findings_markdown(findings: list[Finding], data: ReportData) -> str:
+    if not findings and data.grid.empty:
+        return ("No trial has finished yet, and the findings compare finished trials' final "
+                f"errors ({_statuses(data)}); report again when trials have finished.\n")
     if not findings:
         return ("This sweep holds none of the comparisons the paper's findings need (plain nets "
                 "at two depths, plain and residual nets at one depth, two shortcut options at "
@@ -134,7 +137,7 @@ def report_markdown(data: ReportData, findings: list[Finding], *, has_responses:
         "",
         "## Findings (He et al. 2016)",
         "",
-        findings_markdown(findings),
+        findings_markdown(findings, data),
         "## Training curves (cf. Fig. 6)",
         "",
         "![training and test error per epoch](curves.png)",

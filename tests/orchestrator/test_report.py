@@ -128,6 +128,15 @@ def test_findings_need_their_data(sqlite_url, tmp_path):
     assert "A 10.00 % > C 8.50 % > B 8.00 %" in order
 
 
+def test_running_sweep_reports_curves_but_no_findings(sqlite_url, tmp_path):
+    make_sweep(sqlite_url, "live", PAPER_LIKE, status="running")
+    assert report(sqlite_url, "live", tmp_path)[0] == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "No trial has finished yet" in text and "8 running" in text
+    assert "No trial has finished yet" in (tmp_path / "grid.md").read_text()
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
 def test_unknown_sweep_is_one_line_and_exit_2(sqlite_url, tmp_path):
     make_sweep(sqlite_url, "depth", {("A", 20): (0.05, 0.09)})
     code, out, err = report(sqlite_url, "nope", tmp_path / "r")
