@@ -50,7 +50,7 @@ def quick_copy(dest: Path) -> Path:
 def timed(cmd: list[str], env: dict) -> tuple[float, float, float, float]:
     """Run cmd; (start epoch time, end epoch time, wall s, CPU s of its process tree)."""
     start, t0 = time.time(), time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sys.stderr, stderr=sys.stderr)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=2)  # progress to stderr
     with TreeCPU(proc.pid) as cpu:
         code = proc.wait()
     wall = time.perf_counter() - t0

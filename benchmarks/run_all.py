@@ -47,7 +47,7 @@ def run_module(name: str, quick: bool, timeout_s: float) -> tuple[list[dict], fl
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(cmd, cwd=REPO, env=env_without_ray_noise(), timeout=timeout_s,
-                                  stdout=sys.stderr, stderr=sys.stderr)
+                                  stdout=2)  # its prints go to our stderr: stdout is the table
         except subprocess.TimeoutExpired:
             return [], time.perf_counter() - t0, f"timed out after {timeout_s:.0f} s"
         seconds = time.perf_counter() - t0
