@@ -41,7 +41,7 @@ def _panels(frame) -> list[tuple[str, str]]:
 
 def _panel_title(block: str, shortcut: str, many_blocks: bool) -> str:
     title = PANEL_TITLE[shortcut]
-    return f"{title} ({block} blocks)" if many_blocks else title
+    return f"{title} ({block} blocks)" if many_blocks or block != "basic" else title
 
 
 def _error_ylim(values) -> float:
@@ -63,8 +63,13 @@ def curves_figure(data: ReportData, path: Path) -> Path:
     top = _error_ylim(settled["mean"] + settled["std"].fillna(0))
     n_seeds = int(data.trials.groupby(["depth", "block", "shortcut"]).size().max())
 
-    fig = Figure(figsize=(5.4 * len(panels), 4.6), layout="constrained")
-    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    cols = 2 if len(panels) == 4 else min(3, len(panels))  # 4 panels: a 2 x 2 grid
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5.4 * cols, 0.4 + 4.2 * rows), layout="constrained")
+    grid = fig.subplots(rows, cols, sharey=True, squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
     for ax, (block, shortcut) in zip(axes, panels):
         handles = []
         for depth in sorted(colours):
@@ -92,7 +97,8 @@ def curves_figure(data: ReportData, path: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylim(0, top)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("error (%)")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("error (%)")
     band = f", mean ± 1 std over {n_seeds} seeds" if n_seeds > 1 else ""
     fig.suptitle(f"{data.name}: training and test error on {_dataset(data)}{band}", fontsize=12)
     return _save(fig, path)

@@ -188,11 +188,13 @@ def shortcut_options(grid: pd.DataFrame) -> list[Finding]:
         first = g.iloc[0]
         errs = " > ".join(f"{r.shortcut} {_pm(r.test_err_mean, r.test_err_std, r.n_seeds)}"
                           for r in g.itertuples())
-        spread = 100 * (g["test_err_mean"].max() - g["test_err_mean"].min())
+        spread = g["test_err_mean"].max() - g["test_err_mean"].min()
+        stds = g["test_err_std"].dropna()
+        noise = (", within the seeds' spread" if not stds.empty and spread < stds.max() else "")
         lines.append(f"{label(first['depth'], first['block'], 'A', with_shortcut=False)} "
                      f"final test error by option: {errs} (paper's order "
                      f"{' > '.join(expected)}): {'holds' if holds else 'does not hold'}; "
-                     f"spread {spread:.2f} points")
+                     f"spread {100 * spread:.2f} points{noise}")
     if not outcomes:
         return []
     return [Finding("shortcuts",
