@@ -55,3 +55,4 @@ from orchestrator import commands_store  # noqa: E402,F401
 from orchestrator import commands_report  # noqa: E402,F401
 from orchestrator import commands_cluster  # noqa: E402,F401
 from orchestrator import commands_run  # noqa: E402,F401
+from orchestrator import commands_dashboard  # noqa: E402,F401

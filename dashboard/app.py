@@ -1,0 +1,45 @@
+"""resweep's dashboard: `streamlit run dashboard/app.py` (or `python -m orchestrator dashboard`).
+
+The router: it lists the pages, draws the shared sidebar (database, sweep, filters) and runs the
+page the URL names. The database is $RESWEEP_DB, else sqlite:///resweep.db. A database that
+cannot be read (missing, unreachable, schema behind or ahead of the code) is reported on the page
+in one line with what to do, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+try:
+    import dashboard  # noqa: F401
+except ImportError:  # run from a clone that was not pip-installed: the repo root is our parent
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dashboard import data, sidebar  # noqa: E402
+from db.errors import StoreError  # noqa: E402
+
+# Not `pages/`: Streamlit treats a pages/ folder beside the entrypoint as an old-style multipage
+# app until st.navigation first runs in the process, so a shared link to /curves opened first
+# after a restart would run the page without this router.
+VIEWS = Path(__file__).resolve().parent / "views"
+
+st.set_page_config(page_title="resweep", page_icon=":material/stacked_line_chart:", layout="wide")
+page = st.navigation(
+    [
+        st.Page(VIEWS / "sweeps.py", title="Sweeps", icon=":material/list_alt:", url_path="sweeps", default=True),
+        st.Page(VIEWS / "curves.py", title="Curves", icon=":material/show_chart:", url_path="curves"),
+        st.Page(VIEWS / "grid.py", title="Grid", icon=":material/grid_on:", url_path="grid"),
+        st.Page(VIEWS / "layers.py", title="Layer responses", icon=":material/stacked_bar_chart:", url_path="layers"),
+        st.Page(VIEWS / "sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
+    ]
+)
+
+try:
+    url = data.database_url()
+    sidebar.remember(sidebar.draw(url))
+    page.run()
+except StoreError as exc:
+    st.error(f"**Cannot read the database.** {exc}", icon=":material/database:")

@@ -1,0 +1,64 @@
+"""Grid: the final training and test error of every grid point, mean +- std over seeds.
+
+A table and a heatmap pivoted by two chosen axes, the full list of grid points, and for
+CIFAR-10 ResNets the paper's Table 6 beside ours.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import aggregate, data, figures, sidebar
+
+AXIS_CHOICES = aggregate.GROUP_AXES
+VALUES = {"test error": "test_err", "training error": "train_err"}  # option text == URL value
+
+st.title("Grid")
+selection = sidebar.current()
+trials = sidebar.selected_trials(selection)
+cells = aggregate.grid_cells(trials)
+if cells.empty:
+    st.info(
+        f"No trial of sweep **{selection.sweep}** (within the filters) has finished yet; the grid "
+        "holds finished trials' final errors. The Curves page shows running trials' epochs."
+        if (trials["epochs"] > 0).any()
+        else sidebar.no_epoch_message(selection.sweep, "errors")
+    )
+    st.stop()
+
+left, mid, right = st.columns(3)
+rows = left.selectbox("Rows", AXIS_CHOICES, index=AXIS_CHOICES.index("depth"), key="rows", bind="query-params")
+cols = mid.selectbox("Columns", AXIS_CHOICES, index=AXIS_CHOICES.index("shortcut"), key="cols", bind="query-params")
+shown = right.segmented_control(
+    "Value", list(VALUES), default="test error", key="value", bind="query-params"
+) or "test error"
+value = VALUES[shown]
+if rows == cols:
+    st.warning("Rows and columns are the same axis: choose two different ones.")
+    st.stop()
+
+means, texts = aggregate.pivot(cells, rows, cols, value)
+st.subheader(f"Final {shown} (%), mean ± std over seeds")
+st.dataframe(texts)
+st.plotly_chart(figures.grid_heatmap(means, texts, value=shown, rows=rows, cols=cols))
+
+paper = aggregate.paper_comparison(cells)
+if paper is not None:
+    st.subheader("CIFAR-10 test error (%) beside the paper's Table 6")
+    st.dataframe(paper, hide_index=True)
+    st.caption(
+        "Paper: He et al., Deep Residual Learning for Image Recognition (CVPR 2016), Table 6, "
+        "best of 5 runs except ResNet-110 (also best; mean 6.61 ± 0.16). Ours: final epoch, mean ± std."
+    )
+
+st.subheader("Every grid point")
+st.dataframe(
+    cells, hide_index=True,
+    column_config={
+        c: st.column_config.NumberColumn(c.replace("_err_", " err ").replace("mean", "mean (%)").replace("std", "std (%)"), format="%.2f")
+        for c in ("train_err_mean", "train_err_std", "test_err_mean", "test_err_std")
+    },
+)  # fmt: skip
+running = int((trials["status"] != aggregate.FINISHED).sum())
+if running:
+    st.caption(f"{running} selected trials have not finished (or failed) and are left out.")

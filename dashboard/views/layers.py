@@ -1,0 +1,39 @@
+"""Layer responses: the std of each 3x3 layer's response (after BN, before the ReLU and the
+addition), in forward order and sorted by magnitude, as in the paper's Fig. 7."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import aggregate, data, figures, sidebar
+
+LAST = "last probed"
+
+st.title("Layer responses")
+selection = sidebar.current()
+trials = sidebar.selected_trials(selection)
+ids = tuple(trials["trial_id"])
+epochs = data.probed_epochs(selection.url, ids)
+if not epochs:
+    st.info(
+        f"No trial of sweep **{selection.sweep}** (within the filters) has recorded layer responses "
+        "yet. Trials probe every `probes.every` epochs and at their last epoch."
+    )
+    st.stop()
+
+choice = st.selectbox(
+    "Epoch", [LAST, *map(str, epochs)], key="epoch", bind="query-params",
+    help="'last probed' compares each trial at its own last probe.",
+)  # fmt: skip
+epoch = None if choice == LAST else int(choice)
+stats = data.layer_stats(selection.url, ids, epoch)
+if stats.empty:
+    st.info(f"No selected trial was probed at epoch {epoch}; choose another epoch.")
+    st.stop()
+profiles = aggregate.layer_profiles(stats, trials)
+label = "each trial's last probe" if epoch is None else f"epoch {epoch}"
+st.plotly_chart(figures.layer_figure(profiles, epoch_label=label))
+st.caption(
+    f"{stats['trial_id'].nunique()} trials; each line is the mean over seeds. Dashed: plain nets, "
+    "solid: ResNets. Residual functions respond less than plain layers (He et al. 2016, Fig. 7)."
+)

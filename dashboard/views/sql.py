@@ -1,0 +1,45 @@
+"""SQL: the user's own read-only query, through the same path as `python -m orchestrator query`
+(one reading statement, a read-only connection, a row cap and a time limit)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, sidebar
+from db.errors import StoreError
+
+DEFAULT_SQL = "SELECT * FROM grid_results ORDER BY sweep, dataset, model, block, shortcut, depth"
+RESULT_KEY = "_resweep_sql_result"
+
+st.title("SQL")
+selection = sidebar.current()
+query_col, schema_col = st.columns([3, 1])
+
+with schema_col:
+    st.subheader("Tables and views")
+    relations = data.relations(selection.url)
+    for (name, kind), cols in relations.groupby(["relation", "kind"], sort=False):
+        with st.expander(f"**{name}** · {kind}", expanded=kind == "view"):
+            st.markdown("\n".join(f"- `{c}` {t.lower()}" for c, t in zip(cols["column"], cols["type"])))
+
+with query_col:
+    with st.form("sql_form", border=False):
+        sql = st.text_area("Read-only SQL (one statement)", DEFAULT_SQL, height=140, key="sql")
+        cap_col, time_col, run_col = st.columns([1, 1, 1], vertical_alignment="bottom")
+        limit = cap_col.number_input("Row cap", min_value=1, max_value=100_000, value=1000, step=100, key="limit")
+        timeout_s = time_col.number_input("Time limit (s)", min_value=1, max_value=120, value=10, key="timeout")
+        submitted = run_col.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+
+    if submitted or RESULT_KEY not in st.session_state:
+        try:
+            st.session_state[RESULT_KEY] = data.run_sql(selection.url, sql, int(limit), float(timeout_s))
+        except StoreError as exc:  # refused statement, SQL error, timeout: the user's to fix
+            st.session_state[RESULT_KEY] = exc
+    result = st.session_state[RESULT_KEY]
+    if isinstance(result, StoreError):
+        st.error(str(result), icon=":material/block:")
+    else:
+        frame = result.to_frame()
+        st.dataframe(frame, hide_index=True)
+        more = f", cut at the row cap of {result.limit}" if result.truncated else ""
+        st.caption(f"{len(frame)} rows{more}.")
