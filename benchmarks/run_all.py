@@ -57,16 +57,46 @@ def run_module(name: str, quick: bool, timeout_s: float) -> tuple[list[dict], fl
 
 
 def _child(name: str, quick: bool, out: Path) -> None:
-    """In the child: call the module's run(quick), or its --json command line."""
+    """In the child: call the module's run(quick), its adapter below, or its --json command line."""
     module = importlib.import_module(f"benchmarks.{name}")
     if hasattr(module, "run"):
         rows = module.run(quick)
+    elif name in ADAPTERS:
+        rows = ADAPTERS[name](quick)
     else:
         cmd = [sys.executable, "-m", f"benchmarks.{name}", "--json"] + (["--quick"] if quick else [])
         proc = subprocess.run(cmd, cwd=REPO, text=True, capture_output=True, check=True)
         sys.stderr.write(proc.stderr)
         rows = _rows_from_stdout(proc.stdout)
     out.write_text(json.dumps([_normalise(r) for r in rows], default=float))
+
+
+# Modules with a command line of their own instead of run(quick): how to call them and read them.
+
+
+def _db_bench(quick: bool) -> list[dict]:
+    """benchmarks/db_bench.py: `--json PATH` writes {backends: [{backend, ingest, queries}]}."""
+    size = (["--backend", "sqlite", "--trials", "300", "--epochs", "30", "--repeat", "3",
+             "--ingest-trials", "10", "--per-result-epochs", "5"] if quick else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "db_bench.json"
+        subprocess.run([sys.executable, "-m", "benchmarks.db_bench", "--json", str(path), *size],
+                       cwd=REPO, check=True, stdout=2)
+        doc = json.loads(path.read_text())
+    rows = []
+    for b in doc["backends"]:
+        for r in b["ingest"]:
+            n = r["results_per_transaction"]
+            rows.append(result(f"{b['backend']}: ingest, {r['mode']} ({n} result{'s' * (n > 1)} "
+                               "a transaction)", r["writes_rows_per_s"], "rows/s",
+                               "bare DBAPI executemany", r["bare_rows_per_s"]))
+        for q in b["queries"]:
+            rows.append(result(f"{b['backend']}: {q['query']} ({b['metric_rows']:,} metric rows)",
+                               q["median_ms"], "ms", "300 ms budget", 300.0))
+    return rows
+
+
+ADAPTERS = {"db_bench": _db_bench}
 
 
 def _rows_from_stdout(text: str) -> list[dict]:
