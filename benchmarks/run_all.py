@@ -152,6 +152,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out + (["", "notes:"] + notes if notes else []))
 
 
+def markdown(rows: list[dict]) -> str:
+    """The table as Markdown, for docs/performance.md."""
+    out = ["| benchmark | measure | value | baseline (same run) | ratio |", "|---|---|---:|---|---:|"]
+    for r in rows:
+        base = (f"{r['baseline']}: {fmt(r.get('baseline_value'))} {r['unit']}"
+                if r.get("baseline") and r.get("baseline_value") is not None else "-")
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.2f}x"
+        out.append(f"| {r['module']} | {r['name']} | {fmt(r['value'])} {r['unit']} | {base} | "
+                   f"{ratio} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes: a check, rough numbers")
@@ -159,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip", default="", help="comma-separated module names to leave out")
     p.add_argument("--out", type=Path, default=None, help=f"JSON file (default {DEFAULT_OUT})")
     p.add_argument("--timeout", type=float, default=None, help="seconds per module")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -195,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
     out.write_text(json.dumps(doc, indent=2, default=float) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(rows))
     print(f"\nwrote {out}", file=sys.stderr)
     return 1 if any(m["error"] for m in modules) else 0
 
