@@ -47,7 +47,9 @@ def _panel_title(block: str, shortcut: str, many_blocks: bool) -> str:
 def _error_ylim(values) -> float:
     """Top of the error axis (%): room for the curves once they settle, so the differences the
     figure is about are visible (Fig. 6 likewise cuts off the first epochs' high errors)."""
-    top = float(values.max()) if len(values) else 1.0
+    top = float(values.max()) if len(values) else math.nan
+    if not math.isfinite(top):  # nothing but NaN (diverged trials): show the whole range
+        return 100.0
     return min(100.0, max(5.0, math.ceil(1.3 * 100 * top / 5) * 5))
 
 
