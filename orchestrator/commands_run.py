@@ -38,7 +38,7 @@ def launch(
     """Run a sweep: one Ray Tune trial per grid point, every result into the database."""
     from orchestrator import launch as launching  # imports Ray: only for the commands that run
 
-    with _spec_errors(), user_errors():
+    with user_errors(), _spec_errors():
         outcome = launching.launch(sweep, db=db, address=address, resume=resume, new_name=new_name,
                                    results=results)
     raise typer.Exit(outcome.exit_code)
