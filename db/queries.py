@@ -34,9 +34,15 @@ CURVE_COLUMNS = ["trial_id", "epoch", "name", "value"]
 LAYER_COLUMNS = ["trial_id", "epoch", "layer", "name", "stage", "std", "mean"]
 
 
-def _frame(engine: Engine, stmt: sa.Executable, columns: list[str], **params: Any) -> pd.DataFrame:
+def _frame(
+    engine: Engine, stmt: sa.Executable, columns: list[str], *, raw: bool = False, **params: Any
+) -> pd.DataFrame:
+    """Run one query into a DataFrame. `raw` takes the driver's plain tuples (no per-row type
+    processing: only for numbers and strings), which is several times faster on big results."""
     with transaction(engine) as conn:
-        rows = conn.execute(stmt, params).all()
+        result = conn.execute(stmt, params)
+        rows = result.cursor.fetchall() if raw else [tuple(r) for r in result]
+        result.close()
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
@@ -108,7 +114,7 @@ def curves(engine: Engine, trial_ids: Iterable[int], names: Sequence[str] | None
     if names:
         stmt = stmt.bindparams(sa.bindparam("names", expanding=True))
         params["names"] = list(names)
-    return _frame(engine, stmt, CURVE_COLUMNS, **params)
+    return _frame(engine, stmt, CURVE_COLUMNS, raw=True, **params)
 
 
 def grid(engine: Engine, sweep: str | int) -> pd.DataFrame:
@@ -151,7 +157,7 @@ def layer_stats(engine: Engine, trial_ids: Iterable[int], epoch: int | None = No
     params: dict[str, Any] = {"ids": ids}
     if epoch is not None:
         params["epoch"] = int(epoch)
-    return _frame(engine, stmt, LAYER_COLUMNS, **params)
+    return _frame(engine, stmt, LAYER_COLUMNS, raw=True, **params)
 
 
 SWEEP_DETAIL_COLUMNS = [

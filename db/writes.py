@@ -3,8 +3,8 @@
 Used only by the recorder on the driver (and by tests and benchmarks). Writing the same thing
 twice leaves one row; a later write of the same key replaces the value, so a replayed result
 (a trial restored from a checkpoint reports its epochs again) never makes a duplicate. Each
-call is one transaction; the rows of a call go in one batched statement per table, in key order
-(concurrent writers on PostgreSQL then lock rows in the same order and cannot deadlock).
+call is one transaction; the rows of a call go in one batched statement per table (on
+PostgreSQL in key order, so concurrent writers lock rows in the same order and cannot deadlock).
 
 Trial status transitions: `terminated` is final. A late or replayed `pending`, `running`,
 `error` or `stopped` for a terminated trial is ignored (Ray never re-runs a terminated trial;
@@ -14,7 +14,7 @@ reported; entering `pending` or `running` clears `error` and `ended_at` (a retry
 
 from __future__ import annotations
 
-import math
+import functools
 import numbers
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,11 +22,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Connection, Engine
 
 from db.engine import redact, transaction
 from db.errors import SweepExistsError
-from db.models import SWEEP_STATUSES, TRIAL_STATUSES, LayerStat, Metric, Sweep, Trial
+from db.models import SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, Metric, Sweep, Trial
 
 AXES = ("dataset", "model", "depth", "block", "shortcut", "seed")
 FINAL_STATUS = "terminated"
@@ -66,13 +67,6 @@ def _now() -> datetime:
 def _insert(conn: Connection, table: sa.Table) -> Any:
     """The dialect's INSERT, which has ON CONFLICT."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-def _number(value: Any) -> float | None:
-    """A float fit for a DOUBLE column: NaN becomes NULL (SQLite would store NaN as NULL anyway,
-    PostgreSQL as NaN; NULL is the same on both)."""
-    value = float(value)
-    return None if math.isnan(value) else value
 
 
 def _is_number(value: Any) -> bool:
@@ -230,36 +224,60 @@ def set_trial_status(
 # --- results ----------------------------------------------------------------------------------
 
 
-def _rows(results: Iterable[Result]) -> tuple[list[dict], list[dict], dict[int, int]]:
-    """Metric rows, layer rows and params counts of a batch; a key given twice keeps the later
-    value (PostgreSQL refuses one statement that upserts the same row twice)."""
+def _number(value: Any) -> float | None:
+    """A float fit for a DOUBLE column: NaN becomes NULL (SQLite would store NaN as NULL anyway,
+    PostgreSQL as NaN; NULL is the same on both)."""
+    value = float(value)
+    return None if value != value else value
+
+
+def _rows(results: Iterable[Result], ordered: bool) -> tuple[list[tuple], list[tuple], dict[int, int]]:
+    """Metric rows, layer rows (tuples in column order) and params counts of a batch. A key
+    given twice keeps the later value. `ordered` sorts rows by key: concurrent PostgreSQL
+    writers then lock rows in the same order and cannot deadlock (SQLite locks the whole
+    database, so there order does not matter and sorting would only cost time)."""
     metrics: dict[tuple[int, str, int], float | None] = {}
-    layers: dict[tuple[int, int, int], dict[str, Any]] = {}
+    layers: dict[tuple[int, int, int], tuple] = {}
     params: dict[int, int] = {}
     for r in results:
         trial_id, epoch = int(r.trial_id), int(r.epoch)
         for name, value in r.metrics.items():
-            if name == "params_count" and value is not None:
-                params[trial_id] = int(value)
-            elif name not in NOT_METRICS and _is_number(value):
+            if type(value) is float:  # the common case, first
+                metrics[trial_id, name, epoch] = None if value != value else value
+            elif name in NOT_METRICS:
+                if name == "params_count" and value is not None:
+                    params[trial_id] = int(value)
+            elif _is_number(value):
                 metrics[trial_id, name, epoch] = _number(value)
         for s in r.layer_stats or ():
             layer = int(s["layer"])
-            layers[trial_id, epoch, layer] = {
-                "trial_id": trial_id, "epoch": epoch, "layer": layer, "name": str(s["name"]),
-                "stage": int(s["stage"]), "std": _number(s["std"]), "mean": _number(s["mean"]),
-            }  # fmt: skip
-    metric_rows = [
-        {"trial_id": t, "name": n, "epoch": e, "value": metrics[t, n, e]} for t, n, e in sorted(metrics)
-    ]
-    layer_rows = [layers[key] for key in sorted(layers)]
+            layers[trial_id, epoch, layer] = (
+                trial_id, epoch, layer, str(s["name"]), int(s["stage"]), _number(s["std"]), _number(s["mean"]),
+            )  # fmt: skip
+    order = sorted if ordered else list
+    metric_rows = [(*key, metrics[key]) for key in order(metrics)]
+    layer_rows = [layers[key] for key in order(layers)]
     return metric_rows, layer_rows, params
 
 
-def _upsert(conn: Connection, table: sa.Table, key: list[str], rows: list[dict]) -> None:
-    stmt = _insert(conn, table)
+@functools.cache
+def _upsert_sql(dialect: str, table_name: str) -> str:
+    """The dialect's INSERT ... ON CONFLICT (natural key) DO UPDATE for a table, compiled once
+    with positional parameters, so a batch goes to the driver's executemany as plain tuples."""
+    table = Base.metadata.tables[table_name]
+    key = [c.name for c in table.primary_key.columns]
+    if dialect == "postgresql":
+        stmt, compile_for = postgresql.insert(table), PGDialect_psycopg(paramstyle="format")
+    else:
+        stmt, compile_for = sqlite.insert(table), sqlite.dialect(paramstyle="qmark")
     replace = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in key}
-    conn.execute(stmt.on_conflict_do_update(index_elements=key, set_=replace), rows)
+    stmt = stmt.on_conflict_do_update(index_elements=key, set_=replace)
+    return str(stmt.compile(dialect=compile_for))
+
+
+def _upsert(conn: Connection, table: sa.Table, rows: list[tuple]) -> None:
+    """Upsert rows (tuples in the table's column order) in one executemany."""
+    conn.exec_driver_sql(_upsert_sql(conn.dialect.name, table.name), rows)
 
 
 def record_results(engine: Engine, results: Iterable[Result]) -> int:
@@ -269,13 +287,13 @@ def record_results(engine: Engine, results: Iterable[Result]) -> int:
     `epoch` and non-numbers are skipped; `params_count` updates the trial instead). Layer
     records are upserted on (trial, epoch, layer).
     """
-    metric_rows, layer_rows, params = _rows(results)
+    metric_rows, layer_rows, params = _rows(results, ordered=engine.dialect.name == "postgresql")
     trials = Trial.__table__
     with transaction(engine) as conn:
         if metric_rows:
-            _upsert(conn, Metric.__table__, ["trial_id", "name", "epoch"], metric_rows)
+            _upsert(conn, Metric.__table__, metric_rows)
         if layer_rows:
-            _upsert(conn, LayerStat.__table__, ["trial_id", "epoch", "layer"], layer_rows)
+            _upsert(conn, LayerStat.__table__, layer_rows)
         for trial_id in sorted(params):
             conn.execute(
                 trials.update()
