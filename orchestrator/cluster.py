@@ -59,9 +59,13 @@ def remote_db_url(db: str | None) -> str:
     return url
 
 
-def launch_command(sweep_arg: str, db_arg: str, *, resume: bool = False, python: str = "python") -> list[str]:
+def launch_command(sweep_arg: str, db_arg: str, *, resume: bool = False, results: str | None = None,
+                   python: str = "python") -> list[str]:
     """The driver's command line, as `orchestrator launch` takes it (DESIGN.md, Command line)."""
-    return [python, "-m", "orchestrator", "launch", sweep_arg, "--db", db_arg] + (["--resume"] if resume else [])
+    argv = [python, "-m", "orchestrator", "launch", sweep_arg, "--db", db_arg]
+    if results:
+        argv += ["--results", results]
+    return argv + (["--resume"] if resume else [])
 
 
 def shell_join(argv: list[str]) -> str:

@@ -34,12 +34,15 @@ def submit_cmd(
     follow: Annotated[bool, typer.Option("--follow", help="Stream the job's logs until it ends; exit with its outcome.")] = False,
     token_file: Annotated[Optional[Path], TokenFileOption] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a sweep of the same name already in the database.")] = False,
+    results: Annotated[str, typer.Option(
+        "--results", help="Directory on the head (shared by every node on a multi-node cluster) for Tune's state "
+                          "and checkpoints.")] = jobs_api.DEFAULT_RESULTS,
 ) -> None:
     """Run a sweep as a Ray job on a running cluster (its driver runs on the head node)."""
     with user_errors():
         remote = cluster.prepare(sweep, db)
         ray_cluster = jobs_api.Cluster(address, jobs_api.find_token(token_file))
-        job_id = ray_cluster.submit(remote, resume=resume)
+        job_id = ray_cluster.submit(remote, resume=resume, results=results)
         where = ray_cluster.address
         typer.echo(f"submitted {job_id} to {where}: sweep '{remote.spec.name}' "
                    f"({remote.spec.num_trials} trials), results in {remote.db_shown}")

@@ -191,10 +191,16 @@ while (alive := sum(1 for n in ray.nodes() if n["Alive"])) < want:
 print(f"resweep: all {alive} Ray nodes are up")
 WAIT_FOR_NODES
 
+# A rerun of this job (requeued, or RESWEEP_RESUME set) continues the sweep if an earlier run got as
+# far as registering it in the database; otherwise it starts it.
 RESUME=
 if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -e "$RUN_DIR/launched" ] || [ -n "${RESWEEP_RESUME:-}" ]; then
-  RESUME=--resume
-  say "continuing sweep '@@{name}' (restart ${SLURM_RESTART_COUNT:-0})"
+  if "$PYTHON" -m orchestrator status @@{name} --db "$DB_URL" >/dev/null 2>&1; then
+    RESUME=--resume
+    say "continuing sweep '@@{name}' (restart ${SLURM_RESTART_COUNT:-0})"
+  else
+    say "sweep '@@{name}' is not in the database yet: starting it"
+  fi
 fi
 touch "$RUN_DIR/launched"
 

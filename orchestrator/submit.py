@@ -15,6 +15,7 @@ followed log stream has it masked should the job ever echo it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -30,6 +31,9 @@ from orchestrator.cluster import PACKAGES, PROJECT_DIR, RemoteSweep, launch_comm
 from orchestrator.errors import UserError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# Tune's state and checkpoints, on the head (launch expands ~ there). Not the job's working
+# directory, which Ray deletes with the cluster: `submit --resume` needs them.
+DEFAULT_RESULTS = "~/resweep-results"
 CONNECT_TIMEOUT_S = 5.0  # an address where nothing answers fails in seconds, not minutes
 TOKEN_HELP = "on the head node, `ray get-auth-token` prints it"
 # Ray refuses working directories above this (ray_constants.DASHBOARD_CLIENT_MAX_SIZE).
@@ -114,6 +118,11 @@ class Cluster:
         self._check()
         from ray.job_submission import JobSubmissionClient
 
+        # Ray's client logs each upload and websocket close at INFO; resweep says what matters itself.
+        for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
+                     "ray._private.runtime_env.packaging"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
         with self.errors(), _without_address_env():
             self.client = JobSubmissionClient(self.address, headers=token.headers if token else None)
 
@@ -156,21 +165,23 @@ class Cluster:
 
     # --- jobs ---
 
-    def submit(self, sweep: RemoteSweep, *, resume: bool = False, python: str = "python") -> str:
+    def submit(self, sweep: RemoteSweep, *, resume: bool = False, results: str = DEFAULT_RESULTS,
+               python: str = "python") -> str:
         """Send the project and the sweep; start the driver on the head. Returns the job id."""
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="resweep-job-") as tmp:
             workdir = Path(tmp) / "resweep"
             sweep_rel = stage_project(sweep, workdir)
-            entrypoint = shell_join(launch_command(sweep_rel, sweep.db_url, resume=resume, python=python))
+            entrypoint = shell_join(launch_command(sweep_rel, sweep.db_url, resume=resume, results=results,
+                                                   python=python))
             job_id = f"resweep-{sweep.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
             with self.errors():
                 try:
                     return self.client.submit_job(
                         entrypoint=entrypoint,
                         submission_id=job_id,
-                        runtime_env={"working_dir": str(workdir), "env_vars": {"PYTHONUNBUFFERED": "1"}},
+                        runtime_env={"working_dir": str(workdir), "env_vars": _job_env()},
                         metadata={"resweep_sweep": sweep.spec.name, "resweep_db": sweep.db_shown},
                     )
                 except RuntimeError as exc:
@@ -229,6 +240,24 @@ class Cluster:
 
     def mask(self, text: str) -> str:
         return text.replace(self.token.value, "***") if self.token else text
+
+
+def _job_env() -> dict[str, str]:
+    """The driver's environment: unbuffered output for `--follow`, and the code's git state, which
+    the job's copy of the project (no .git) cannot tell."""
+    import subprocess
+
+    env = {"PYTHONUNBUFFERED": "1"}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True,
+                                timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_DIR,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return env
+    if commit.returncode == 0 and dirty.returncode == 0:
+        env.update(RESWEEP_GIT_COMMIT=commit.stdout.strip(), RESWEEP_GIT_DIRTY="1" if dirty.stdout.strip() else "0")
+    return env
 
 
 @contextmanager

@@ -141,6 +141,7 @@ def test_submit_follow_runs_the_sweep_and_its_results_land_in_postgres(head, pg_
     assert "Sweep cluster-e2e finished" in proc.stdout  # the driver's own output, streamed
     assert proc.stdout.rstrip().endswith("SUCCEEDED")
     assert head.token not in out
+    assert "Uploading package" not in proc.stderr  # Ray's client chatter is kept quiet
 
     engine = sa.create_engine(pg_url)
     try:

@@ -98,14 +98,16 @@ def test_head_starts_first_then_workers_then_the_driver_and_ray_stops_at_the_end
     assert "BEFORE THE HEAD" not in "\n".join(calls)
     assert calls[head].startswith("ray head start on gpu01 --head --block --node-ip-address=10.9.8.7 --port=6379")
     assert "--num-gpus=2" in calls[head]
-    # One worker step over the other two nodes, pointed at the head.
-    worker_srun = next(c for c in calls if c.startswith("srun") and "--address" in c)
-    assert "-w gpu02,gpu03" in worker_srun and "--ntasks=2" in worker_srun
+    # One worker step over the other two nodes, pointed at the head, started once the head answers.
+    worker_srun = next(i for i, c in enumerate(calls) if c.startswith("srun") and "--address" in c)
+    assert "-w gpu02,gpu03" in calls[worker_srun] and "--ntasks=2" in calls[worker_srun]
     assert "--address=10.9.8.7:6379" in calls[workers]
-    wait = index(calls, "python wait-nodes")
+    head_answered = index(calls, "ray status --address=10.9.8.7:6379 up")
+    assert head < head_answered < worker_srun < workers
+    # The driver starts only once all three nodes are in.
+    assert "python wait-nodes 3 20" in calls
     launch = index(calls, "python launch ")
-    assert head < workers < wait < launch
-    assert calls[wait] == "python wait-nodes 3 20"
+    assert workers < index(calls, "python wait-nodes done") < launch
     # Cleanup after the driver: both Ray steps got SIGTERM and shut down.
     assert launch < index(calls, "ray worker stop") and launch < index(calls, "ray head stop")
     assert "Ray stopped" in out
@@ -149,6 +151,16 @@ def test_a_rerun_after_the_driver_started_resumes_even_without_restart_count(job
     job.run(launch="fail")
     job.run()  # e.g. `scontrol requeue` after a failure: same job id, same run directory
     assert (job.state / "launch_argv").read_text().splitlines()[-1] == "--resume"
+
+
+def test_a_requeued_job_starts_the_sweep_when_no_earlier_run_registered_it(job):
+    job.run(launch="unregistered")  # e.g. preempted while Ray was starting
+    rc, out = job.run(STUB_RESTART_COUNT="1")
+    assert rc == 0, out
+    assert "--resume" not in (job.state / "launch_argv").read_text()
+    assert "sweep 'cluster-tiny' is not in the database yet: starting it" in out
+    status = next(c for c in job.calls() if c.startswith("python status"))
+    assert status == f"python status cluster-tiny --db {cluster.remote_db_url(DB)}"
 
 
 def test_a_failing_driver_fails_the_job_and_still_stops_ray(job):
@@ -204,7 +216,7 @@ def test_one_node_runs_no_worker_step(tmp_path):
     calls = log.read_text().splitlines()
     assert not any(c.startswith("ray worker") or (c.startswith("srun") and "--address" in c) for c in calls)
     assert any(c.startswith("ray head start on cpu07") for c in calls)
-    assert "python wait-nodes 1 300" in calls
+    assert "python wait-nodes 1 300" in calls and "python wait-nodes done" in calls
     assert "#SBATCH --gpus-per-node" not in text and "#SBATCH --exclusive" in text
 
 
