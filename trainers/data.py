@@ -68,6 +68,7 @@ class Data:
     val: Split | None
     num_classes: int
     augment: Augment | None  # applied to training batches only
+    mean: Tensor  # (1, C, H, W) the training set's per-pixel mean, subtracted from every split
 
     @property
     def in_channels(self) -> int:
@@ -122,6 +123,7 @@ def load_data(
         val=split(*val) if val is not None else None,
         num_classes=num_classes,
         augment=aug if augment else None,
+        mean=mean.to(device),
     )
 
 
