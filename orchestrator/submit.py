@@ -185,22 +185,28 @@ class Cluster:
                         metadata={"resweep_sweep": sweep.spec.name, "resweep_db": sweep.db_shown},
                     )
                 except RuntimeError as exc:
-                    raise UserError(f"{self.address}: the cluster did not take the job: {_first_line(exc)}") from None
+                    why = self.mask(_first_line(exc)).replace(sweep.db_url, sweep.db_shown)
+                    raise UserError(f"{self.address}: the cluster did not take the job: {why}") from None
 
     def follow(self, job_id: str, write: Callable[[str], None]) -> str:
         """Stream the job's logs until it ends; returns its final status."""
 
+        pending = ""  # a token split across two chunks must still be masked: write whole lines only
+
         async def tail() -> None:
+            nonlocal pending
             async for chunk in self.client.tail_job_logs(job_id):
-                write(self.mask(chunk))
+                lines, _, pending = (pending + chunk).rpartition("\n")
+                if lines:
+                    write(self.mask(lines + "\n"))
 
         with self.errors():
             try:
                 asyncio.run(tail())
             except Exception as exc:  # the stream broke (head gone, network); the status says the rest
-                if isinstance(exc, UserError):
-                    raise
-                write(f"resweep: the log stream ended early ({_first_line(exc)})\n")
+                pending += f"\nresweep: the log stream ended early ({_first_line(exc)})\n"
+            if pending:
+                write(self.mask(pending if pending.endswith("\n") else pending + "\n"))
             return self.wait(job_id)
 
     def wait(self, job_id: str, timeout_s: float = 60.0) -> str:

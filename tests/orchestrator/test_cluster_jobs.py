@@ -165,6 +165,18 @@ def test_submit_follow_runs_the_sweep_and_its_results_land_in_postgres(head, pg_
     assert "launch sweeps/submitted/cluster-e2e.yaml --db postgresql+psycopg://postgres@" in line
 
 
+def test_follow_exits_1_when_the_job_fails_and_shows_why(head, tmp_path, clean_env, monkeypatch):
+    # The head cannot reach this database: the driver ends with its one-line error, the job FAILS.
+    monkeypatch.setenv("RAY_AUTH_TOKEN", head.token)
+    dead_db = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    result = cli("submit", str(write_sweep(tmp_path, "cluster-fails")), "--address", head.address, "--db", dead_db,
+                 "--results", str(tmp_path / "results"), "--follow")
+    assert result.exit_code == 1, result.output
+    assert "error: " in result.stdout and "127.0.0.1" in result.stdout  # the driver's own message, streamed
+    assert result.stdout.rstrip().endswith("FAILED")
+    assert head.token not in result.output
+
+
 def _token_file(directory: Path, token: str) -> Path:
     path = directory / "token"
     path.write_text(token + "\n")
@@ -343,3 +355,21 @@ def test_the_address_option_beats_ray_address_in_the_environment(monkeypatch):
     assert submit.resolve_address("head:8265") == "http://head:8265"
     with pytest.raises(UserError, match="not the head's dashboard URL"):
         submit.resolve_address("ray://head:10001")
+
+
+def test_a_token_split_across_log_chunks_is_still_masked():
+    from ray.job_submission import JobStatus
+
+    class Client:  # the two calls `follow` makes, as the Jobs API answers them
+        async def tail_job_logs(self, job_id):
+            for chunk in ["line one\nthe token abcdef", "123456 was here\nno newline at the end"]:
+                yield chunk
+
+        def get_job_status(self, job_id):
+            return JobStatus.SUCCEEDED
+
+    ray_cluster = object.__new__(submit.Cluster)  # no connection needed for this
+    ray_cluster.address, ray_cluster.token, ray_cluster.client = "http://x:8265", submit.Token("abcdef123456", "t"), Client()
+    out: list[str] = []
+    assert ray_cluster.follow("job", out.append) == "SUCCEEDED"
+    assert "".join(out) == "line one\nthe token *** was here\nno newline at the end\n"
