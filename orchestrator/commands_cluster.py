@@ -46,9 +46,11 @@ def submit_cmd(
     sweep: Annotated[Path, SweepArg],
     address: Annotated[Optional[str], AddressOption] = None,
     db: Optional[str] = DbOption,
-    follow: Annotated[bool, typer.Option("--follow", help="Stream the job's logs until it ends; exit with its outcome.")] = False,
+    follow: Annotated[bool, typer.Option(
+        "--follow", help="Stream the job's logs until it ends; exit with its outcome.")] = False,
     token_file: Annotated[Optional[Path], TokenFileOption] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue a sweep of the same name already in the database.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue a sweep of the same name already in the database.")] = False,
     results: Annotated[str, typer.Option(
         "--results", help="Directory on the head (shared by every node on a multi-node cluster) for Tune's state "
                           "and checkpoints.")] = jobs_api.DEFAULT_RESULTS,

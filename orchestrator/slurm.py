@@ -122,6 +122,8 @@ HEAD_NODE=${NODES[0]}
 WORKER_NODES=("${NODES[@]:1}")
 HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" hostname --ip-address | awk '{print $1}')
 HEAD_ADDRESS="$HEAD_IP:$RAY_PORT"
+# Each Ray step takes its whole share of a node; Slurm would otherwise give a step one CPU per task.
+CPUS=${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-$(nproc)}}
 
 HEAD_PID=
 WORKERS_PID=
@@ -155,9 +157,9 @@ trap stop_ray EXIT
 trap stop_sweep TERM INT
 
 say "Ray head on $HEAD_NODE ($HEAD_ADDRESS)"
-srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" \
+srun --nodes=1 --ntasks=1 --cpus-per-task="$CPUS" -w "$HEAD_NODE" \
   "$RAY" start --head --block --node-ip-address="$HEAD_IP" --port="$RAY_PORT" \
-  --num-gpus=@@{gpus} --disable-usage-stats &
+  --num-cpus="$CPUS" --num-gpus=@@{gpus} --disable-usage-stats &
 HEAD_PID=$!
 
 waited=0
@@ -172,8 +174,9 @@ done
 
 if [ "$NUM_NODES" -gt 1 ]; then
   say "Ray workers on ${WORKER_NODES[*]}"
-  srun --nodes=$((NUM_NODES - 1)) --ntasks=$((NUM_NODES - 1)) -w "$(IFS=,; echo "${WORKER_NODES[*]}")" \
-    "$RAY" start --block --address="$HEAD_ADDRESS" --num-gpus=@@{gpus} --disable-usage-stats &
+  srun --nodes=$((NUM_NODES - 1)) --ntasks=$((NUM_NODES - 1)) --cpus-per-task="$CPUS" \
+    -w "$(IFS=,; echo "${WORKER_NODES[*]}")" \
+    "$RAY" start --block --address="$HEAD_ADDRESS" --num-cpus="$CPUS" --num-gpus=@@{gpus} --disable-usage-stats &
   WORKERS_PID=$!
 fi
 

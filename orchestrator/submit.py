@@ -83,7 +83,8 @@ def _read_token(path: Path, source: str) -> Token:
     try:
         value = path.read_text().strip()
     except FileNotFoundError:
-        raise UserError(f"{source}: no such file (give the file that holds the cluster's Ray token; {TOKEN_HELP})") from None
+        raise UserError(f"{source}: no such file (give the file that holds the cluster's Ray token; "
+                        f"{TOKEN_HELP})") from None
     except OSError as exc:
         raise UserError(f"{source}: cannot read it ({exc.strerror})") from None
     if not value:

@@ -369,7 +369,8 @@ def test_a_token_split_across_log_chunks_is_still_masked():
             return JobStatus.SUCCEEDED
 
     ray_cluster = object.__new__(submit.Cluster)  # no connection needed for this
-    ray_cluster.address, ray_cluster.token, ray_cluster.client = "http://x:8265", submit.Token("abcdef123456", "t"), Client()
+    ray_cluster.address, ray_cluster.client = "http://x:8265", Client()
+    ray_cluster.token = submit.Token("abcdef123456", "t")
     out: list[str] = []
     assert ray_cluster.follow("job", out.append) == "SUCCEEDED"
     assert "".join(out) == "line one\nthe token *** was here\nno newline at the end\n"

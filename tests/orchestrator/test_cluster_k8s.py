@@ -84,6 +84,7 @@ def test_names_are_valid_kubernetes_names():
     (["--db", "sqlite:///local.db"], "PostgreSQL URL"),
 ])
 def test_bad_options_are_refused_in_one_line(tmp_path, args, message):
-    result = CliRunner().invoke(app, ["k8s", str(write_sweep(tmp_path)), *args] + ([] if "--db" in args else ["--db", DB]))
+    db = [] if "--db" in args else ["--db", DB]
+    result = CliRunner().invoke(app, ["k8s", str(write_sweep(tmp_path)), *args, *db])
     assert result.exit_code == 2 and result.stdout == ""
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -97,7 +97,9 @@ def test_head_starts_first_then_workers_then_the_driver_and_ray_stops_at_the_end
     workers = index(calls, "ray worker start")
     assert "BEFORE THE HEAD" not in "\n".join(calls)
     assert calls[head].startswith("ray head start on gpu01 --head --block --node-ip-address=10.9.8.7 --port=6379")
-    assert "--num-gpus=2" in calls[head]
+    # Whole nodes: every CPU Slurm gave the node, and the GPUs asked for.
+    assert "--num-cpus=32 --num-gpus=2" in calls[head] and "--num-cpus=32 --num-gpus=2" in calls[workers]
+    assert all("--cpus-per-task=32" in c for c in calls if c.startswith("srun") and "ray start" in c)
     # One worker step over the other two nodes, pointed at the head, started once the head answers.
     worker_srun = next(i for i, c in enumerate(calls) if c.startswith("srun") and "--address" in c)
     assert "-w gpu02,gpu03" in calls[worker_srun] and "--ntasks=2" in calls[worker_srun]
@@ -177,7 +179,8 @@ def test_preemption_interrupts_the_driver_then_stops_ray(job):
     proc = job.start(launch="hang")
     deadline = time.monotonic() + 30
     while not (job.state / "launch_running").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the driver never started"
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
@@ -202,7 +205,8 @@ def test_a_head_that_never_comes_up_ends_the_job_with_a_clear_line(job, tmp_path
 
 def test_one_node_runs_no_worker_step(tmp_path):
     sweep = write_sweep(tmp_path)
-    text = slurm.render(cluster.prepare(sweep, f"sqlite:///{tmp_path}/r.db"), slurm.SlurmOptions(nodes=1, gpus_per_node=0))
+    remote = cluster.prepare(sweep, f"sqlite:///{tmp_path}/r.db")
+    text = slurm.render(remote, slurm.SlurmOptions(nodes=1, gpus_per_node=0))
     script = tmp_path / "one.sbatch"
     script.write_text(text)
     state = tmp_path / "state"
@@ -214,7 +218,8 @@ def test_one_node_runs_no_worker_step(tmp_path):
     proc = subprocess.run(["sbatch", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = log.read_text().splitlines()
-    assert not any(c.startswith("ray worker") or (c.startswith("srun") and "--address" in c) for c in calls)
+    assert not any(c.startswith("ray worker") for c in calls)
+    assert not any(c.startswith("srun") and "--address" in c for c in calls)
     assert any(c.startswith("ray head start on cpu07") for c in calls)
     assert "python wait-nodes 1 300" in calls and "python wait-nodes done" in calls
     assert "#SBATCH --gpus-per-node" not in text and "#SBATCH --exclusive" in text
