@@ -35,6 +35,9 @@ ENV_VAR = "RESWEEP_DB"
 DEFAULT_URL = "sqlite:///resweep.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 10
+# JIT compiling costs PostgreSQL 0.3-0.7 s per query plan that looks expensive (the views' many
+# small index lookups do); our queries are short, so it only ever adds latency.
+PG_SESSION_OPTIONS = "-c jit=off"
 RESWEEP_TABLES = frozenset({"sweeps", "trials", "metrics", "layer_stats"})
 URL_HELP = "use sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 
@@ -94,7 +97,11 @@ def create_store_engine(url: str) -> Engine:
     return sa.create_engine(
         parsed,
         pool_pre_ping=True,  # the recorder holds its engine for days; servers restart
-        connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "resweep"},
+        connect_args={
+            "connect_timeout": PG_CONNECT_TIMEOUT_S,
+            "application_name": "resweep",
+            "options": PG_SESSION_OPTIONS,
+        },
     )
 
 

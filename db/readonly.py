@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from db.engine import (
     ENV_VAR,
+    PG_SESSION_OPTIONS,
     add_sqlite_math,
     describe_db_error,
     redact,
@@ -236,7 +237,7 @@ def _execute_postgresql(url: str, sql: str, limit: int | None, timeout_s: float)
             connect_timeout=10,
             application_name="resweep-query",
             # Read-only and time-limited for the whole session, not only our transaction.
-            options=f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
+            options=f"{PG_SESSION_OPTIONS} -c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
         )
     except psycopg.Error as exc:
         raise UnreachableError(describe_db_error(exc, parsed)) from exc

@@ -242,11 +242,11 @@ def _rows(results: Iterable[Result], ordered: bool) -> tuple[list[tuple], list[t
     for r in results:
         trial_id, epoch = int(r.trial_id), int(r.epoch)
         for name, value in r.metrics.items():
-            if type(value) is float:  # the common case, first
-                metrics[trial_id, name, epoch] = None if value != value else value
-            elif name in NOT_METRICS:
+            if name in NOT_METRICS:
                 if name == "params_count" and value is not None:
                     params[trial_id] = int(value)
+            elif type(value) is float:  # the common case: no conversion
+                metrics[trial_id, name, epoch] = None if value != value else value
             elif _is_number(value):
                 metrics[trial_id, name, epoch] = _number(value)
         for s in r.layer_stats or ():

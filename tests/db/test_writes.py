@@ -76,7 +76,7 @@ def test_replayed_epochs_after_a_restart_do_not_duplicate(db_url, engine, trial)
 def test_nan_is_stored_as_null_and_non_metrics_are_skipped(engine, trial):
     writes.record_result(
         engine, trial, 1,
-        {"train_loss": float("nan"), "train_err": 0.5, "epoch": 1, "params_count": 1234, "note": "x",
+        {"train_loss": float("nan"), "train_err": 0.5, "epoch": 1.0, "params_count": 1234.0, "note": "x",
          "done": True},
     )  # fmt: skip
     assert values(engine, trial) == {("train_loss", 1): None, ("train_err", 1): 0.5}
