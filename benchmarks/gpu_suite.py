@@ -44,7 +44,7 @@ DEPTHS = (20, 56)
 CONCURRENCY = (1, 2, 4, 8)
 BATCH = 128
 SIZES = {  # per device and quick: training images, timed epochs, DataLoader workers, concurrency
-    # Trials train on CIFAR-10's 50,000 images a epoch, so that each timed epoch is long beside
+    # Trials train on CIFAR-10's 50,000 images an epoch, so that each timed epoch is long beside
     # the few seconds between the first and the last of 8 trials starting.
     ("cuda", False): dict(num_train=25_000, epochs=3, workers=8, trial_epochs=3, levels=CONCURRENCY,
                           trial_train=50_000),
