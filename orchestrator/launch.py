@@ -236,7 +236,7 @@ def _summary(console: Console, spec: SweepSpec, grid: Any, status: str, seconds:
     console.print(f"Sweep [bold]{spec.name}[/] {verdict} in {duration(seconds)}: {len(results)} trials, "
                   f"{len(errors)} failed.", highlight=False)
     if best is not None:
-        console.print(f"Best {spec.metric}: {best[0]:.4f} ({trial_label(best[1].config)})", highlight=False)
+        console.print(f"Best final {spec.metric}: {best[0]:.4f} ({trial_label(best[1].config)})", highlight=False)
     for r in errors[:5]:
         first = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
         console.print(f"  failed: {trial_label(r.config)}: {first[:200]}", highlight=False)

@@ -72,14 +72,24 @@ class Progress(Callback):
         self._last_line = ""
         self._last_done = -1
         self._trials: list[Trial] = []
+        self._best: dict[str, float] = {}  # per trial, the best value of the metric it has reported
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Tune's experiment state; the console and the live display do not travel.
         state = self.__dict__.copy()
-        state.update(console=None, _live=None, _trials=[])
+        state.update(console=None, _live=None, _trials=[], _best={})
         return state
 
     # --- Tune's hooks --------------------------------------------------------------------
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+    ) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            old = self._best.get(trial.trial_id)
+            better = old is None or (value < old if self.mode == "min" else value > old)
+            self._best[trial.trial_id] = float(value) if better else old
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self._trials = trials
@@ -122,12 +132,14 @@ class Progress(Callback):
         return f"{self.name}  " + " · ".join(parts)
 
     def best(self) -> tuple[float, Trial] | None:
-        found = [
-            (float(t.last_result[self.metric]), t)
-            for t in self._trials
-            if t.last_result and isinstance(t.last_result.get(self.metric), (int, float))
-            and not math.isnan(t.last_result[self.metric])
-        ]
+        """The best value of the metric any trial has reported so far, and that trial."""
+        found = []
+        for t in self._trials:
+            value = self._best.get(t.trial_id)
+            if value is None and t.last_result:  # finished before this session (a resume)
+                value = t.last_result.get(self.metric)
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                found.append((float(value), t))
         if not found:
             return None
         pick = min if self.mode == "min" else max

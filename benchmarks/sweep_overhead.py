@@ -1,0 +1,156 @@
+"""What does resweep add to a Ray Tune run? The same trials through `launch` and through a bare Tuner.
+
+    python -m benchmarks.sweep_overhead [--quick] [--rounds N] [--json]
+
+16 one-epoch trials of a tiny net (synthetic 8x8 images, ResNet-8 and plain-8, 8 seeds) run twice
+on the same local Ray, in one process:
+- launch: `orchestrator.launch.launch` on a sweep file - spec validation, a new SQLite database,
+  the sweep's record, the recorder writing every result, the progress line, the summary;
+- baseline: a bare `tune.Tuner` with the same trainable, param_space, resources and TuneConfig,
+  no callbacks of ours.
+Rounds alternate (bare, launch, bare, launch, ...) so drift in the machine's load hits both; the
+figure is the ratio of the median wall times (expected <= 1.15). The recorder's own cost is the
+median time `Recorder.on_trial_result` takes per reported result (expected < 5 ms).
+
+`--quick`: 4 trials, one round: checks that it works; the ratio is rough.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from benchmarks.common import result
+
+TRIALS = 16
+
+
+def sweep_text(name: str, trials: int) -> str:
+    seeds = list(range(max(1, trials // 2)))
+    return textwrap.dedent(f"""\
+        name: {name}
+        dataset: synthetic
+        model: cifar
+        synthetic: {{num_train: 256, num_test: 128, image_size: 8, channels: 3, num_classes: 4}}
+        grid:
+          depth: [8]
+          shortcut: [none, A]
+          seed: {seeds}
+        train:
+          epochs: 1
+          batch_size: 64
+          augment: false
+        probes: {{every: 1}}
+        resources: {{cpu: 1}}
+        fault_tolerance: {{max_failures: 0, checkpoint_every: 1}}
+        """)
+
+
+def run_launch(work: Path, name: str, trials: int) -> tuple[float, list[float]]:
+    from rich.console import Console
+
+    from orchestrator.launch import launch
+
+    path = work / f"{name}.yaml"
+    path.write_text(sweep_text(name, trials))
+    t0 = time.perf_counter()
+    outcome = launch(path, db=f"sqlite:///{work / 'resweep.db'}", results=work / "results",
+                     console=Console(file=io.StringIO()))
+    seconds = time.perf_counter() - t0
+    assert outcome.status == "finished", outcome
+    return seconds, outcome.recorder.seconds_per_result
+
+
+def run_bare(work: Path, name: str, trials: int) -> float:
+    from ray import tune
+
+    from orchestrator.launch import trainable
+    from orchestrator.space import tune_space
+    from orchestrator.spec import parse_spec
+
+    t0 = time.perf_counter()
+    spec = parse_spec(sweep_text(name, trials))
+    space = tune_space(spec)
+    tuner = tune.Tuner(
+        trainable(spec),
+        param_space=space.param_space,
+        tune_config=tune.TuneConfig(num_samples=space.num_samples, search_alg=space.search_alg,
+                                    metric=space.metric, mode=space.mode, reuse_actors=False),
+        run_config=tune.RunConfig(name=name, storage_path=str(work / "bare"), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+    )
+    grid = tuner.fit()
+    seconds = time.perf_counter() - t0
+    assert len(grid) == trials and not grid.errors, grid.errors
+    return seconds
+
+
+def measure(trials: int, rounds: int) -> dict:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            launch_s, bare_s, per_result = [], [], []
+            for r in range(rounds):
+                bare_s.append(run_bare(work, f"bare-{r}", trials))
+                seconds, recorded = run_launch(work, f"launch-{r}", trials)
+                launch_s.append(seconds)
+                per_result += recorded
+                print(f"round {r + 1}/{rounds}: bare {bare_s[-1]:.1f} s, launch {seconds:.1f} s", file=sys.stderr)
+    finally:
+        ray.shutdown()
+    return {"trials": trials, "rounds": rounds, "launch_s": launch_s, "bare_s": bare_s,
+            "recorder_ms": [s * 1000 for s in per_result]}
+
+
+def rows(m: dict) -> list[dict]:
+    launch_s, bare_s = statistics.median(m["launch_s"]), statistics.median(m["bare_s"])
+    ms = sorted(m["recorder_ms"])
+    p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
+    return [
+        result(f"launch: {m['trials']} one-epoch trials, wall time (median of {m['rounds']})", launch_s, "s",
+               "bare Tuner, same trials", bare_s,
+               note=f"launch {', '.join(f'{s:.1f}' for s in m['launch_s'])} s; "
+                    f"bare {', '.join(f'{s:.1f}' for s in m['bare_s'])} s; expected ratio <= 1.15"),
+        result("recorder: time per reported result (median)", statistics.median(ms), "ms",
+               note=f"{len(ms)} results, p95 {p95:.2f} ms, max {ms[-1]:.2f} ms; SQLite; expected < 5 ms"),
+    ]
+
+
+def run(quick: bool) -> list[dict]:
+    return rows(measure(4 if quick else TRIALS, 1 if quick else 3))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sweep_overhead", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="4 trials, one round")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3; quick 1)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = p.parse_args()
+    m = measure(4 if args.quick else TRIALS, args.rounds or (1 if args.quick else 3))
+    out = rows(m)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for r in out:
+            ratio = f"  ratio {r['ratio']:.3f}" if r["ratio"] is not None else ""
+            base = f" vs {r['baseline_value']:.2f} {r['unit']} ({r['baseline']})" if r["baseline"] else ""
+            print(f"{r['name']}: {r['value']:.2f} {r['unit']}{base}{ratio}\n    {r.get('note', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
