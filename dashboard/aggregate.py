@@ -52,18 +52,41 @@ def group_label(row: pd.Series | dict, varying_axes: list[str]) -> str:
     return f"{name} ({', '.join(extras)})" if extras else name
 
 
-def _mean_std(frame: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
-    g = frame.groupby(keys, sort=True, dropna=False)[column]
-    return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}).reset_index()
+def curve_sums(curves: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """Per group, metric and epoch: n, sum and sum of squares of the trials' values (NULLs
+    skipped). Sums add up, so blocks of trials can be summed (and cached) apart and combined
+    by `bands_from_sums`.
+
+    curves: long format (trial_id, epoch, name, value); trials: trial_id and the group axes.
+    """
+    axes = trials.set_index("trial_id")[GROUP_AXES]
+    codes, groups = pd.factorize(pd.MultiIndex.from_frame(axes))
+    group = curves["trial_id"].map(pd.Series(codes, index=axes.index))
+    value = curves["value"].astype(float)
+    frame = pd.DataFrame({
+        "group": group, "name": curves["name"], "epoch": curves["epoch"],
+        "n": value.notna().astype(int), "sum": value.fillna(0.0), "sumsq": value.fillna(0.0) ** 2,
+    }).dropna(subset=["group"])  # fmt: skip
+    sums = frame.groupby(["group", "name", "epoch"], sort=False).sum().reset_index()
+    keys = groups.to_frame(index=False, name=GROUP_AXES).iloc[sums["group"].astype(int)].reset_index(drop=True)
+    return pd.concat([keys, sums.drop(columns="group")], axis=1)
+
+
+def bands_from_sums(sums: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sample std (n - 1; NaN for one seed) and n per group, metric and epoch."""
+    keys = [*GROUP_AXES, "name", "epoch"]
+    total = sums.groupby(keys, sort=True)[["n", "sum", "sumsq"]].sum().reset_index()
+    total = total[total["n"] > 0]
+    n = total["n"].astype(float)
+    mean = total["sum"] / n
+    var = ((total["sumsq"] - total["sum"] * mean) / (n - 1)).clip(lower=0.0)
+    std = var.pow(0.5).where(n > 1)
+    return total[keys].assign(mean=mean, std=std, n=total["n"].astype(int)).reset_index(drop=True)
 
 
 def curve_bands(curves: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Per group, metric and epoch: mean, std and n over the seeds.
-
-    curves: long format (trial_id, epoch, name, value); trials: the selected trials' axes.
-    """
-    merged = curves.merge(trials[["trial_id", *GROUP_AXES]], on="trial_id")
-    return _mean_std(merged, [*GROUP_AXES, "name", "epoch"], "value")
+    """Per group, metric and epoch: mean, std and n over the seeds."""
+    return bands_from_sums(curve_sums(curves, trials))
 
 
 def grid_cells(trials: pd.DataFrame) -> pd.DataFrame:

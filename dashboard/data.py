@@ -1,9 +1,17 @@
 """The dashboard's only door to the database, and the only module that caches.
 
-The engine is a cached resource (one pool per database URL, shared by every browser session);
-query results are cached data with a short time-to-live, so a page redrawn for a widget change
-costs no query while a running sweep still shows new epochs within seconds. Every read is a
-`db.queries` function; the SQL page's user statement goes through `db.readonly`, uncached.
+The engine is a cached resource (one pool per database URL, shared by every browser session).
+The sweep list and a sweep's trials are cached data with a short time-to-live, so a page redrawn
+for a widget change costs no query while a running sweep still shows new epochs within seconds.
+
+The big reads (curves, layer responses) are keyed by content instead: the trials' ids, axes and
+recorded epochs, as the short-lived trials table reports them. A trial that records an epoch
+changes the key, so those results are never stale and never re-read while nothing changed. The
+curves are cached per block of trial ids, as sums that add up across blocks: while a sweep
+runs, only the blocks holding running trials are read again, never its finished trials.
+
+Every read is a `db.queries` function; the SQL page's user statement goes through
+`db.readonly`, uncached.
 """
 
 from __future__ import annotations
@@ -12,11 +20,15 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
+from dashboard import aggregate
 from db import queries, readonly
 from db.engine import get_engine, redact, resolve_url
 
-TTL_S = 5  # how stale a cached result may be: a running sweep reports an epoch every few seconds
+TTL_S = 5  # how stale the trials table may be: a running sweep reports an epoch every few seconds
 LIVE_TTL_S = 2  # the Sweeps page refreshes itself; its counts should move with it
+KEPT_S = 3600  # content-keyed entries cannot go stale; the limit only frees memory
+BLOCK = 256  # trial ids per cached block of curves
+CONTENT = ["trial_id", "epochs", *aggregate.GROUP_AXES]  # what content-keyed reads are keyed by
 
 
 def database_url() -> str:
@@ -50,22 +62,38 @@ def trials(url: str, sweep: str) -> pd.DataFrame:
     return queries.trials(engine(url), sweep).drop(columns=["config"])
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def curves(url: str, trial_ids: tuple[int, ...], names: tuple[str, ...]) -> pd.DataFrame:
-    """Long-format metric curves (trial_id, epoch, name, value) of the given trials."""
-    return queries.curves(engine(url), trial_ids, names)
+def curve_bands(url: str, selected: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    """Mean, std and n over the seeds of each group's curves (aggregate.bands_from_sums)."""
+    blocks = selected[CONTENT].groupby(selected["trial_id"] // BLOCK, sort=True)
+    sums = [_curve_sums(url, block.reset_index(drop=True), names) for _, block in blocks]
+    return aggregate.bands_from_sums(pd.concat(sums, ignore_index=True))
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def probed_epochs(url: str, trial_ids: tuple[int, ...]) -> list[int]:
-    """The epochs at which any of the trials recorded layer responses, ascending."""
-    return queries.probed_epochs(engine(url), trial_ids)
+@st.cache_data(ttl=KEPT_S, max_entries=512, show_spinner=False)
+def _curve_sums(url: str, block: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    return aggregate.curve_sums(queries.curves(engine(url), block["trial_id"], names), block)
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def layer_stats(url: str, trial_ids: tuple[int, ...], epoch: int | None) -> pd.DataFrame:
-    """Layer response records of the trials at `epoch` (None: each trial's last probe)."""
-    return queries.layer_stats(engine(url), trial_ids, epoch)
+@st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
+def _probed_epochs(url: str, selected: pd.DataFrame) -> list[int]:
+    return queries.probed_epochs(engine(url), selected["trial_id"])
+
+
+def probed_epochs(url: str, selected: pd.DataFrame) -> list[int]:
+    """The epochs at which any of the selected trials recorded layer responses, ascending."""
+    return _probed_epochs(url, selected[CONTENT].reset_index(drop=True))
+
+
+@st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
+def _layer_profiles(url: str, selected: pd.DataFrame, epoch: int | None) -> tuple[pd.DataFrame, int]:
+    stats = queries.layer_stats(engine(url), selected["trial_id"], epoch)
+    return aggregate.layer_profiles(stats, selected), stats["trial_id"].nunique()
+
+
+def layer_profiles(url: str, selected: pd.DataFrame, epoch: int | None) -> tuple[pd.DataFrame, int]:
+    """Per group and layer, the response std averaged over the seeds of the selected trials at
+    `epoch` (None: each trial's last probe), and how many trials had a probe there."""
+    return _layer_profiles(url, selected[CONTENT].reset_index(drop=True), epoch)
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -3,13 +3,17 @@
 The command only resolves the database URL and starts `streamlit run dashboard/app.py`; the
 dashboard itself reports an unreachable database or an old schema on its page. The URL travels
 to Streamlit in $RESWEEP_DB, not on the command line, so a password never shows in `ps`.
+`start` and `wait_until_serving` are also how the browser tests and the benchmark serve it.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import typer
@@ -17,6 +21,7 @@ import typer
 import dashboard
 from db.engine import ENV_VAR, redact, resolve_url
 from orchestrator.cli import DbOption, app, user_errors
+from orchestrator.errors import UserError
 
 APP_PATH = Path(dashboard.__file__).resolve().parent / "app.py"
 LOCALHOST = "127.0.0.1"
@@ -34,6 +39,28 @@ def streamlit_command(host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def start(url: str, host: str = LOCALHOST, port: int = DEFAULT_PORT, **popen: object) -> subprocess.Popen:
+    """Start the dashboard server over the (resolved) database `url`; returns at once."""
+    return subprocess.Popen(streamlit_command(host, port), env={**os.environ, ENV_VAR: url}, **popen)
+
+
+def wait_until_serving(server: subprocess.Popen, host: str, port: int, timeout_s: float = 60) -> None:
+    """Block until the server answers its health check; UserError if it exits or stays silent."""
+    health = f"http://{host}:{port}/_stcore/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise UserError(f"the dashboard server on {host}:{port} exited with status {server.returncode}: "
+                            "is the port already in use? try another --port")  # fmt: skip
+        try:
+            with urllib.request.urlopen(health, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise UserError(f"the dashboard server on {host}:{port} did not answer within {timeout_s:g} s")
+
+
 @app.command()
 def dashboard(
     db: str | None = DbOption,
@@ -48,9 +75,16 @@ def dashboard(
     """Serve the dashboard (Streamlit) over the result database; Ctrl+C stops it."""
     with user_errors():
         url = resolve_url(db)
-    typer.echo(f"resweep dashboard: http://{host}:{port}  (database {redact(url)})")
-    server = subprocess.Popen(streamlit_command(host, port), env={**os.environ, ENV_VAR: url})
+    server = start(url, host, port)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stop it with us, never orphan it
     try:
+        with user_errors():
+            try:
+                wait_until_serving(server, host, port)
+            except UserError:
+                server.terminate()
+                raise
+        typer.echo(f"resweep dashboard: http://{host}:{port}  (database {redact(url)}; Ctrl+C stops it)")
         rc = server.wait()
     except KeyboardInterrupt:  # Streamlit got the same Ctrl+C: let it finish shutting down
         server.wait()

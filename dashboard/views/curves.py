@@ -22,17 +22,16 @@ colour = mid.selectbox("Colour by", aggregate.COLOURS, key="colour", bind="query
 panels = right.selectbox("Panels by", list(aggregate.SPLITS), key="split", bind="query-params")
 log_y = last.toggle("Log scale", key="log", bind="query-params")
 
-names = figures.ERROR_METRICS[kind]
-curves = data.curves(selection.url, tuple(trials["trial_id"]), names)
-if curves.empty:
+bands = data.curve_bands(selection.url, trials, figures.ERROR_METRICS[kind])
+if bands.empty:
     st.info(sidebar.no_epoch_message(selection.sweep, "curves"))
     st.stop()
-bands = aggregate.with_net(aggregate.curve_bands(curves, trials))
+bands = aggregate.with_net(bands)
 st.plotly_chart(
     figures.curves_figure(bands, kind=kind, colour=colour, split=aggregate.SPLITS[panels], log_y=log_y),
 )
 n_groups = bands.groupby(aggregate.GROUP_AXES).ngroups
 st.caption(
-    f"{trials['trial_id'].nunique()} trials in {n_groups} groups of seeds. Bold: test, dashed: "
+    f"{len(trials)} trials in {n_groups} groups of seeds. Bold: test, dashed: "
     "training; lines are the mean over seeds, bands +- one standard deviation."
 )

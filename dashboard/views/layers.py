@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import aggregate, data, figures, sidebar
+from dashboard import data, figures, sidebar
 
 LAST = "last probed"
 
 st.title("Layer responses")
 selection = sidebar.current()
 trials = sidebar.selected_trials(selection)
-ids = tuple(trials["trial_id"])
-epochs = data.probed_epochs(selection.url, ids)
+epochs = data.probed_epochs(selection.url, trials)
 if not epochs:
     st.info(
         f"No trial of sweep **{selection.sweep}** (within the filters) has recorded layer responses "
@@ -26,14 +25,13 @@ choice = st.selectbox(
     help="'last probed' compares each trial at its own last probe.",
 )  # fmt: skip
 epoch = None if choice == LAST else int(choice)
-stats = data.layer_stats(selection.url, ids, epoch)
-if stats.empty:
+profiles, n_probed = data.layer_profiles(selection.url, trials, epoch)
+if profiles.empty:
     st.info(f"No selected trial was probed at epoch {epoch}; choose another epoch.")
     st.stop()
-profiles = aggregate.layer_profiles(stats, trials)
 label = "each trial's last probe" if epoch is None else f"epoch {epoch}"
 st.plotly_chart(figures.layer_figure(profiles, epoch_label=label))
 st.caption(
-    f"{stats['trial_id'].nunique()} trials; each line is the mean over seeds. Dashed: plain nets, "
+    f"{n_probed} trials; each line is the mean over seeds. Dashed: plain nets, "
     "solid: ResNets. Residual functions respond less than plain layers (He et al. 2016, Fig. 7)."
 )

@@ -9,6 +9,7 @@ The final errors (FINAL_TEST, FINAL_TRAIN) are chosen so the means and stds are 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def error_at(final: float, epoch: int) -> float:
 def layer_std(depth: int, shortcut: str, seed: int, layer: int, epoch: int) -> float:
     """Plain nets respond more, and more so the deeper they are (the paper's Fig. 7)."""
     base = 1.5 + depth / 40 if shortcut == "none" else 1.5 - depth / 80
-    return base - 0.5 * layer / depth + 0.1 * seed + 0.001 * epoch
+    wobble = 0.05 * (layer % 3)  # so the sorted panel differs from the forward one
+    return base - 0.5 * layer / depth + wobble + 0.1 * seed + 0.001 * epoch
 
 
 def build(url: str) -> None:
@@ -80,3 +82,10 @@ def fixture_db(tmp_path_factory) -> str:
     url = f"sqlite:///{Path(tmp_path_factory.mktemp('dashboard')) / 'resweep.db'}"
     build(url)
     return url
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,180 @@
+"""The dashboard in a real browser: `streamlit run` on a free localhost port over the fixture
+database, driven by headless Debian Chromium through Playwright.
+
+Each step checks that the page's charts and tables were drawn and that no exception box shows,
+and saves a screenshot under test-artifacts/dashboard/ (look at them).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.commands_dashboard import start, wait_until_serving
+from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, free_port
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+TIMEOUT_MS = 45_000  # a cold first render on a busy two-core machine
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
+@pytest.fixture(scope="module")
+def server(fixture_db, tmp_path_factory):
+    """The app served by `streamlit run` on a free localhost port; its log kept beside it."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with log.open("w") as out:
+        proc = start(fixture_db, "127.0.0.1", port, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(proc, "127.0.0.1", port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        tab.set_default_timeout(TIMEOUT_MS)
+        yield tab
+        browser.close()
+
+
+def settle(tab, title: str) -> None:
+    """Wait until the page titled `title` has finished its run."""
+    tab.wait_for_selector(f'h1:has-text("{title}")')
+    tab.wait_for_selector(IDLE)
+    tab.wait_for_timeout(300)  # let plotly and the data grid paint
+    tab.wait_for_selector(IDLE)
+
+
+def assert_clean(tab) -> None:
+    assert tab.locator('[data-testid="stException"]').count() == 0, tab.inner_text('[data-testid="stMain"]')
+    assert "Traceback" not in tab.inner_text("body")
+
+
+def charts(tab) -> int:
+    """Plotly charts drawn with at least one trace."""
+    tab.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg :is(.trace, .hm)', state="attached")
+    return tab.locator('[data-testid="stPlotlyChart"]').count()
+
+
+def tables(tab) -> int:
+    tab.wait_for_selector('[data-testid="stDataFrame"]')
+    return tab.locator('[data-testid="stDataFrame"]').count()
+
+
+def legend(tab) -> list[str]:
+    texts = tab.locator('[data-testid="stPlotlyChart"] .legendtext').evaluate_all("els => els.map(e => e.textContent)")
+    return sorted(set(texts))
+
+
+def shot(tab, name: str) -> None:
+    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def nav(tab, label: str) -> None:
+    tab.locator('[data-testid="stSidebarNav"] a', has_text=label).first.click()
+
+
+def test_a_shared_link_opens_straight_on_its_page(server, page):
+    # The very first request to this fresh server names a page and a filter, as a shared link does.
+    page.goto(f"{server}/curves?sweep={DEPTH_SWEEP}&depth=56")
+    settle(page, "Curves")
+    assert_clean(page)
+    assert charts(page) == 1
+    assert legend(page) == ["ResNet-56 (A)", "plain-56"]
+    shot(page, "1-curves-shared-link")
+
+
+def test_changing_a_filter_redraws_the_chart_and_goes_into_the_url(server, page):
+    page.goto(f"{server}/curves?sweep={DEPTH_SWEEP}")
+    settle(page, "Curves")
+    assert legend(page) == ["ResNet-20 (A)", "ResNet-56 (A)", "plain-20", "plain-56"]
+    shortcut = page.locator('[data-testid="stSidebar"] [data-testid="stMultiSelect"]', has_text="shortcut")
+    shortcut.click()
+    page.get_by_role("option", name="none", exact=True).click()
+    page.keyboard.press("Escape")
+    page.wait_for_url(re.compile(r"shortcut=none"))
+    page.wait_for_function("() => [...document.querySelectorAll('.legendtext')].every(e => e.textContent.startsWith('plain'))")
+    settle(page, "Curves")
+    assert_clean(page)
+    assert legend(page) == ["plain-20", "plain-56"]
+    shot(page, "2-curves-filtered")
+
+    nav(page, "Grid")  # the filter travels with the link to the next page
+    page.wait_for_url(re.compile(r"/grid\?.*shortcut=none"))
+    settle(page, "Grid")
+    assert_clean(page)
+    assert charts(page) == 1 and tables(page) == 3  # pivot, paper's Table 6, every grid point
+    shot(page, "3-grid-filtered")
+
+
+def test_every_page_draws_its_charts_and_tables(server, page):
+    page.goto(f"{server}/?sweep={DEPTH_SWEEP}")
+    settle(page, "Sweeps")
+    assert_clean(page)
+    assert tables(page) == 2
+    shot(page, "4-sweeps")
+
+    nav(page, "Curves")
+    settle(page, "Curves")
+    assert_clean(page)
+    assert charts(page) == 1
+    page.get_by_text("Log scale").click()
+    page.wait_for_url(re.compile(r"log=true"))
+    settle(page, "Curves")
+    assert page.locator('[data-testid="stPlotlyChart"] .yaxislayer-above text').count() > 0
+    assert_clean(page)
+    shot(page, "5-curves-log")
+
+    nav(page, "Grid")
+    settle(page, "Grid")
+    assert_clean(page)
+    assert charts(page) == 1 and tables(page) == 3
+    assert "Table 6" in page.inner_text('[data-testid="stMain"]')
+    shot(page, "6-grid")
+
+    nav(page, "Layer responses")
+    settle(page, "Layer responses")
+    assert_clean(page)
+    assert charts(page) == 1
+    assert legend(page) == ["ResNet-20 (A)", "ResNet-56 (A)", "plain-20", "plain-56"]
+    shot(page, "7-layer-responses")
+
+    nav(page, "SQL")
+    settle(page, "SQL")
+    assert_clean(page)
+    assert tables(page) == 1
+    assert "trial_results" in page.inner_text('[data-testid="stMain"]')
+    page.locator('[data-testid="stTextArea"] textarea').fill(
+        "SELECT depth, avg(final_test_err) AS err FROM trial_results WHERE epochs > 0 GROUP BY depth"
+    )
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_selector('[data-testid="stCaptionContainer"]:has-text("2 rows")')  # the default query had 4
+    assert_clean(page)
+    shot(page, "8-sql")
+
+
+def test_a_sweep_without_a_finished_epoch_shows_a_message(server, page):
+    page.goto(f"{server}/curves?sweep={STARTING_SWEEP}")
+    settle(page, "Curves")
+    assert_clean(page)
+    assert "has finished an epoch yet" in page.inner_text('[data-testid="stAlert"]')
+    shot(page, "9-curves-no-epoch")
