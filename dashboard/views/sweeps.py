@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, sidebar
+from db.models import TRIAL_STATUSES
 
 REFRESH_S = 5
 TRIAL_COLUMNS = ["trial_id", "dataset", "model", "depth", "block", "shortcut", "seed", "status", "epochs",
@@ -65,7 +66,7 @@ def live(selection: sidebar.Selection) -> None:
         st.warning(f"No trial of sweep **{selection.sweep}** passes the filters in the sidebar.")
         return
     counts = trials["status"].value_counts()
-    st.caption(" · ".join(f"{n} {status}" for status, n in counts.items()) + f" · {len(trials)} shown")
+    st.caption(" · ".join(f"{counts[s]} {s}" for s in TRIAL_STATUSES if s in counts) + f" · {len(trials)} shown")
     shown = trials[TRIAL_COLUMNS].copy()
     for col in ("final_train_err", "final_test_err", "best_test_err"):
         shown[col] = shown[col].astype(float) * 100

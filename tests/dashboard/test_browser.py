@@ -8,13 +8,17 @@ and saves a screenshot under test-artifacts/dashboard/ (look at them).
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from db import writes
+from db.engine import get_engine
 from orchestrator.commands_dashboard import start, wait_until_serving
-from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, free_port
+from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, config, free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -29,12 +33,20 @@ IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
 @pytest.fixture(scope="module")
-def server(fixture_db, tmp_path_factory):
+def served_db(fixture_db, tmp_path_factory) -> str:
+    """A copy of the fixture database this module may write to (the live-refresh test does)."""
+    copy = tmp_path_factory.mktemp("served") / "resweep.db"
+    shutil.copyfile(sa.make_url(fixture_db).database, copy)
+    return f"sqlite:///{copy}"
+
+
+@pytest.fixture(scope="module")
+def server(served_db, tmp_path_factory):
     """The app served by `streamlit run` on a free localhost port; its log kept beside it."""
     port = free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
     with log.open("w") as out:
-        proc = start(fixture_db, "127.0.0.1", port, stdout=out, stderr=subprocess.STDOUT)
+        proc = start(served_db, "127.0.0.1", port, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_serving(proc, "127.0.0.1", port)
         yield f"http://127.0.0.1:{port}"
@@ -178,3 +190,18 @@ def test_a_sweep_without_a_finished_epoch_shows_a_message(server, page):
     assert_clean(page)
     assert "has finished an epoch yet" in page.inner_text('[data-testid="stAlert"]')
     shot(page, "9-curves-no-epoch")
+
+
+def test_the_sweeps_page_follows_a_running_sweep_without_a_reload(server, page, served_db):
+    page.goto(f"{server}/?sweep={STARTING_SWEEP}")
+    settle(page, "Sweeps")
+    page.wait_for_selector('[data-testid="stCaptionContainer"]:has-text("2 running · 2 shown")')
+    engine = get_engine(served_db)  # the recorder's part: one trial reports an epoch and ends
+    sweep = writes.get_sweep(engine, STARTING_SWEEP)
+    trial = writes.upsert_trial(engine, sweep.id, "s_0", status="running", config=config(110, "A", 0))
+    writes.record_result(engine, trial, 1, {"train_err": 0.5, "test_err": 0.55})
+    writes.set_trial_status(engine, trial, "terminated", ended=True)
+    engine.dispose()
+    page.wait_for_selector('[data-testid="stCaptionContainer"]:has-text("1 running · 1 terminated")', timeout=30_000)
+    assert_clean(page)
+    shot(page, "10-sweeps-live")

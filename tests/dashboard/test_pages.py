@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 import dashboard
 from db.engine import get_engine
-from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, layer_std
+from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, build, layer_std
 
 APP = Path(dashboard.__file__).resolve().parent / "app.py"
 PAGES = ("sweeps", "curves", "grid", "layers", "sql")
@@ -307,3 +307,17 @@ def test_sql_page_refuses_writes_with_one_line(fixture_db, monkeypatch):
     assert at.error[0].value.startswith("refused: DELETE statements are not allowed")
     at = open_page(fixture_db, "sweeps", monkeypatch)
     assert len(at.dataframe[0].value) == 2  # still there
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_every_page_reads_postgresql_the_same(pg_url, monkeypatch):
+    build(pg_url)
+    opened = {page: open_page(pg_url, page, monkeypatch, sweep=DEPTH_SWEEP) for page in PAGES}
+    for page, at in opened.items():
+        assert not at.error, (page, [e.value for e in at.error])
+    assert opened["grid"].dataframe[0].value.loc[20, "A"] == "8.50 ± 0.71"
+    assert traces(opened["curves"])["ResNet-20 (A)", "test"] == pytest.approx([28.5, 18.5, 8.5])
+    assert len(opened["sql"].dataframe[0].value) == 4
