@@ -36,6 +36,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--server.port", str(port),
         "--server.headless", "true",  # no browser opened on the server, no e-mail prompt
         "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",  # no Deploy button or source-editing options
     ]  # fmt: skip
 
 
