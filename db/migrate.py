@@ -3,6 +3,12 @@
 New databases are created by upgrading them to the head revision; `python -m orchestrator db
 upgrade` runs `upgrade`. `get_engine` calls `schema_state` and `check_revision` to refuse a
 database behind or ahead of the code.
+
+A schema change: edit db/models.py (and db/views.py), then draft the next revision against a
+database at head and freeze it by hand (copy view SQL in; never import models there):
+
+    python -c "from alembic import command; from db.migrate import alembic_config; \
+        command.revision(alembic_config(url='sqlite:///head.db'), 'what changed', autogenerate=True, rev_id='0002')"
 """
 
 from __future__ import annotations

@@ -150,8 +150,10 @@ class Metric(Base):
     __tablename__ = "metrics"
     # The natural key is the primary key. On SQLite the table is clustered on it (WITHOUT
     # ROWID), so a trial's curve is one contiguous range and `value` needs no second lookup.
+    # (trial_id, name, value) makes a trial's best value one index lookup (best_test_err).
     __table_args__ = (
         sa.PrimaryKeyConstraint("trial_id", "name", "epoch"),
+        sa.Index(None, "trial_id", "name", "value"),
         {"comment": "Per-epoch metrics of every trial, one row per value.", "sqlite_with_rowid": False},
     )
 

@@ -9,7 +9,8 @@ migration's copy equals this one).
 Definitions:
 - A trial's recorded epochs are those with a `train_err` row: every reported result carries
   `train_err` (see the report contract), and anchoring on one metric keeps the view a few index
-  lookups per trial instead of a scan of all its metrics.
+  lookups per trial instead of a scan of all its metrics. The final values are joined rows, not
+  scalar subqueries, so grid_results reading them several times looks them up once.
 - `epochs` counts them; "final" values are those at the last of them (NULL if that epoch lacks
   the metric); `best_test_err` is the minimum `test_err` over all epochs.
 - `grid_results` aggregates the final values of the finished trials (status `terminated`):
@@ -34,19 +35,20 @@ SELECT
     t.status,
     (SELECT count(*) FROM metrics AS m
       WHERE m.trial_id = t.id AND m.name = 'train_err') AS epochs,
-    (SELECT m.value FROM metrics AS m
-      WHERE m.trial_id = t.id AND m.name = 'train_err'
-        AND m.epoch = (SELECT max(e.epoch) FROM metrics AS e
-                        WHERE e.trial_id = t.id AND e.name = 'train_err')) AS final_train_err,
-    (SELECT m.value FROM metrics AS m
-      WHERE m.trial_id = t.id AND m.name = 'test_err'
-        AND m.epoch = (SELECT max(e.epoch) FROM metrics AS e
-                        WHERE e.trial_id = t.id AND e.name = 'train_err')) AS final_test_err,
+    final_train.value AS final_train_err,
+    final_test.value AS final_test_err,
     (SELECT min(m.value) FROM metrics AS m
       WHERE m.trial_id = t.id AND m.name = 'test_err') AS best_test_err,
     t.params_count
 FROM trials AS t
-JOIN sweeps AS s ON s.id = t.sweep_id"""
+JOIN sweeps AS s ON s.id = t.sweep_id
+LEFT JOIN metrics AS final_train
+       ON final_train.trial_id = t.id AND final_train.name = 'train_err'
+      AND final_train.epoch = (SELECT max(e.epoch) FROM metrics AS e
+                                WHERE e.trial_id = t.id AND e.name = 'train_err')
+LEFT JOIN metrics AS final_test
+       ON final_test.trial_id = t.id AND final_test.name = 'test_err'
+      AND final_test.epoch = final_train.epoch"""
 
 GRID_RESULTS = """\
 CREATE VIEW grid_results AS

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from db.engine import get_engine, resolve_url, sqlite_path
-from tests.db.conftest import errs, make_sweep, sample_std
+from tests.db.known import errs, make_sweep, sample_std
 
 TRIAL_SQL = "SELECT trial_id, shortcut, seed, status, epochs, final_test_err FROM trial_results ORDER BY trial_id"
 GRID_SQL = "SELECT shortcut, n_seeds, test_err_mean, test_err_std FROM grid_results ORDER BY shortcut"

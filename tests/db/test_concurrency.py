@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from db import writes
 from db.engine import get_engine
-from tests.db.conftest import errs, trial_config
+from tests.db.known import errs, trial_config
 
 WORKERS = 4
 TRIALS = 6

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from db import queries, writes
-from tests.db.conftest import errs, make_sweep
+from tests.db.known import errs, make_sweep
 
 
 @pytest.fixture

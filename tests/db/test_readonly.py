@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from db import readonly
 from db.engine import resolve_url
 from db.errors import QueryError, RefusedStatementError, StoreError
-from tests.db.conftest import make_sweep
+from tests.db.known import make_sweep
 
 REFUSED = [
     "INSERT INTO sweeps (name, spec, spec_hash, status, created_at) VALUES ('x', '', '', 'running', '2024-01-01')",

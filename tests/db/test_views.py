@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from db import writes
-from tests.db.conftest import errs, make_sweep, sample_std, trial_config
+from tests.db.known import errs, make_sweep, sample_std, trial_config
 
 
 def rows(engine, sql: str) -> list[dict]:

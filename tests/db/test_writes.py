@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from db import writes
 from db.engine import get_engine
 from db.errors import SweepExistsError
-from tests.db.conftest import errs, trial_config
+from tests.db.known import errs, trial_config
 
 
 def counts(engine) -> dict[str, int]:

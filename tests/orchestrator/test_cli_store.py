@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from db.engine import get_engine
 from orchestrator.cli import app
-from tests.db.conftest import make_sweep
+from tests.db.known import make_sweep
 
 runner = CliRunner()
 

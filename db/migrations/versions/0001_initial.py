@@ -33,19 +33,20 @@ SELECT
     t.status,
     (SELECT count(*) FROM metrics AS m
       WHERE m.trial_id = t.id AND m.name = 'train_err') AS epochs,
-    (SELECT m.value FROM metrics AS m
-      WHERE m.trial_id = t.id AND m.name = 'train_err'
-        AND m.epoch = (SELECT max(e.epoch) FROM metrics AS e
-                        WHERE e.trial_id = t.id AND e.name = 'train_err')) AS final_train_err,
-    (SELECT m.value FROM metrics AS m
-      WHERE m.trial_id = t.id AND m.name = 'test_err'
-        AND m.epoch = (SELECT max(e.epoch) FROM metrics AS e
-                        WHERE e.trial_id = t.id AND e.name = 'train_err')) AS final_test_err,
+    final_train.value AS final_train_err,
+    final_test.value AS final_test_err,
     (SELECT min(m.value) FROM metrics AS m
       WHERE m.trial_id = t.id AND m.name = 'test_err') AS best_test_err,
     t.params_count
 FROM trials AS t
-JOIN sweeps AS s ON s.id = t.sweep_id"""
+JOIN sweeps AS s ON s.id = t.sweep_id
+LEFT JOIN metrics AS final_train
+       ON final_train.trial_id = t.id AND final_train.name = 'train_err'
+      AND final_train.epoch = (SELECT max(e.epoch) FROM metrics AS e
+                                WHERE e.trial_id = t.id AND e.name = 'train_err')
+LEFT JOIN metrics AS final_test
+       ON final_test.trial_id = t.id AND final_test.name = 'test_err'
+      AND final_test.epoch = final_train.epoch"""
 
 GRID_RESULTS = """\
 CREATE VIEW grid_results AS
@@ -137,6 +138,7 @@ def upgrade() -> None:
         comment="Per-epoch metrics of every trial, one row per value.",
         sqlite_with_rowid=False,
     )
+    op.create_index(op.f("ix_metrics_trial_id_name_value"), "metrics", ["trial_id", "name", "value"], unique=False)
     op.create_table(
         "layer_stats",
         sa.Column("trial_id", sa.Integer(), nullable=False, comment="The trial that was probed."),
@@ -159,6 +161,7 @@ def downgrade() -> None:
     for name in reversed(list(VIEWS)):
         op.execute(f"DROP VIEW IF EXISTS {name}")
     op.drop_table("layer_stats")
+    op.drop_index(op.f("ix_metrics_trial_id_name_value"), table_name="metrics")
     op.drop_table("metrics")
     op.drop_index(op.f("ix_trials_sweep_id_status"), table_name="trials")
     op.drop_table("trials")
