@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -310,6 +311,8 @@ def _start_ray(address: str | None) -> bool:
     """Join `address`, or start a local Ray sized to this machine; True if we started one."""
     if ray.is_initialized():
         return False
+    if address is not None:
+        _check_reachable(address)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
@@ -322,6 +325,21 @@ def _start_ray(address: str | None) -> bool:
         raise UserError(f"--address {address}: cannot join a Ray cluster there ({first[:200]}); start one with "
                         "`ray start --head` on that machine, or leave --address out for a local Ray") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse an address nothing listens on: ray.init would retry it for minutes."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address}: not HOST:PORT (e.g. 10.0.0.5:6379, or ray://10.0.0.5:10001)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"--address {address}: nothing answers there ({exc.strerror or exc}); start the head with "
+                        "`ray start --head` on that machine, or leave --address out for a local Ray") from None
 
 
 def git_state() -> tuple[str | None, bool | None]:

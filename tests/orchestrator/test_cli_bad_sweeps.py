@@ -133,3 +133,9 @@ def test_status_of_an_unknown_sweep(tmp_path, db):
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: status: no sweep named 'nobody' in {db} " \
                                     "(`python -m orchestrator status` lists the sweeps)"
+
+
+def test_unreachable_ray_address(tmp_path, db):
+    (line,) = launch(tmp_path, db, GOOD.format(name="n"), "--address", "127.0.0.1:1")
+    assert line.startswith("error: --address 127.0.0.1:1: nothing answers there (Connection refused); "
+                           "start the head with `ray start --head`")

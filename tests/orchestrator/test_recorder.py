@@ -1,0 +1,121 @@
+"""The recorder against a real database, driven with real Tune Trial objects (no cluster needed)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import sqlalchemy as sa
+from ray.tune.experiment import Trial
+
+from db import writes
+from db.engine import get_engine
+from orchestrator.recorder import Recorder
+
+CONFIG = {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic", "shortcut": "A", "epochs": 3}
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    engine = get_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+def setup(engine, n_trials: int = 2, expected: int | None = None):
+    sweep_id = writes.create_sweep(engine, name="s", spec="name: s\n", spec_hash="0" * 64)
+    recorder = Recorder(engine, sweep_id, epochs=3, expected_trials=expected or n_trials)
+    trials = [Trial("run_trial", config={**CONFIG, "seed": i}, trial_id=f"t_{i:05d}", stub=True)
+              for i in range(n_trials)]
+    return recorder, trials
+
+
+def result(epoch: int, test_err: float = 0.5, layers: bool = False) -> dict:
+    r = {"epoch": epoch, "train_loss": 1.0, "train_err": 0.4, "test_loss": 1.1, "test_err": test_err, "lr": 0.1,
+         "epoch_time_s": 0.2, "images_per_s": 900.0, "params_count": 1234,
+         # what Tune adds to every result: never metrics
+         "training_iteration": epoch, "time_total_s": 1.5, "pid": 42, "done": False, "trial_id": "x"}
+    if layers:
+        r["layer_stats"] = [{"layer": k, "name": f"conv{k}", "stage": 1, "std": 0.5, "mean": 0.0} for k in range(3)]
+    return r
+
+
+def query(engine, sql: str) -> list:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).all()
+
+
+def test_results_are_written_once_per_epoch_even_when_replayed(engine):
+    recorder, (trial, _) = setup(engine)
+    recorder.on_trial_start(0, [trial], trial)
+    recorder.on_trial_result(0, [trial], trial, result(1))
+    recorder.on_trial_result(0, [trial], trial, result(2, layers=True))
+    recorder.on_trial_result(0, [trial], trial, result(2, test_err=0.3, layers=True))  # restored, re-reported
+    names = {n for (n,) in query(engine, "SELECT DISTINCT name FROM metrics")}
+    assert names == {"train_loss", "train_err", "test_loss", "test_err", "lr", "epoch_time_s", "images_per_s"}
+    assert query(engine, "SELECT epoch, value FROM metrics WHERE name = 'test_err' ORDER BY epoch") == [(1, 0.5), (2, 0.3)]
+    assert query(engine, "SELECT count(*) FROM layer_stats") == [(3,)]
+    assert query(engine, "SELECT trial_key, status, params_count, depth, seed FROM trials") == [
+        ("t_00000", "running", 1234, 8, 0)]
+    assert len(recorder.seconds_per_result) == 3
+
+
+def test_trial_end_states(engine):
+    recorder, (done, early) = setup(engine)
+    for trial, epochs in ((done, 3), (early, 1)):
+        recorder.on_trial_start(0, [done, early], trial)
+        for e in range(1, epochs + 1):
+            recorder.on_trial_result(0, [done, early], trial, result(e))
+            trial.update_last_result(result(e))
+        recorder.on_trial_complete(0, [done, early], trial)
+    assert query(engine, "SELECT trial_key, status FROM trials ORDER BY trial_key") == [
+        ("t_00000", "terminated"), ("t_00001", "stopped")]
+
+
+def test_errors_are_kept_and_a_retry_clears_them(engine):
+    recorder, (trial, _) = setup(engine)
+    recorder.on_trial_start(0, [trial], trial)
+    recorder.on_trial_error(0, [trial], trial)
+    assert query(engine, "SELECT status, error IS NOT NULL, ended_at IS NOT NULL FROM trials") == [("error", 1, 1)]
+    recorder.on_trial_recover(0, [trial], trial)
+    recorder.on_trial_start(0, [trial], trial)
+    assert query(engine, "SELECT status, error FROM trials") == [("running", None)]
+
+
+def test_sweep_finishes_only_when_every_expected_trial_has_ended(engine):
+    recorder, trials = setup(engine, n_trials=2, expected=3)
+    for t in trials:
+        recorder.on_trial_start(0, trials, t)
+        t.set_status(Trial.TERMINATED)
+    recorder.on_experiment_end(trials)  # the searcher had a third trial to go: interrupted
+    assert recorder.final_status == "interrupted"
+    assert query(engine, "SELECT status, finished_at FROM sweeps") == [("interrupted", None)]
+    recorder.expected_trials = 2
+    recorder.on_experiment_end(trials)
+    assert query(engine, "SELECT status, finished_at IS NOT NULL FROM sweeps") == [("finished", 1)]
+
+
+def test_an_interrupted_sweeps_unfinished_trials_go_back_to_pending(engine):
+    recorder, (done, running) = setup(engine)
+    for t in (done, running):
+        recorder.on_trial_start(0, [done, running], t)
+    done.set_status(Trial.TERMINATED)
+    running.set_status(Trial.RUNNING)
+    recorder.on_experiment_end([done, running])
+    assert query(engine, "SELECT trial_key, status FROM trials ORDER BY trial_key") == [
+        ("t_00000", "running"), ("t_00001", "pending")]
+    assert recorder.final_status == "interrupted"
+
+
+def test_a_failed_trial_fails_the_sweep(engine):
+    recorder, (ok, bad) = setup(engine)
+    ok.set_status(Trial.TERMINATED)
+    bad.set_status(Trial.ERROR)
+    recorder.on_experiment_end([ok, bad])
+    assert query(engine, "SELECT status FROM sweeps") == [("failed",)]
+
+
+def test_pickled_recorder_carries_no_engine(engine):
+    recorder, _ = setup(engine)
+    clone = pickle.loads(pickle.dumps(recorder))
+    assert clone.engine is None and recorder.engine is engine and clone.sweep_id == recorder.sweep_id
