@@ -40,21 +40,35 @@ def stage_of(name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _sums(output: Tensor) -> tuple[Tensor, Tensor]:
+    """(sum, sum of squares) of every element of `output`, without copying it.
+
+    torch.var_mean costs about as much as the conv before it on a CPU; a sum and BLAS dot products
+    cost a few percent. The dots run over chunks on the CPU, where one float32 dot over millions of
+    elements loses about four digits; CUDA's reduction is a tree and needs no chunks.
+    """
+    x = output.detach().float()
+    flat = x.view(-1) if x.is_contiguous() else x.permute(0, 2, 3, 1).reshape(-1)  # channels_last: a view
+    if flat.is_cuda:
+        return flat.sum(), torch.dot(flat, flat)
+    return flat.sum(), torch.stack([torch.dot(c, c) for c in flat.split(1 << 16)]).sum()
+
+
 @torch.no_grad()
 def layer_responses(
     model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, amp: bool = False
 ) -> list[dict]:
     """One record per 3x3 conv: {layer, name, stage, std, mean}, layer = order in the forward pass."""
     pairs = conv_bn_pairs(model)
-    # Per batch: (count, mean, var) of each response, kept on the device until the end.
+    # Per batch: (count, sum, sum of squares) of each response, kept on the device until the end.
     stats: dict[str, list[tuple[int, Tensor, Tensor]]] = {name: [] for name, _ in pairs}
     fired: list[str] = []  # conv paths in the order their BN first ran
 
     def hook_for(name: str):
         def hook(module: nn.Module, inputs: tuple[Tensor], output: Tensor) -> None:
-            # Runs before any in-place ReLU that follows can touch `output`.
-            var, mean = torch.var_mean(output.float(), correction=0)
-            stats[name].append((output.numel(), mean, var))
+            # Runs before any in-place ReLU that follows can touch `output`; in fp32 even under autocast.
+            with torch.autocast(output.device.type, enabled=False):
+                stats[name].append((output.numel(), *_sums(output)))
             if len(stats[name]) == 1:
                 fired.append(name)
 
@@ -76,14 +90,10 @@ def layer_responses(
 
     records = []
     for layer, name in enumerate(fired):
-        counts = torch.tensor([n for n, _, _ in stats[name]], dtype=torch.float64)
-        means = torch.stack([m for _, m, _ in stats[name]]).double().cpu()
-        variances = torch.stack([v for _, _, v in stats[name]]).double().cpu()
-        total = counts.sum()
-        mean = (counts * means).sum() / total
-        # Pooled variance: within-batch variance plus the spread of the batch means.
-        var = (counts * (variances + (means - mean) ** 2)).sum() / total
-        records.append(
-            {"layer": layer, "name": name, "stage": stage_of(name), "std": var.sqrt().item(), "mean": mean.item()}
-        )
+        count = sum(n for n, _, _ in stats[name])
+        total = torch.stack([s for _, s, _ in stats[name]]).double().sum().item()
+        squares = torch.stack([q for _, _, q in stats[name]]).double().sum().item()
+        mean = total / count
+        var = max(squares / count - mean * mean, 0.0)
+        records.append({"layer": layer, "name": name, "stage": stage_of(name), "std": var**0.5, "mean": mean})
     return records

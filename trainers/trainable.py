@@ -160,6 +160,8 @@ def run_trial(
     """Train the trial `config` describes, reporting every epoch; resumes from the reporter's checkpoint."""
     cfg = TrialConfig.from_dict(config)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
     _seed_everything(cfg.seed)
     data = load_data(
         cfg.dataset,

@@ -203,3 +203,22 @@ def test_cifar_stages_halve_the_map_and_double_the_filters():
     net(torch.randn(1, 3, 32, 32))
     assert shapes == [(16, 32, 32), (32, 16, 16), (64, 8, 8)]
     assert [len(s) for s in (net.layer1, net.layer2, net.layer3)] == [3, 3, 3]
+
+
+def test_module_docstring_table_is_the_checked_table():
+    import trainers.models as models
+
+    rows = re.findall(r"^\s+(cifar|imagenet)\s+(\d+)\s+(basic|bottleneck)\s+(A / none|B)\s+([\d,]+)$",
+                      models.__doc__, flags=re.M)
+    table = [(m, int(d), b, s.split(" ")[0], int(p.replace(",", ""))) for m, d, b, s, p in rows]
+    assert table == [(m, d, b, s, p) for m, d, b, s, _, p in EXPECTED_PARAMS]
+
+
+def test_self_check_passes_and_reports_each_net(capsys):
+    from trainers.models import _check_table
+
+    with torch.device("meta"):
+        assert _check_table() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(EXPECTED_PARAMS) + 6  # cifar nets are checked as A and as none
+    assert all(line.endswith("ok") for line in lines)
