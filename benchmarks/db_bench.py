@@ -253,7 +253,10 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         report["ingest"] = bench_ingest(scratch.url, args)
         engine, ids, build_s = build_query_db(scratch.url, args)
         with engine.connect() as conn:
-            of_bench = "WHERE trial_id IN (SELECT t.id FROM trials t JOIN sweeps s ON s.id = t.sweep_id AND s.name = 'bench')"
+            of_bench = (
+                "WHERE trial_id IN (SELECT t.id FROM trials t JOIN sweeps s ON s.id = t.sweep_id "
+                "AND s.name = 'bench')"
+            )
             report["metric_rows"] = conn.scalar(sa.text(f"SELECT count(*) FROM metrics {of_bench}"))
             report["layer_rows"] = conn.scalar(sa.text(f"SELECT count(*) FROM layer_stats {of_bench}"))
         report["build_s"] = build_s
@@ -302,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         print_report(report)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "backends": reports}, indent=1))
+        figures = {"args": {k: str(v) for k, v in vars(args).items()}, "backends": reports}
+        args.json.write_text(json.dumps(figures, indent=1))
     return 0
 
 

@@ -186,7 +186,9 @@ def _query_error(exc: BaseException, where: str, message: str) -> StoreError:
     return QueryError(f"query failed on {where}: {message}")
 
 
-_SQLITE_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+_SQLITE_READS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
 
 
 def _sqlite_reads_only(action: int, *_: object) -> int:

@@ -63,7 +63,7 @@ def test_every_writing_statement_is_refused_and_the_data_is_untouched(db_url, en
         assert snapshot(engine) == known, sql
 
 
-CORE_WRITES = [s for s in REFUSED if s.split()[:1] in (["INSERT"], ["UPDATE"], ["DELETE"], ["DROP"], ["CREATE"], ["ALTER"])]
+CORE_WRITES = [s for s in REFUSED if s.split()[:1] in (["INSERT"], ["UPDATE"], ["DELETE"], ["DROP"], ["CREATE"], ["ALTER"])]  # fmt: skip
 
 
 def test_the_connection_itself_refuses_writes_that_get_past_the_check(db_url, engine, known, tmp_path, monkeypatch):

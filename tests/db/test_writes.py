@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import sqlalchemy as sa
@@ -86,8 +85,8 @@ def test_nan_is_stored_as_null_and_non_metrics_are_skipped(engine, trial):
 
 def test_numpy_scalars_are_stored_as_plain_numbers(engine, trial):
     np = pytest.importorskip("numpy")
-    writes.record_result(engine, trial, 1, {"test_err": np.float32(0.25), "lr": np.float64(0.1)},
-                         [{"layer": np.int64(0), "name": "c", "stage": np.int64(1), "std": np.float32(2.0), "mean": 0.0}])  # fmt: skip
+    layer = {"layer": np.int64(0), "name": "c", "stage": np.int64(1), "std": np.float32(2.0), "mean": 0.0}
+    writes.record_result(engine, trial, 1, {"test_err": np.float32(0.25), "lr": np.float64(0.1)}, [layer])
     assert values(engine, trial) == {("test_err", 1): 0.25, ("lr", 1): 0.1}
 
 
