@@ -7,6 +7,7 @@ well under a second on thousands of trials (benchmarks/db_bench.py times them).
 from __future__ import annotations
 
 import json
+import numbers
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
@@ -46,9 +47,14 @@ def _frame(
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
+def _sweep_key(sweep: str | int) -> str | int:
+    """A sweep is named by its name (str) or id (any integer, numpy's too)."""
+    return int(sweep) if isinstance(sweep, numbers.Integral) else str(sweep)
+
+
 def _sweep_filter(sweep: str | int) -> sa.ColumnElement[bool]:
-    sweeps = Sweep.__table__
-    return sweeps.c.id == sweep if isinstance(sweep, int) else sweeps.c.name == sweep
+    sweeps, key = Sweep.__table__, _sweep_key(sweep)
+    return sweeps.c.id == key if isinstance(key, int) else sweeps.c.name == key
 
 
 def sweeps(engine: Engine) -> pd.DataFrame:
@@ -87,6 +93,7 @@ _TRIALS = sa.text(
 def trials(engine: Engine, sweep: str | int) -> pd.DataFrame:
     """The trials of a sweep (by name or id) with their axes and results (TRIAL_COLUMNS):
     the `trial_results` view's numbers plus trial_key, times, error and config (a dict)."""
+    sweep = _sweep_key(sweep)
     where = "id = :sweep" if isinstance(sweep, int) else "name = :sweep"
     stmt = sa.text(_TRIALS.text.format(where=where)).columns(
         started_at=Trial.started_at.type, ended_at=Trial.ended_at.type, config=sa.JSON()
@@ -106,6 +113,8 @@ def curves(engine: Engine, trial_ids: Iterable[int], names: Sequence[str] | None
     ids = _ids(trial_ids)
     if not ids:
         return pd.DataFrame(columns=CURVE_COLUMNS)
+    if isinstance(names, str):
+        names = [names]
     where = "trial_id IN :ids" + (" AND name IN :names" if names else "")
     stmt = sa.text(
         f"SELECT trial_id, epoch, name, value FROM metrics WHERE {where} ORDER BY trial_id, name, epoch"
@@ -120,10 +129,10 @@ def curves(engine: Engine, trial_ids: Iterable[int], names: Sequence[str] | None
 def grid(engine: Engine, sweep: str | int) -> pd.DataFrame:
     """The `grid_results` rows of a sweep (by name or id): mean and sample std of the final
     errors over the finished trials of each grid point (GRID_COLUMNS)."""
-    name = sweep
-    if isinstance(sweep, int):
+    name = _sweep_key(sweep)
+    if isinstance(name, int):
         with transaction(engine) as conn:
-            name = conn.scalar(sa.select(Sweep.__table__.c.name).where(_sweep_filter(sweep)))
+            name = conn.scalar(sa.select(Sweep.__table__.c.name).where(_sweep_filter(name)))
     stmt = sa.text(
         f"SELECT {', '.join(GRID_COLUMNS)} FROM grid_results WHERE sweep = :sweep "
         "ORDER BY dataset, model, block, shortcut, depth"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -48,6 +49,7 @@ def test_trials_of_a_sweep_by_name_or_id(engine, known, statements):
     assert row.config["lr"] == 0.1 and row.started_at.tzinfo is not None
     assert frame.set_index("trial_key").loc["A-9"].error == "CUDA out of memory"
     assert queries.trials(engine, known.id).equals(frame)
+    assert queries.trials(engine, np.int64(known.id)).equals(frame)
     assert queries.trials(engine, "nope").empty
 
 
@@ -62,6 +64,7 @@ def test_curves_of_many_trials_in_one_query(engine, known, statements):
     assert list(curve.epoch) == [1, 2, 3]
     assert list(curve.value) == [errs(1, e)["test_err"] for e in (1, 2, 3)]
     assert len(queries.curves(engine, [tid])) == 3 * len(errs(0, 1))
+    assert queries.curves(engine, [tid], "test_err").equals(curve.reset_index(drop=True))
     assert queries.curves(engine, []).empty
 
 
@@ -84,3 +87,29 @@ def test_layer_stats_at_the_last_probe_or_a_given_epoch(engine, known, statement
     at_1 = queries.layer_stats(engine, ids, epoch=1)
     assert set(at_1.epoch) == {1} and len(at_1) == 8
     assert queries.layer_stats(engine, ids, epoch=2).empty
+
+
+def test_sweep_details_has_the_spec_or_no_rows(engine, known):
+    row = queries.sweep_details(engine, "known")
+    assert list(row.columns) == queries.SWEEP_DETAIL_COLUMNS and len(row) == 1
+    assert row.iloc[0]["spec"] == "name: known\n"
+    assert queries.sweep_details(engine, known.id).equals(row)
+    assert queries.sweep_details(engine, "nope").empty
+
+
+def test_probed_epochs_of_many_trials(engine, known, statements):
+    ids = [known.trials[k] for k in ("none-0", "A-2", "A-9")]
+    assert queries.probed_epochs(engine, ids) == [1, 3]
+    assert len(statements) == 1
+    assert queries.probed_epochs(engine, [known.trials["A-9"]]) == []
+    assert queries.probed_epochs(engine, []) == []
+
+
+def test_relations_lists_views_then_tables_without_alembic(engine):
+    frame = queries.relations(engine)
+    assert list(frame.columns) == queries.RELATION_COLUMNS
+    assert list(dict.fromkeys(frame.relation)) == [
+        "grid_results", "trial_results", "layer_stats", "metrics", "sweeps", "trials",
+    ]  # fmt: skip
+    metrics = frame[frame.relation == "metrics"]
+    assert list(metrics.column) == ["trial_id", "name", "epoch", "value"] and set(metrics.kind) == {"table"}
