@@ -116,33 +116,43 @@ def launch(
             git_dirty=dirty, storage_path=str(experiment_dir),
         )  # fmt: skip
         recorder, progress = _callbacks(spec, engine, sweep_id, console)
-        space = tune_space(spec, optuna_storage=_optuna_storage(spec, experiment_dir))
-        tuner = tune.Tuner(
-            trainable(spec),
-            param_space=space.param_space,
-            tune_config=tune.TuneConfig(
-                num_samples=space.num_samples,
-                search_alg=space.search_alg,
-                scheduler=space.scheduler,
-                metric=space.metric,
-                mode=space.mode,
-                reuse_actors=False,
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=str(experiment_dir.parent),
-                callbacks=[recorder, progress],
-                failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=0,
-            ),
-        )
+        try:
+            tuner = _new_tuner(spec, experiment_dir, [recorder, progress])
+        except BaseException:
+            writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
+            raise
         console.print(f"[bold]{spec.name}[/]: {spec.num_trials} trials of {spec.train.epochs} epochs, "
                       f"results in {experiment_dir}, database {redact(engine)}", highlight=False, soft_wrap=True)
         return _fit(tuner, spec, engine, sweep_id, recorder, console, db)
     finally:
         if started_ray:
             ray.shutdown()
+        engine.dispose()
+
+
+def _new_tuner(spec: SweepSpec, experiment_dir: Path, callbacks: list) -> tune.Tuner:
+    """The Tuner of a new sweep; its experiment state goes to `experiment_dir`."""
+    space = tune_space(spec, optuna_storage=_optuna_storage(spec, experiment_dir))
+    return tune.Tuner(
+        trainable(spec),
+        param_space=space.param_space,
+        tune_config=tune.TuneConfig(
+            num_samples=space.num_samples,
+            search_alg=space.search_alg,
+            scheduler=space.scheduler,
+            metric=space.metric,
+            mode=space.mode,
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=str(experiment_dir.parent),
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # the latest is what resume needs
+            verbose=0,
+        ),
+    )
 
 
 def resume_sweep(
@@ -195,8 +205,6 @@ def _fit(
     tuner: tune.Tuner, spec: SweepSpec, engine: Engine, sweep_id: int, recorder: Recorder,
     console: Console, db: str | None,
 ) -> Outcome:
-    import time
-
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
     start = time.monotonic()
     try:

@@ -11,7 +11,8 @@ What it writes, when:
 - a trial fails and will be retried: status pending; fails for good: status error with the error;
 - a trial ends: terminated if it ran every epoch, stopped if the scheduler stopped it early;
 - the experiment ends: the sweep's status (finished, failed or interrupted) and any trial Tune
-  left unfinished goes back to pending (a resume continues it).
+  left unfinished goes back to pending (a resume continues it); a trial Tune never saved before
+  its driver was killed (a resume cannot continue it) is marked error, saying so.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from db import writes
 from db.models import METRIC_NAMES
 
 ERROR_CHARS = 4000  # the tail of a trial's error text kept in trials.error
+ORPHAN_ERROR = ("lost: its driver was killed before Ray Tune saved this trial in the experiment state, "
+                "so the resumed sweep ran a replacement")
 
 
 class Recorder(Callback):
@@ -90,6 +93,7 @@ class Recorder(Callback):
         writes.set_trial_status(self.engine, self._trial_id(trial, status), status, ended=True)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self._close_orphans(trials)
         ended = [t for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)]
         if len(ended) == len(trials) and len(trials) >= self.expected_trials:
             failed = any(t.status == Trial.ERROR for t in trials)
@@ -101,6 +105,17 @@ class Recorder(Callback):
                 writes.set_trial_status(self.engine, self._trial_id(t, "pending"), "pending")
         self.final_status = "interrupted"
         writes.set_sweep_status(self.engine, self.sweep_id, "interrupted")
+
+    def _close_orphans(self, trials: list[Trial]) -> None:
+        """Trials of the database Tune no longer knows: started after its last saved state by a
+        driver that was then killed, and replaced on resume by the searcher's new ones."""
+        from db import queries
+
+        known = {t.trial_id for t in trials}
+        frame = queries.trials(self.engine, self.sweep_id)
+        for key, trial_id, status in zip(frame["trial_key"], frame["trial_id"], frame["status"]):
+            if key not in known and status in ("pending", "running"):
+                writes.set_trial_status(self.engine, int(trial_id), "error", ended=True, error=ORPHAN_ERROR)
 
 
 def _error_text(trial: Trial) -> str:

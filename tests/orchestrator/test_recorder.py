@@ -119,3 +119,13 @@ def test_pickled_recorder_carries_no_engine(engine):
     recorder, _ = setup(engine)
     clone = pickle.loads(pickle.dumps(recorder))
     assert clone.engine is None and recorder.engine is engine and clone.sweep_id == recorder.sweep_id
+
+
+def test_trials_tune_forgot_are_closed_as_lost(engine):
+    recorder, (kept, lost) = setup(engine)
+    for t in (kept, lost):
+        recorder.on_trial_start(0, [kept, lost], t)
+    kept.set_status(Trial.TERMINATED)
+    recorder.on_experiment_end([kept])  # the resumed run never heard of `lost`
+    ((status, error),) = query(engine, "SELECT status, error FROM trials WHERE trial_key = 't_00001'")
+    assert status == "error" and error.startswith("lost: its driver was killed")

@@ -182,7 +182,7 @@ def test_optuna_with_asha_stops_some_and_keeps_its_study_across_interrupt_and_re
     before = {t.number: t.params for t in optuna_study(storage, "searched").trials}
     assert len(before) >= 2
 
-    done = run_cli("resume", "searched", "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
+    done = run_cli("launch", str(path), "--resume", "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
     statuses = [s for (s,) in rows(url, "SELECT status FROM trials")]
