@@ -214,11 +214,17 @@ def test_module_docstring_table_is_the_checked_table():
     assert table == [(m, d, b, s, p) for m, d, b, s, _, p in EXPECTED_PARAMS]
 
 
-def test_self_check_passes_and_reports_each_net(capsys):
-    from trainers.models import _check_table
+def test_self_check_reports_each_net_and_fails_on_a_wrong_count(capsys, monkeypatch):
+    import trainers.models as models
 
+    rows = [("cifar", 20, "basic", "A", 10, 269_722), ("imagenet", 18, "basic", "B", 1000, 11_689_512)]
+    monkeypatch.setattr(models, "EXPECTED_PARAMS", rows)
     with torch.device("meta"):
-        assert _check_table() == 0
+        assert models._check_table() == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(EXPECTED_PARAMS) + 6  # cifar nets are checked as A and as none
-    assert all(line.endswith("ok") for line in lines)
+    assert len(lines) == 3 and all(line.endswith("ok") for line in lines)  # cifar: as A and as none
+
+    monkeypatch.setattr(models, "EXPECTED_PARAMS", [("cifar", 20, "basic", "A", 10, 269_723)])
+    with torch.device("meta"):
+        assert models._check_table() == 2
+    assert "expected 269,723" in capsys.readouterr().out
