@@ -39,3 +39,17 @@ def pg_url() -> str:
 def db_url(request) -> str:
     """The same test body against SQLite (a temp file) and the real PostgreSQL server."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On CI a skipped test is a failure, except GPU tests: CI machines have no GPU.
+
+    Skips exist for developers' machines that lack chromium or a database shell; CI installs
+    those, so a skip there means a missing install step, not a passing test.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("CI") and item.get_closest_marker("gpu") is None:
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI, where everything but a GPU must be present: {report.longrepr}"
