@@ -9,10 +9,12 @@ on the same local Ray, in one process:
 - baseline: a bare `tune.Tuner` with the same trainable, param_space, resources and TuneConfig,
   no callbacks of ours.
 Rounds alternate (bare, launch, bare, launch, ...) so drift in the machine's load hits both; the
-figure is the ratio of the median wall times (expected <= 1.15). The recorder's own cost is the
-median time `Recorder.on_trial_result` takes per reported result (expected < 5 ms).
+figure is the ratio of the median wall times (expected <= 1.15). On a machine other work also
+loads, wall times swing by tens of percent; the driver's CPU time (launch vs bare) is the steadier
+view of what launch adds. The recorder's own cost is the median time `Recorder.on_trial_result`
+takes per reported result (expected < 5 ms).
 
-`--quick`: 4 trials, one round: checks that it works; the ratio is rough.
+`--quick`: 2 trials, one round, no warm-up: checks that it works; the figures are rough.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import io
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -54,29 +57,36 @@ def sweep_text(name: str, trials: int) -> str:
         """)
 
 
-def run_launch(work: Path, name: str, trials: int) -> tuple[float, list[float]]:
+def driver_cpu_s() -> float:
+    """CPU seconds of this process (the driver: Tune's loop, our callbacks); the trials' workers
+    are Ray's processes and not counted, so this is steady when other work loads the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_launch(work: Path, name: str, trials: int) -> tuple[float, float, list[float]]:
     from rich.console import Console
 
     from orchestrator.launch import launch
 
     path = work / f"{name}.yaml"
     path.write_text(sweep_text(name, trials))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), driver_cpu_s()
     outcome = launch(path, db=f"sqlite:///{work / 'resweep.db'}", results=work / "results",
                      console=Console(file=io.StringIO()))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, driver_cpu_s() - c0
     assert outcome.status == "finished", outcome
-    return seconds, outcome.recorder.seconds_per_result
+    return seconds, cpu, outcome.recorder.seconds_per_result
 
 
-def run_bare(work: Path, name: str, trials: int) -> float:
+def run_bare(work: Path, name: str, trials: int) -> tuple[float, float]:
     from ray import tune
 
     from orchestrator.launch import trainable
     from orchestrator.space import tune_space
     from orchestrator.spec import parse_spec
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), driver_cpu_s()
     spec = parse_spec(sweep_text(name, trials))
     space = tune_space(spec)
     tuner = tune.Tuner(
@@ -89,9 +99,9 @@ def run_bare(work: Path, name: str, trials: int) -> float:
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
     )
     grid = tuner.fit()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, driver_cpu_s() - c0
     assert len(grid) == trials and not grid.errors, grid.errors
-    return seconds
+    return seconds, cpu
 
 
 def measure(trials: int, rounds: int) -> dict:
@@ -103,17 +113,22 @@ def measure(trials: int, rounds: int) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            launch_s, bare_s, per_result = [], [], []
+            launch_s, bare_s, launch_cpu, bare_cpu, per_result = [], [], [], [], []
+            if rounds > 1:  # warm-up, not counted: the first Tune run in a process pays its imports
+                run_bare(work, "warm-up", 2)
             for r in range(rounds):
-                bare_s.append(run_bare(work, f"bare-{r}", trials))
-                seconds, recorded = run_launch(work, f"launch-{r}", trials)
+                seconds, cpu = run_bare(work, f"bare-{r}", trials)
+                bare_s.append(seconds)
+                bare_cpu.append(cpu)
+                seconds, cpu, recorded = run_launch(work, f"launch-{r}", trials)
                 launch_s.append(seconds)
+                launch_cpu.append(cpu)
                 per_result += recorded
                 print(f"round {r + 1}/{rounds}: bare {bare_s[-1]:.1f} s, launch {seconds:.1f} s", file=sys.stderr)
     finally:
         ray.shutdown()
     return {"trials": trials, "rounds": rounds, "launch_s": launch_s, "bare_s": bare_s,
-            "recorder_ms": [s * 1000 for s in per_result]}
+            "launch_cpu_s": launch_cpu, "bare_cpu_s": bare_cpu, "recorder_ms": [s * 1000 for s in per_result]}
 
 
 def rows(m: dict) -> list[dict]:
@@ -125,22 +140,25 @@ def rows(m: dict) -> list[dict]:
                "bare Tuner, same trials", bare_s,
                note=f"launch {', '.join(f'{s:.1f}' for s in m['launch_s'])} s; "
                     f"bare {', '.join(f'{s:.1f}' for s in m['bare_s'])} s; expected ratio <= 1.15"),
+        result("launch: driver CPU time (median)", statistics.median(m["launch_cpu_s"]), "s",
+               "bare Tuner, same trials", statistics.median(m["bare_cpu_s"]),
+               note="the driver process only (Tune's loop and our callbacks), so other load hardly moves it"),
         result("recorder: time per reported result (median)", statistics.median(ms), "ms",
                note=f"{len(ms)} results, p95 {p95:.2f} ms, max {ms[-1]:.2f} ms; SQLite; expected < 5 ms"),
     ]
 
 
 def run(quick: bool) -> list[dict]:
-    return rows(measure(4 if quick else TRIALS, 1 if quick else 3))
+    return rows(measure(2 if quick else TRIALS, 1 if quick else 3))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sweep_overhead", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="4 trials, one round")
+    p.add_argument("--quick", action="store_true", help="2 trials, one round")
     p.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 3; quick 1)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args()
-    m = measure(4 if args.quick else TRIALS, args.rounds or (1 if args.quick else 3))
+    m = measure(2 if args.quick else TRIALS, args.rounds or (1 if args.quick else 3))
     out = rows(m)
     if args.json:
         print(json.dumps(out, indent=2))

@@ -1,4 +1,5 @@
-"""The recorder against a real database, driven with real Tune Trial objects (no cluster needed)."""
+"""The recorder against real databases (SQLite and PostgreSQL), driven with real Tune Trial objects
+(no cluster needed)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ CONFIG = {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic"
 
 
 @pytest.fixture
-def engine(sqlite_url):
-    engine = get_engine(sqlite_url)
+def engine(db_url):
+    """The same tests on SQLite and on the real PostgreSQL server."""
+    engine = get_engine(db_url)
     yield engine
     engine.dispose()
 
