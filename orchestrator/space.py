@@ -137,5 +137,5 @@ def _optuna(spec: SweepSpec, storage: Any) -> Searcher:
         mode=spec.mode,
         study_name=study_name(spec.name),
         storage=storage,
-        seed=spec.grid.seed[0],
+        seed=0,  # the sampler's own seed: a sweep file always starts with the same suggestions
     )
