@@ -123,7 +123,7 @@ def launch(
             raise
         console.print(f"[bold]{spec.name}[/]: {spec.num_trials} trials of {spec.train.epochs} epochs, "
                       f"results in {experiment_dir}, database {redact(engine)}", highlight=False, soft_wrap=True)
-        return _fit(tuner, spec, engine, sweep_id, recorder, console, db)
+        return _fit(tuner, spec, engine, sweep_id, recorder, progress, console, db)
     finally:
         if started_ray:
             ray.shutdown()
@@ -195,7 +195,7 @@ def resume_sweep(
         tuner._local_tuner.get_run_config().callbacks = [recorder, progress]
         console.print(f"[bold]{name}[/]: resuming from {experiment_dir}, database {redact(engine)}",
                       highlight=False, soft_wrap=True)
-        return _fit(tuner, spec, engine, row.id, recorder, console, db)
+        return _fit(tuner, spec, engine, row.id, recorder, progress, console, db)
     finally:
         if started_ray:
             ray.shutdown()
@@ -203,7 +203,7 @@ def resume_sweep(
 
 def _fit(
     tuner: tune.Tuner, spec: SweepSpec, engine: Engine, sweep_id: int, recorder: Recorder,
-    console: Console, db: str | None,
+    progress: Progress, console: Console, db: str | None,
 ) -> Outcome:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
     start = time.monotonic()
@@ -211,10 +211,12 @@ def _fit(
         grid = tuner.fit()
     except KeyboardInterrupt:
         # A second Ctrl-C: Tune skipped its last checkpoint, but its periodic one is on disk.
+        progress.close()
         writes.set_sweep_status(engine, sweep_id, "interrupted")
         console.print(f"\nInterrupted. Resume with: python -m orchestrator resume {spec.name}{_db_flag(db)}")
         return Outcome(spec.name, "interrupted", seconds=time.monotonic() - start, recorder=recorder)
     except BaseException:
+        progress.close()
         writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
         raise
     seconds = time.monotonic() - start

@@ -106,6 +106,10 @@ class Progress(Callback):
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._trials = trials
         self._draw(force=True)
+        self.close()
+
+    def close(self) -> None:
+        """Stop redrawing the line (leaves it on the terminal)."""
         if self._live is not None:
             self._live.stop()
             self._live = None
