@@ -222,7 +222,7 @@ def _fit(
     seconds = time.monotonic() - start
     status = recorder.final_status or "interrupted"
     errors = sum(r.error is not None for r in grid)
-    _summary(console, spec, grid, status, seconds, db)
+    _summary(console, engine, spec, grid, status, seconds, db)
     return Outcome(spec.name, status, trials=len(grid), errors=errors, seconds=seconds, recorder=recorder)
 
 
@@ -233,7 +233,9 @@ def _callbacks(spec: SweepSpec, engine: Engine, sweep_id: int, console: Console)
     return recorder, progress
 
 
-def _summary(console: Console, spec: SweepSpec, grid: Any, status: str, seconds: float, db: str | None) -> None:
+def _summary(
+    console: Console, engine: Engine, spec: SweepSpec, grid: Any, status: str, seconds: float, db: str | None
+) -> None:
     results = list(grid)
     errors = [r for r in results if r.error is not None]
     best = None
@@ -251,9 +253,33 @@ def _summary(console: Console, spec: SweepSpec, grid: Any, status: str, seconds:
     for r in errors[:5]:
         first = str(r.error).strip().splitlines()[-1] if str(r.error).strip() else type(r.error).__name__
         console.print(f"  failed: {trial_label(r.config)}: {first[:200]}", highlight=False)
+    _grid_table(console, engine, spec.name)
     if status == "interrupted":
         console.print(f"Resume with: python -m orchestrator resume {spec.name}{_db_flag(db)}", highlight=False)
     _print_commands(console, spec.name, db)
+
+
+def _grid_table(console: Console, engine: Engine, name: str) -> None:
+    """The sweep's grid_results (mean and std over seeds of the final errors), when short."""
+    from rich.table import Table
+
+    from db import queries
+
+    frame = queries.grid(engine, name)
+    if frame.empty or len(frame) > 40:
+        return
+    table = Table("depth", "block", "shortcut", "seeds", "train_err", "test_err",
+                  title="final errors, mean ± std over seeds (finished trials)", title_justify="left")
+    for row in frame.itertuples(index=False):
+        table.add_row(str(row.depth), row.block, row.shortcut, str(row.n_seeds),
+                      _mean_std(row.train_err_mean, row.train_err_std), _mean_std(row.test_err_mean, row.test_err_std))
+    console.print(table)
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None or mean != mean:
+        return "-"
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None and std == std else "")
 
 
 def _print_commands(console: Console, name: str, db: str | None) -> None:
