@@ -8,11 +8,13 @@ would. Wall time is measured around them; CPU time is sampled from /proc over ea
 all its descendants (Ray's GCS, raylet and workers included).
 
 Training time comes from the database: the sum of every trial's `epoch_time_s` (train + test
-passes of each epoch). The trials run `slots` at a time (CPUs / CPUs per trial), so training
-alone would take sum(epoch_time_s) / slots of wall time: that is the baseline, and everything
-above it is spent outside training: start-up (interpreter, imports, Ray, database, Tuner, until
-the first trial starts), scheduling and worker start-up, probes and checkpoints between epochs,
-recording (the driver's writes, timed by the recorder), shut-down, and reporting.
+passes of each epoch, wall clock). The trials run `slots` at a time (CPUs / CPUs per trial), so
+training alone would take sum(epoch_time_s) / slots of wall time: that is the baseline, and
+everything above it is spent outside training: start-up (interpreter, imports, Ray, database,
+Tuner, until the first trial starts), between epochs (worker start-up, loading data, probes,
+checkpoints, scheduling), shut-down, and reporting. Recording (the driver's writes, timed by the
+recorder) overlaps the trials and is shown on its own. On a loaded machine epoch_time_s grows
+with the load, so the share outside training is then an underestimate.
 
 `--quick` runs a reduced copy (ResNet-20 plain and residual, one seed, 2 epochs).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -96,13 +99,12 @@ def measure(quick: bool, work: Path) -> dict:
     engine.dispose()
     first = min(_ts(t) for t in trials["started_at"])
     last = max(_ts(t) for t in trials["ended_at"])
-    import os
-
     cpus = os.cpu_count() or 1
     slots = max(1, min(len(trials), int(cpus // spec.resources.cpu)))
     launch_stats = json.loads(stats.read_text())
     return {
         "name": spec.name, "trials": len(trials), "epochs": spec.train.epochs, "slots": slots,
+        "cpus": cpus,
         "launch_wall": launch_wall, "report_wall": report_wall,
         "cpu": launch_cpu + report_cpu, "training_trial_s": float(times["value"].sum()),
         "startup": first - t_start, "trials_span": last - first, "shutdown": t_launched - last,
@@ -123,11 +125,14 @@ def rows(m: dict) -> list[dict]:
                "training alone: sum(epoch_time_s) / slots", training,
                note=f"launch {m['launch_wall']:.1f} s + report {m['report_wall']:.1f} s"),
         result("end to end: CPU time (all processes)", m["cpu"], "s",
-               "training: sum(epoch_time_s) x 1 CPU per trial", m["training_trial_s"]),
+               f"wall x {m['cpus']} CPUs (what the machine had)", total * m["cpus"]),
         result("end to end: share outside training", 100 * (1 - training / total), "%"),
     ]
+    # The parts add up to the whole run; the middle one is the trials' span less their epochs.
     for part, seconds in (("start-up (to first trial start)", m["startup"]),
-                          ("trials running (first start to last end)", m["trials_span"]),
+                          ("training (sum(epoch_time_s) / slots)", training),
+                          ("between epochs: worker start, data, probes, checkpoints, scheduling",
+                           m["trials_span"] - training),
                           ("shut-down (last trial end to exit)", m["shutdown"]),
                           ("report command", m["report_wall"])):
         out.append(result(f"end to end: {part}", seconds, "s", "whole run", total))
