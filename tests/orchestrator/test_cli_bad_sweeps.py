@@ -139,3 +139,14 @@ def test_unreachable_ray_address(tmp_path, db):
     (line,) = launch(tmp_path, db, GOOD.format(name="n"), "--address", "127.0.0.1:1")
     assert line.startswith("error: --address 127.0.0.1:1: nothing answers there (Connection refused); "
                            "start the head with `ray start --head`")
+
+
+def test_new_name_must_be_a_usable_name(tmp_path, db):
+    (line,) = launch(tmp_path, db, GOOD.format(name="taken"), "--new-name", "no spaces please")
+    assert line == ("error: --new-name 'no spaces please': 'no spaces please' is not a usable name "
+                    "(allowed: letters, digits, '.', '_', '-'; not starting with . _ -)")
+
+
+def test_new_name_and_resume_exclude_each_other(tmp_path, db):
+    (line,) = launch(tmp_path, db, GOOD.format(name="taken"), "--new-name", "other", "--resume")
+    assert line.startswith("error: --resume and --new-name exclude each other")
