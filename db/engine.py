@@ -38,7 +38,7 @@ PG_CONNECT_TIMEOUT_S = 10
 # JIT compiling costs PostgreSQL 0.3-0.7 s per query plan that looks expensive (the views' many
 # small index lookups do); our queries are short, so it only ever adds latency.
 PG_SESSION_OPTIONS = "-c jit=off"
-RESWEEP_TABLES = frozenset({"sweeps", "trials", "metrics", "layer_stats"})
+RESWEEP_TABLES = frozenset({"sweeps", "trials", "metrics", "layer_stats", "optuna_journal"})
 URL_HELP = "use sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 
 

@@ -1,7 +1,9 @@
 """The tables of resweep's result store: the only definition of the schema.
 
-One row per sweep, one per trial, one per (trial, metric, epoch) and one per (trial, epoch, layer).
-Every table's natural key is unique, so every write can be an upsert (see `db.writes`).
+One row per sweep, one per trial, one per (trial, metric, epoch), one per (trial, epoch, layer),
+and one per log of an optuna sweep's study journal.
+Every table's natural key is unique, so every write can be an upsert (see `db.writes`); the
+journal is only appended to (see `db.optuna_journal`).
 Each column's `comment` is its documentation; PostgreSQL stores it (`\\d+ trials` in psql).
 
 New databases are never made from this module with `create_all`: they are created by migrating
@@ -189,3 +191,29 @@ class LayerStat(Base):
         comment="Std of the layer's response after BN, before ReLU/addition, over the test set."
     )
     mean: Mapped[float | None] = mapped_column(comment="Mean of the same response (NULL: NaN).")
+
+
+class OptunaJournal(Base):
+    """One log of the Optuna journal of an optuna sweep's study (see `db.optuna_journal`)."""
+
+    __tablename__ = "optuna_journal"
+    __table_args__ = (
+        sa.UniqueConstraint("sweep_id", "seq"),
+        {"comment": "The Optuna study of each optuna sweep, as Optuna's journal: one row per log."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    sweep_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sweeps.id", ondelete="CASCADE"),
+        index=True,
+        comment="The sweep whose study the log belongs to.",
+    )
+    seq: Mapped[int] = mapped_column(
+        comment="The log's number within the sweep's journal (0-based, consecutive)."
+    )
+    log: Mapped[str] = mapped_column(
+        sa.Text, comment="One Optuna journal log (an operation on the study) as JSON."
+    )
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime(), comment="When the log was appended (UTC)."
+    )

@@ -196,16 +196,17 @@ def probed_epochs(engine: Engine, trial_ids: Iterable[int]) -> list[int]:
 
 
 RELATION_COLUMNS = ["relation", "kind", "column", "type"]
+BOOKKEEPING_TABLES = frozenset({"alembic_version", "optuna_journal"})
 
 
 def relations(engine: Engine) -> pd.DataFrame:
     """The tables and views users query, one row per column (RELATION_COLUMNS): views first,
-    in column order; Alembic's bookkeeping table is left out."""
+    in column order; bookkeeping tables (Alembic's version, Optuna's journal) are left out."""
     rows: list[tuple[str, str, str, str]] = []
     with transaction(engine) as conn:
         inspector = sa.inspect(conn)
         for kind, names in (("view", inspector.get_view_names()), ("table", inspector.get_table_names())):
-            for name in sorted(n for n in names if n != "alembic_version"):
+            for name in sorted(n for n in names if n not in BOOKKEEPING_TABLES):
                 rows += [(name, kind, c["name"], _type_name(c["type"])) for c in inspector.get_columns(name)]
     return pd.DataFrame.from_records(rows, columns=RELATION_COLUMNS)
 

@@ -10,7 +10,8 @@ resume: restore Tune's experiment state from the sweep's results directory; unfi
 continue from their last checkpoints and errored ones are retried from theirs.
 
 Results live under `<results>/<sweep name>/` (default ./results): Tune's experiment state, each
-trial's checkpoints and logs, and for Optuna sweeps the study's journal.
+trial's checkpoints and logs. An Optuna sweep's study lives in the database, beside its trials
+(`db.optuna_journal`), so a resumed sweep keeps the searcher's history.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import socket
 import subprocess
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,6 @@ from orchestrator.space import study_name, tune_space
 from orchestrator.spec import SpecError, SweepSpec, load_spec, parse_spec, problem, spec_hash
 
 DEFAULT_RESULTS = "results"
-OPTUNA_JOURNAL = "optuna-journal.log"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,7 +118,7 @@ def launch(
         )  # fmt: skip
         recorder, progress = _callbacks(spec, engine, sweep_id, console)
         try:
-            tuner = _new_tuner(spec, experiment_dir, [recorder, progress])
+            tuner = _new_tuner(spec, experiment_dir, [recorder, progress], engine, sweep_id)
         except BaseException:
             writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
             raise
@@ -130,9 +131,12 @@ def launch(
         engine.dispose()
 
 
-def _new_tuner(spec: SweepSpec, experiment_dir: Path, callbacks: list) -> tune.Tuner:
-    """The Tuner of a new sweep; its experiment state goes to `experiment_dir`."""
-    space = tune_space(spec, optuna_storage=_optuna_storage(spec, experiment_dir))
+def _new_tuner(
+    spec: SweepSpec, experiment_dir: Path, callbacks: list, engine: Engine, sweep_id: int
+) -> tune.Tuner:
+    """The Tuner of a new sweep (recorded already as `sweep_id`); its experiment state goes to
+    `experiment_dir`."""
+    space = tune_space(spec, optuna_storage=_optuna_storage(spec, engine, sweep_id))
     return tune.Tuner(
         trainable(spec),
         param_space=space.param_space,
@@ -186,16 +190,20 @@ def resume_sweep(
     started_ray = _start_ray(address)
     try:
         writes.set_sweep_status(engine, row.id, "running")
-        tuner = tune.Tuner.restore(
-            str(experiment_dir), trainable(spec), resume_unfinished=True, resume_errored=True
-        )
-        recorder, progress = _callbacks(spec, engine, row.id, console)
-        # The restored RunConfig holds the callbacks pickled at launch, cut off from the database
-        # (see Recorder.__getstate__); this run's recorder and progress line take their place.
-        tuner._local_tuner.get_run_config().callbacks = [recorder, progress]
-        console.print(f"[bold]{name}[/]: resuming from {experiment_dir}, database {redact(engine)}",
-                      highlight=False, soft_wrap=True)
-        return _fit(tuner, spec, engine, row.id, recorder, progress, console, db)
+        # An Optuna searcher comes back from Tune's pickles with its study's journal backend cut
+        # off from the database (no password is pickled, see db.optuna_journal); attached, it
+        # uses this engine, so the study continues in the same rows (same sweep id).
+        with _journal_attached(spec, engine):
+            tuner = tune.Tuner.restore(
+                str(experiment_dir), trainable(spec), resume_unfinished=True, resume_errored=True
+            )
+            recorder, progress = _callbacks(spec, engine, row.id, console)
+            # The restored RunConfig holds the callbacks pickled at launch, cut off from the database
+            # (see Recorder.__getstate__); this run's recorder and progress line take their place.
+            tuner._local_tuner.get_run_config().callbacks = [recorder, progress]
+            console.print(f"[bold]{name}[/]: resuming from {experiment_dir}, database {redact(engine)}",
+                          highlight=False, soft_wrap=True)
+            return _fit(tuner, spec, engine, row.id, recorder, progress, console, db)
     finally:
         if started_ray:
             ray.shutdown()
@@ -315,31 +323,45 @@ def _ensure_dataset(spec: SweepSpec) -> None:
         ensure_dataset(spec.dataset, spec.base_config()["data_dir"])
 
 
-def _optuna_storage(spec: SweepSpec, experiment_dir: Path) -> Any:
-    """Where an Optuna sweep keeps its study: a journal in the sweep's results directory.
+def _optuna_storage(spec: SweepSpec, engine: Engine, sweep_id: int) -> Any:
+    """Where an Optuna sweep keeps its study: a journal in the database, under the sweep's row.
 
-    Optuna's relational storage cannot share resweep's database: both have a `trials` table and
-    an `alembic_version` table. The journal sits beside Tune's experiment state, so a resume
-    (which needs that directory anyway) finds the study with every earlier trial in it.
+    Optuna's relational storage cannot share resweep's database (both have a `trials` and an
+    `alembic_version` table); its journal storage can, through `db.optuna_journal`. The sweep's
+    row must exist (the journal's rows point at it); a resume reuses it, and the study with it.
     """
     if spec.search.algorithm != "optuna":
         return None
     import optuna
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(experiment_dir / OPTUNA_JOURNAL)))
+    from db.optuna_journal import SqlJournalBackend
+
+    return JournalStorage(SqlJournalBackend(engine, sweep_id))
 
 
-def optuna_study(storage_path: str, sweep_name: str) -> Any:
-    """The Optuna study of an optuna sweep, loaded from its journal (for inspection and tests)."""
+def _journal_attached(spec: SweepSpec, engine: Engine) -> AbstractContextManager:
+    if spec.search.algorithm != "optuna":
+        return nullcontext()  # and Optuna stays unimported
+    from db import optuna_journal
+
+    return optuna_journal.attach(engine)
+
+
+def optuna_study(db: str | Engine | None, sweep_name: str) -> Any:
+    """The Optuna study of the optuna sweep `sweep_name` in the database `db` (a URL, an Engine,
+    or None for $RESWEEP_DB), loaded from its journal (for inspection and tests)."""
     import optuna
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    storage = JournalStorage(JournalFileBackend(str(Path(storage_path) / OPTUNA_JOURNAL)))
+    from db.optuna_journal import SqlJournalBackend
+
+    engine = db if isinstance(db, Engine) else get_engine(db, create=False)
+    row = writes.get_sweep(engine, sweep_name)
+    if row is None:
+        raise UserError(f"no sweep named {sweep_name!r} in {redact(engine)}")
+    storage = JournalStorage(SqlJournalBackend(engine, row.id))
     return optuna.load_study(study_name=study_name(sweep_name), storage=storage)
 
 

@@ -56,7 +56,7 @@ def test_downgrade_to_nothing_and_back(db_url):
         command.downgrade(migrate.alembic_config(connection=conn), "base")
     with engine.connect() as conn:
         names = set(sa.inspect(conn).get_table_names())
-        assert not names & {"sweeps", "trials", "metrics", "layer_stats"}
+        assert not names & {"sweeps", "trials", "metrics", "layer_stats", "optuna_journal"}
     engine.dispose()
     assert migrate.upgrade(db_url)[1] == migrate.head_revision()
 
@@ -67,17 +67,21 @@ def test_readers_do_not_create_databases(tmp_path):
     assert not (tmp_path / "missing.db").exists()
 
 
+REAL_HEAD = migrate.head_revision()
+NEWER = f"{int(REAL_HEAD) + 1:04d}"
+
+
 @pytest.fixture
 def newer_code(tmp_path, monkeypatch):
-    """The code with a second migration 0002, as after a resweep upgrade."""
+    """The code with one migration more than this one has, as after a resweep upgrade."""
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_add_note.py").write_text(textwrap.dedent('''
+    (scripts / "versions" / f"{NEWER}_add_note.py").write_text(textwrap.dedent(f'''
         import sqlalchemy as sa
         from alembic import op
 
-        revision = "0002"
-        down_revision = "0001"
+        revision = "{NEWER}"
+        down_revision = "{REAL_HEAD}"
         branch_labels = None
         depends_on = None
 
@@ -95,14 +99,14 @@ def newer_code(tmp_path, monkeypatch):
 def test_database_behind_the_code_says_how_to_upgrade(db_url, monkeypatch, newer_code):
     with monkeypatch.context() as m:
         m.setattr(migrate, "MIGRATIONS_DIR", INITIAL.parent.parent)
-        migrate.upgrade(db_url)  # at 0001
+        migrate.upgrade(db_url)  # at this code's head
     with pytest.raises(SchemaBehindError) as err:
         get_engine(db_url)
     message = str(err.value)
-    assert "revision 0001" in message and "needs 0002" in message
+    assert f"revision {REAL_HEAD}" in message and f"needs {NEWER}" in message
     assert "python -m orchestrator db upgrade --db " in message
     assert "\n" not in message
-    assert migrate.upgrade(db_url) == ("0001", "0002")  # what the message says to run
+    assert migrate.upgrade(db_url) == (REAL_HEAD, NEWER)  # what the message says to run
     get_engine(db_url).dispose()
 
 

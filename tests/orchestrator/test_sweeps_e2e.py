@@ -178,8 +178,8 @@ def test_optuna_with_asha_stops_some_and_keeps_its_study_across_interrupt_and_re
     assert driver.returncode == 130, out
     assert "interrupted" in out and "python -m orchestrator resume searched" in out
     assert rows(url, "SELECT status FROM sweeps") == [("interrupted",)]
-    storage = str(tmp_path / "results" / "searched")
-    before = {t.number: t.params for t in optuna_study(storage, "searched").trials}
+    assert not list((tmp_path / "results" / "searched").glob("*journal*"))  # the study is in the database
+    before = {t.number: t.params for t in optuna_study(url, "searched").trials}
     assert len(before) >= 2
 
     done = run_cli("launch", str(path), "--resume", "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
@@ -188,7 +188,7 @@ def test_optuna_with_asha_stops_some_and_keeps_its_study_across_interrupt_and_re
     statuses = [s for (s,) in rows(url, "SELECT status FROM trials")]
     assert len(statuses) == 6 and set(statuses) <= {"terminated", "stopped"}
     assert "stopped" in statuses  # ASHA cut some short
-    study = optuna_study(storage, "searched")
+    study = optuna_study(url, "searched")
     after = {t.number: t.params for t in study.trials}
     assert all(after[n] == params for n, params in before.items())  # the earlier trials are still there
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) >= 6
