@@ -6,7 +6,6 @@ can cause (`UserError`, `StoreError`) end as one line on stderr with exit status
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -30,11 +29,15 @@ USER_ERRORS: tuple[type[BaseException], ...] = (UserError, StoreError)
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a user's mistake into one clear line on stderr and exit status 2 (no traceback)."""
+    """Turn a user's mistake into one clear line on stderr and exit status 2 (no traceback).
+
+    An error holding several problems (a sweep file's `SpecError`) gets an `error:` line each.
+    """
     try:
         yield
     except USER_ERRORS as exc:
-        typer.echo(f"error: {exc}", err=True)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
 
 

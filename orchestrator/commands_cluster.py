@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from db.engine import redact
 from orchestrator import cluster, k8s, slurm, submit as jobs_api
-from orchestrator.cli import DbOption, app
-from orchestrator.cli import user_errors as _user_errors
-from orchestrator.spec import SpecError
+from orchestrator.cli import DbOption, app, user_errors
 
 AddressOption = typer.Option(
     "--address",
@@ -27,18 +24,6 @@ TokenFileOption = typer.Option(
     show_default=False,
 )
 SweepArg = typer.Argument(help="The sweep file (YAML).", show_default=False)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """The CLI's one-line errors; a bad sweep file's problems get an `error:` line each, as in `launch`."""
-    with _user_errors():
-        try:
-            yield
-        except SpecError as exc:
-            for line in exc.problems:
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(2) from None
 
 
 @app.command("submit")

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.cli import DbOption, app, user_errors
-from orchestrator.spec import SpecError
 
 AddressOption = typer.Option(
     None, "--address", help="Join the Ray cluster at this address (default: start a local Ray).",
@@ -38,7 +37,7 @@ def launch(
     """Run a sweep: one Ray Tune trial per grid point, every result into the database."""
     from orchestrator import launch as launching  # imports Ray: only for the commands that run
 
-    with user_errors(), _spec_errors():
+    with user_errors():
         outcome = launching.launch(sweep, db=db, address=address, resume=resume, new_name=new_name,
                                    results=results)
     raise typer.Exit(outcome.exit_code)
@@ -86,22 +85,6 @@ def status(
         details = queries.sweep_details(engine, name).iloc[0]
     console.print(f"[bold]{name}[/]  {details['status']}  ({len(frame)} trials)", highlight=False)
     console.print(_trials_table(frame))
-
-
-def _spec_errors() -> Any:
-    """Print each problem of a bad sweep file as its own `error:` line, then exit 2."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def handler():
-        try:
-            yield
-        except SpecError as exc:
-            for line in exc.problems:
-                typer.echo(f"error: {line}", err=True)
-            raise typer.Exit(2) from None
-
-    return handler()
 
 
 def _console() -> Console:
