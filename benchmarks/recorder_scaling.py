@@ -141,15 +141,15 @@ def measure(url: str, label: str, quick: bool) -> list[dict]:
             bare_latency = statistics.median(b[1] for b in bare)
             rate = statistics.median(drive(engine, n, epochs, pace_s=0.0)[0]
                                      for _ in range(sizes["repeats"]))
-            out.append(result(f"{label}: {n} trials, results/s recorded (saturated)", rate,
+            out.append(result(f"{label}: {n} trial{'s' * (n > 1)}, results/s recorded (saturated)", rate,
                               "results/s", "bare writer", bare_rate,
                               note=f"{n} x {epochs} results, median of {sizes['repeats']}"))
             offered = n / PACE_S
             paced_rate, lags = drive(engine, n, sizes["paced_epochs"], pace_s=PACE_S)
-            out.append(result(f"{label}: {n} trials at {offered:.0f} results/s offered, "
+            out.append(result(f"{label}: {n} trial{'s' * (n > 1)} at {offered:.0f} results/s offered, "
                               "lag p95", 1000 * pct(lags, 0.95), "ms", "one bare write",
                               1000 * bare_latency))
-            out.append(result(f"{label}: {n} trials at {offered:.0f} results/s offered, "
+            out.append(result(f"{label}: {n} trial{'s' * (n > 1)} at {offered:.0f} results/s offered, "
                               "lag max", 1000 * max(lags), "ms", "one bare write",
                               1000 * bare_latency))
     finally:
