@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"no benchmark module(s) {', '.join(sorted(unknown))}; there are: {', '.join(names)}")
     names = [n for n in names if (not only or n in only) and n not in skip]
     timeout_s = args.timeout or TIMEOUT_S[args.quick]
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    load = os.getloadavg()
     rows, modules = [], []
     for name in names:
         print(f"== {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
@@ -208,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "command": "python -m benchmarks" + " ".join([""] + (argv if argv is not None else sys.argv[1:])),
         "quick": args.quick,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": started,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                    "cpus": os.cpu_count()},
+                    "cpus": os.cpu_count(), "load_average_at_start": load,
+                    "load_average_at_end": os.getloadavg()},
         "modules": modules,
         "results": rows,
     }
