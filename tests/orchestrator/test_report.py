@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from db import writes
 from db.engine import get_engine
 from orchestrator.cli import app
+from orchestrator.report.findings import REPRODUCED, deeper_residual
 
 EPOCHS = 4
 
@@ -126,6 +128,18 @@ def test_findings_need_their_data(sqlite_url, tmp_path):
     order = finding(text, "Shortcut options")
     assert order.startswith("- **Not reproduced**")  # C is worse than B here
     assert "A 10.00 % > C 8.50 % > B 8.00 %" in order
+
+
+def test_deeper_residual_no_worse_allows_the_seeds_spread():
+    # Both train to ~0 (quickstart's digits): 0.07 % vs 0.00 % with a 0.10 % spread is "no worse".
+    grid = pd.DataFrame([
+        dict(dataset="digits", model="cifar", block="basic", shortcut="A", depth=d, n_seeds=2,
+             train_err_mean=m, train_err_std=sd, test_err_mean=0.02, test_err_std=0.002)
+        for d, m, sd in ((20, 0.0, 0.0), (56, 0.0007, 0.0010))])
+    [f] = deeper_residual(grid)
+    assert f.status == REPRODUCED
+    assert f.evidence[0].startswith("ResNet-56 (A) final training error 0.07 ± 0.10 % <= ResNet-20 (A) "
+                                    "0.00 ± 0.00 %: holds (within the seeds' spread)")
 
 
 def test_running_sweep_reports_curves_but_no_findings(sqlite_url, tmp_path):
