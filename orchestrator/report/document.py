@@ -41,7 +41,8 @@ def _params(n) -> str:
 
 
 def grid_table(data: ReportData) -> str:
-    """The grid as a Markdown table: mean ± std over seeds of the final errors, paper alongside."""
+    """The grid as a Markdown table: mean ± std over seeds of the final errors, and the paper's
+    Table 6 beside the rows it has (the paper columns only when some row has them)."""
     g = data.grid
     if g.empty:
         return ("No trial has finished yet, so there is no grid of final errors "
@@ -50,30 +51,36 @@ def grid_table(data: ReportData) -> str:
     g = g.merge(params, on=CONFIG, how="left")
     g = g.assign(_plain=g["shortcut"] != "none").sort_values(
         ["dataset", "model", "block", "_plain", "shortcut", "depth"])
+    papers = [paper_row(r.dataset, r.model, r.depth, r.block, r.shortcut) for r in g.itertuples()]
+    with_paper = any(papers)
     show_data = g["dataset"].nunique() > 1 or g["model"].nunique() > 1
     head = (["dataset", "model"] if show_data else []) + [
-        "net", "depth", "block", "shortcut", "seeds", "params",
-        "train err (%)", "test err (%)", "paper test err (%)", "paper params"]
+        "net", "depth", "block", "shortcut", "seeds", "params", "train err (%)", "test err (%)"]
+    head += ["paper test err (%)", "paper params"] if with_paper else []
     rows = []
-    for r in g.itertuples():
-        paper = paper_row(r.dataset, r.model, r.depth, r.block, r.shortcut)
-        rows.append(([r.dataset, r.model] if show_data else []) + [
+    for r, paper in zip(g.itertuples(), papers):
+        row = ([r.dataset, r.model] if show_data else []) + [
             label(r.depth, r.block, r.shortcut, with_shortcut=False), str(r.depth), r.block,
             r.shortcut, str(r.n_seeds), _params(r.params),
             _pm(r.train_err_mean, r.train_err_std, r.n_seeds),
-            _pm(r.test_err_mean, r.test_err_std, r.n_seeds),
-            f"{paper[1]:.2f}" if paper else "", f"{paper[0]:.2f}M" if paper else ""])
+            _pm(r.test_err_mean, r.test_err_std, r.n_seeds)]
+        if with_paper:
+            row += [f"{paper[1]:.2f}", f"{paper[0]:.2f}M"] if paper else ["", ""]
+        rows.append(row)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = [f"Final errors at the last recorded epoch of each finished trial, mean ± std over "
              f"seeds ({_statuses(data)})."]
-    if g.apply(lambda r: paper_row(r.dataset, r.model, r.depth, r.block, r.shortcut) is not None,
-               axis=1).any():
+    if with_paper:
         epochs = _epochs(data)
         notes.append("Paper: He et al. (2016), CIFAR-10 Table 6 (option A, basic blocks, ~"
                      f"{PAPER_EPOCHS} epochs; ResNet-110 is the best of 5 runs, mean 6.61 ± 0.16)"
                      + (f"; this sweep trained {epochs} epochs, so expect higher errors."
                         if epochs and epochs < PAPER_EPOCHS else "."))
+    else:
+        notes.append("No paper numbers: the paper's CIFAR-10 table (Table 6) has ResNets with "
+                     "option-A shortcuts and basic blocks on CIFAR-10 only, and none of this "
+                     "grid's rows is one of them.")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 

@@ -121,6 +121,8 @@ def test_findings_need_their_data(sqlite_url, tmp_path):
     text = (tmp_path / "report.md").read_text()
     for absent in ("Degradation", "Cure", "Responses"):
         assert f"**: {absent}" not in text
+    grid = (tmp_path / "grid.md").read_text()
+    assert "| 8.75 | 0.27M |" in grid and "| 6.97 | 0.85M |" in grid  # ResNet-20/56 (A) only
     assert not (tmp_path / "responses.png").exists()
     depth = finding(text, "Depth with shortcuts")
     assert depth.startswith("- **Not reproduced**")
@@ -140,6 +142,13 @@ def test_deeper_residual_no_worse_allows_the_seeds_spread():
     assert f.status == REPRODUCED
     assert f.evidence[0].startswith("ResNet-56 (A) final training error 0.07 ± 0.10 % <= ResNet-20 (A) "
                                     "0.00 ± 0.00 %: holds (within the seeds' spread)")
+
+
+def test_grid_without_paper_rows_has_no_paper_columns(sqlite_url, tmp_path):
+    make_sweep(sqlite_url, "plain", {("none", 20): (0.08, 0.12), ("none", 56): (0.14, 0.18)})
+    assert report(sqlite_url, "plain", tmp_path)[0] == 0
+    grid = (tmp_path / "grid.md").read_text()
+    assert "paper" not in grid.splitlines()[2] and "No paper numbers" in grid
 
 
 def test_running_sweep_reports_curves_but_no_findings(sqlite_url, tmp_path):
