@@ -127,6 +127,13 @@ def dataloader_images_per_s(depth: int, device: torch.device, num_train: int, ep
     return num_train / statistics.median(seconds)
 
 
+def _emit(row: dict) -> dict:
+    """Print a row the moment it is measured (to stderr), so a run cut short still tells."""
+    print(f"[gpu_suite] {row['name']}: {row['value']:,.0f} {row['unit']} vs {row['baseline']}: "
+          f"{row['baseline_value']:,.0f} ({row['ratio']:.2f}x)", file=sys.stderr, flush=True)
+    return row
+
+
 def per_trial_rows(device: torch.device, sizes: dict) -> list[dict]:
     rows = []
     path = "GPU-resident + bf16" if device.type == "cuda" else "device-resident (CPU, fp32)"
@@ -134,10 +141,10 @@ def per_trial_rows(device: torch.device, sizes: dict) -> list[dict]:
         ours = resweep_images_per_s(depth, device, sizes["num_train"], sizes["epochs"])
         base = dataloader_images_per_s(depth, device, sizes["num_train"], sizes["epochs"],
                                        sizes["workers"])
-        rows.append(result(f"ResNet-{depth} one trial, {path}", ours, "images/s",
+        rows.append(_emit(result(f"ResNet-{depth} one trial, {path}", ours, "images/s",
                            f"torchvision DataLoader ({sizes['workers']} workers), fp32", base,
                            note=f"{sizes['num_train']:,} images x {sizes['epochs']} timed epochs"
-                                if depth == DEPTHS[0] else None))
+                                if depth == DEPTHS[0] else None)))
     return rows
 
 
@@ -176,9 +183,10 @@ def concurrent_rows(device: torch.device, sizes: dict) -> list[dict]:
             total = sum(speeds)
             single = single or total
             share = f"gpu: 1/{k}" if gpu else "cpu: 1"
-            rows.append(result(f"{k} concurrent ResNet-20 trials ({share} each), aggregate",
-                               total, "images/s", "one trial alone", single,
-                               note=f"per trial: {', '.join(f'{s:,.0f}' for s in speeds)}"))
+            rows.append(_emit(result(
+                f"{k} concurrent ResNet-20 trials ({share} each), aggregate", total, "images/s",
+                "one trial alone", single,
+                note=f"per trial: {', '.join(f'{s:,.0f}' for s in speeds)}")))
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)
