@@ -401,7 +401,14 @@ def _check_reachable(address: str) -> None:
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """The commit of the code running the sweep and whether tracked files differ from it."""
+    """The commit of the code running the sweep and whether tracked files differ from it.
+
+    A sweep sent with `submit` runs from a copy of the project without `.git`; `submit` passes the
+    submitter's state in RESWEEP_GIT_COMMIT / RESWEEP_GIT_DIRTY, which then take precedence.
+    """
+    if os.environ.get("RESWEEP_GIT_COMMIT"):
+        dirty = os.environ.get("RESWEEP_GIT_DIRTY")
+        return os.environ["RESWEEP_GIT_COMMIT"], None if dirty is None else dirty == "1"
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()

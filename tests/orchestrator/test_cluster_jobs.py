@@ -149,10 +149,16 @@ def test_submit_follow_runs_the_sweep_and_its_results_land_in_postgres(head, pg_
             rows = conn.execute(sa.text(
                 "SELECT status, epochs, depth, shortcut, final_test_err FROM trial_results WHERE sweep = 'cluster-e2e'"
             )).all()
-            sweep_row = conn.execute(sa.text("SELECT status FROM sweeps WHERE name = 'cluster-e2e'")).one()
+            sweep_row = conn.execute(
+                sa.text("SELECT status, git_commit FROM sweeps WHERE name = 'cluster-e2e'")
+            ).one()
     finally:
         engine.dispose()
     assert sweep_row.status == "finished"
+    # The job ran from a copy without .git: the submitter's commit still reaches the sweep row.
+    head_commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+    assert sweep_row.git_commit == head_commit
     assert [(r.status, r.epochs, r.depth, r.shortcut) for r in rows] == [("terminated", 2, 8, "A")]
     assert 0.0 <= rows[0].final_test_err <= 1.0
 
