@@ -55,9 +55,20 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+# Any fixed 64-bit key: the PostgreSQL advisory lock that serialises schema checks and migrations.
+SCHEMA_LOCK_KEY = 0x7265737765657021  # b"resweep!"
+
+
 def schema_state(conn: Connection) -> tuple[SchemaState, str | None]:
     """('versioned', revision), ('empty', None) when there is nothing of resweep's yet, or
-    ('foreign', None) when resweep's table names exist without a schema version."""
+    ('foreign', None) when resweep's table names exist without a schema version.
+
+    On PostgreSQL it first takes a transaction-scoped advisory lock, so two launchers opening the
+    same new database at once do not both migrate it: the second waits for the first's commit
+    (DDL is transactional there) and then finds the schema current.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     revision = current_revision(conn)
     if revision is not None:
         return "versioned", revision

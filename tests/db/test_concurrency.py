@@ -59,3 +59,31 @@ def test_concurrent_writers_lose_and_duplicate_nothing(pg_url):
     assert got == expected
     assert len(layer_keys) == len(set(layer_keys)) > 0
     engine.dispose()
+
+
+def open_new_database(url: str, start, revisions) -> None:
+    """Open (and so create) the database the moment every opener is ready."""
+    start.wait(timeout=60)
+    engine = get_engine(url)
+    with engine.connect() as conn:
+        revisions.put(conn.scalar(sa.text("SELECT version_num FROM alembic_version")))
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_launchers_opening_one_new_database_at_once_all_get_it_created_once(pg_url):
+    from db.migrate import head_revision
+
+    ctx = multiprocessing.get_context("fork")
+    start, revisions = ctx.Barrier(WORKERS), ctx.Queue()
+    procs = [ctx.Process(target=open_new_database, args=(pg_url, start, revisions)) for _ in range(WORKERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * WORKERS  # none hit "relation already exists"
+    assert sorted(revisions.get(timeout=5) for _ in range(WORKERS)) == [head_revision()] * WORKERS
+    engine = get_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM alembic_version")) == 1
+    engine.dispose()
