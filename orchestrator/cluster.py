@@ -14,10 +14,9 @@ from pathlib import Path
 
 from db.engine import redact, resolve_url, sqlite_path
 from orchestrator.errors import UserError
+from orchestrator.provenance import PROJECT_DIR
 from orchestrator.spec import SweepSpec, load_spec
 
-# The directory that holds the orchestrator/, trainers/ and db/ packages: what a job needs to run.
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 PACKAGES = ("orchestrator", "trainers", "db", "dashboard")
 
 

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import socket
-import subprocess
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -36,12 +35,12 @@ from db import writes
 from db.engine import get_engine, redact, resolve_url
 from orchestrator.errors import UserError
 from orchestrator.progress import Progress, duration, trial_label
+from orchestrator.provenance import git_state
 from orchestrator.recorder import Recorder
 from orchestrator.space import study_name, tune_space
 from orchestrator.spec import SpecError, SweepSpec, load_spec, parse_spec, problem, spec_hash
 
 DEFAULT_RESULTS = "results"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -398,22 +397,3 @@ def _check_reachable(address: str) -> None:
     except OSError as exc:
         raise UserError(f"--address {address}: nothing answers there ({exc.strerror or exc}); start the head with "
                         "`ray start --head` on that machine, or leave --address out for a local Ray") from None
-
-
-def git_state() -> tuple[str | None, bool | None]:
-    """The commit of the code running the sweep and whether tracked files differ from it.
-
-    A sweep sent with `submit` runs from a copy of the project without `.git`; `submit` passes the
-    submitter's state in RESWEEP_GIT_COMMIT / RESWEEP_GIT_DIRTY, which then take precedence.
-    """
-    if os.environ.get("RESWEEP_GIT_COMMIT"):
-        dirty = os.environ.get("RESWEEP_GIT_DIRTY")
-        return os.environ["RESWEEP_GIT_COMMIT"], None if dirty is None else dirty == "1"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    return commit or None, bool(status.strip())

@@ -29,6 +29,7 @@ import requests
 
 from orchestrator.cluster import PACKAGES, PROJECT_DIR, RemoteSweep, launch_command, shell_join, sweep_path_in_project
 from orchestrator.errors import UserError
+from orchestrator.provenance import git_state
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Tune's state and checkpoints, on the head (launch expands ~ there). Not the job's working
@@ -252,18 +253,10 @@ class Cluster:
 def _job_env() -> dict[str, str]:
     """The driver's environment: unbuffered output for `--follow`, and the code's git state, which
     the job's copy of the project (no .git) cannot tell."""
-    import subprocess
-
     env = {"PYTHONUNBUFFERED": "1"}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True,
-                                timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_DIR,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return env
-    if commit.returncode == 0 and dirty.returncode == 0:
-        env.update(RESWEEP_GIT_COMMIT=commit.stdout.strip(), RESWEEP_GIT_DIRTY="1" if dirty.stdout.strip() else "0")
+    commit, dirty = git_state()
+    if commit is not None and dirty is not None:
+        env.update(RESWEEP_GIT_COMMIT=commit, RESWEEP_GIT_DIRTY="1" if dirty else "0")
     return env
 
 

@@ -2,13 +2,13 @@
 
 import subprocess
 
-from orchestrator.launch import REPO_ROOT, git_state
+from orchestrator.provenance import PROJECT_DIR, git_state
 
 
 def test_git_state_reads_the_checkout_it_runs_from(monkeypatch):
     monkeypatch.delenv("RESWEEP_GIT_COMMIT", raising=False)
     monkeypatch.delenv("RESWEEP_GIT_DIRTY", raising=False)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True,
                           text=True, check=True).stdout.strip()
     commit, dirty = git_state()
     assert commit == head
