@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import REPO, result
+from resweep.config import TrialConfig
 from trainers.data import load_data, make_synthetic
-from trainers.loop import Loop, LoopConfig
+from trainers.loop import Loop
 from trainers.models import build_model
 
 DEPTHS = (20, 56)
@@ -72,7 +73,7 @@ def resweep_images_per_s(depth: int, device: torch.device, num_train: int, epoch
     """trainers' own path: data resident on the device, tensor-op augmentation, bf16 on CUDA."""
     data = load_data("synthetic", synthetic=synthetic_spec(num_train), device=device)
     model = build_model("cifar", depth, "basic", "A", data.num_classes)
-    loop = Loop(model, data, LoopConfig(epochs=epochs + 1, batch_size=BATCH),
+    loop = Loop(model, data, TrialConfig(epochs=epochs + 1, batch_size=BATCH, precision="bf16"),
                 generator=torch.Generator(device=device).manual_seed(0), device=device)
     loop.train_epoch(0.1)  # warm-up: cuDNN autotuning, allocator
     seconds = [loop.train_epoch(0.1)[2] for _ in range(epochs)]  # .item() inside waits for the GPU
@@ -166,7 +167,7 @@ def concurrent_rows(device: torch.device, sizes: dict) -> list[dict]:
             config = {"dataset": "synthetic", "model": "cifar", "depth": 20, "block": "basic",
                       "shortcut": "A", "seed": tune.grid_search(list(range(k))),
                       "epochs": sizes["trial_epochs"], "batch_size": BATCH, "lr_milestones": [],
-                      "probes_every": 0, "checkpoint_every": 0,
+                      "probes_every": sizes["trial_epochs"], "checkpoint_every": sizes["trial_epochs"],
                       "synthetic": synthetic_spec(sizes["trial_train"])}
             tuner = tune.Tuner(
                 tune.with_resources(train_trial, resources), param_space=config,

@@ -12,7 +12,7 @@ Four runs of trainers.loop.Loop, each on a freshly initialised model (same seed)
   host + fp32       both off: the baseline
 Printed per run: images/s of each epoch (epoch 1 includes cuDNN autotuning; epoch 2 counts),
 train_err of each epoch and the final test_err (all four must learn). Then a probe pass against an
-evaluation pass, and a checkpoint/resume of trainers.trainable.run_trial on the device (its CUDA
+evaluation pass, and a checkpoint/resume of trainers.trainable.train on the device (its CUDA
 RNG and generator states must round-trip). Under 3 minutes on one H200.
 
 `--device cpu` runs the same code with small sizes on the CPU to check its logic (there "resident"
@@ -31,11 +31,12 @@ import time
 import torch
 
 from benchmarks.common import result
+from resweep.config import TrialConfig
 from trainers.data import load_data
-from trainers.loop import Loop, LoopConfig
+from trainers.loop import Loop
 from trainers.models import build_model
 from trainers.probes import layer_responses
-from trainers.trainable import LocalReporter, run_trial
+from trainers.trainable import LocalReporter, train
 
 EPOCHS = 2
 BATCH = 128
@@ -63,7 +64,7 @@ def train_variant(device: torch.device, spec: dict, resident: bool, fast: bool) 
     data = load_data("synthetic", synthetic=spec, device=where)
     torch.manual_seed(0)
     model = build_model("cifar", 20, "basic", "A", data.num_classes)
-    loop = Loop(model, data, LoopConfig(epochs=EPOCHS, batch_size=BATCH),
+    loop = Loop(model, data, TrialConfig(epochs=EPOCHS, batch_size=BATCH),
                 generator=torch.Generator(device=where).manual_seed(0), device=device,
                 amp=fast, channels_last=fast)
     epochs = list(loop)
@@ -98,9 +99,9 @@ class _Crash(Exception):
 
 
 def resume_check(device: torch.device) -> str:
-    """run_trial on the device, killed after epoch 2 and resumed: epochs 1, 2 then 3, finite losses."""
+    """train on the device, killed after epoch 2 and resumed: epochs 1, 2 then 3, finite losses."""
     config = {"dataset": "synthetic", "depth": 8, "epochs": 3, "batch_size": 64, "lr_milestones": [2],
-              "probes_every": 0, "val_size": 64,
+              "probes_every": 3, "val_size": 64,
               "synthetic": {"num_train": 512, "num_test": 128, "image_size": 32, "channels": 3, "num_classes": 10}}
 
     class Crashing(LocalReporter):
@@ -111,11 +112,11 @@ def resume_check(device: torch.device) -> str:
 
     first = Crashing()
     try:
-        run_trial(config, first, device=device)
+        train(config, first, device=device)
     except _Crash:
         pass
     second = LocalReporter(checkpoint=first.checkpoint)
-    run_trial(config, second, device=device)
+    train(config, second, device=device)
     epochs = [r["epoch"] for r in first.results + second.results]
     losses = [r["train_loss"] for r in first.results + second.results]
     ok = epochs == [1, 2, 3] and all(math.isfinite(x) for x in losses) and "layer_stats" in second.results[-1]

@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.common import KEYS, REPO, env_without_ray_noise, git_commit, result
+from benchmarks.common import REPO, env_without_ray_noise, git_commit, result
 
 PACKAGE = REPO / "benchmarks"
 NOT_BENCHMARKS = {"__init__", "__main__", "run_all", "common"}
@@ -75,9 +75,9 @@ def _child(name: str, quick: bool, out: Path) -> None:
 
 
 def _db_bench(quick: bool) -> list[dict]:
-    """benchmarks/db_bench.py: `--json PATH` writes {backends: [{backend, ingest, queries}]}."""
-    size = (["--backend", "sqlite", "--trials", "300", "--epochs", "30", "--repeat", "3",
-             "--ingest-trials", "10", "--per-result-epochs", "5"] if quick else [])
+    """benchmarks/db_bench.py: `--json PATH` writes {backends: [{backend, ingest, queries,
+    side_by_side}]}; quick: its own --quick sizes, SQLite only."""
+    size = ["--quick", "--backend", "sqlite"] if quick else []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "db_bench.json"
         subprocess.run([sys.executable, "-m", "benchmarks.db_bench", "--json", str(path), *size],
@@ -98,9 +98,47 @@ def _db_bench(quick: bool) -> list[dict]:
             rows.append(result(f"{b['backend']}: ingest, {r['mode']} ({n} result{'s' * (n > 1)} "
                                "a transaction)", r["writes_rows_per_s"], "rows/s", what, base[1],
                                note=note))
-        for q in b["queries"]:
+        if "bytes_per_point" in b:
+            bp = b["bytes_per_point"]
+            rows.append(result(f"{b['backend']}: bytes per stored point ({bp['points']:,} points)",
+                               bp["metric_values"], "B", "the layout before migration 0007",
+                               bp["old_metrics"]))
+        rows += _side_by_side_rows(b)
+        queries = {q["query"]: q for q in b["queries"]}
+        bare = queries.pop("bare: filter", None)
+        for q in queries.values():
+            if q["query"].startswith(("bare: ", "before 0007: ")):
+                continue  # in the side-by-side rows above
+            if q["query"].startswith("trials(sweep, depth") and bare is not None:
+                rows.append(result(f"{b['backend']}: {q['query']} ({b['metric_rows']:,} metric rows)",
+                                   q["median_ms"], "ms", "bare DBAPI: the view with a WHERE", bare["median_ms"],
+                                   note=f"CPU {q['median_cpu_ms']:.1f} ms vs {bare['median_cpu_ms']:.1f} ms"))
+                continue
             rows.append(result(f"{b['backend']}: {q['query']} ({b['metric_rows']:,} metric rows)",
                                q["median_ms"], "ms", "300 ms budget", 300.0))
+    return rows
+
+
+def _side_by_side_rows(b: dict) -> list[dict]:
+    """db_bench's stores side by side: each one's figure against resweep's in the same run."""
+    side, be, rows = b.get("side_by_side"), b["backend"], []
+    if not side:
+        return rows
+    size = f"{b['trials']:,} trials x {b['epochs']} epochs"
+    for query, row in side["queries_ms"].items():
+        for store in ("bare", "before_0007", *b.get("rivals", {})):
+            label = {"bare": "bare SQL", "before_0007": "bare SQL, layout before 0007"}.get(store, store)
+            note = None if row[store] is not None else f"gave up after {b['rival_timeout_s']:.0f} s"
+            rows.append(result(f"{be}: {query} ({size}), {label}", row[store], "ms", "resweep (db.queries)",
+                               row["resweep"], note=note))
+    for store, rate in side["per_epoch_points_per_s"].items():
+        if store != "resweep":
+            rows.append(result(f"{be}: per-epoch ingest, {store}", rate, "points/s", "resweep (record_result)",
+                               side["per_epoch_points_per_s"]["resweep"]))
+    for store, size_b in side.get("bytes_per_point", {}).items():
+        if store != "resweep":
+            rows.append(result(f"{be}: bytes per stored point ({size}), {store}", size_b, "B",
+                               "resweep (metric_values)", side["bytes_per_point"]["resweep"]))
     return rows
 
 

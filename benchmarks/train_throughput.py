@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import result
+from resweep.config import TrialConfig
 from trainers.data import load_data
-from trainers.loop import Loop, LoopConfig
+from trainers.loop import Loop
 from trainers.models import build_model
 from trainers.probes import layer_responses
 
@@ -84,7 +85,7 @@ def run(quick: bool, device: str | None = None, threads: int | None = None, cloc
     plain = load_data("synthetic", synthetic=spec, augment=False, device=dev)
     augmented = load_data("synthetic", synthetic=spec, augment=True, device=dev)
     model = build_model("cifar", 20, "basic", "A", 10)
-    cfg = LoopConfig(epochs=1, batch_size=BATCH)
+    cfg = TrialConfig(epochs=1, batch_size=BATCH, precision="bf16" if dev.type == "cuda" else "fp32")
     loop = Loop(model, plain, cfg, generator=torch.Generator(device=dev).manual_seed(0), device=dev)
     loop_aug = Loop(model, augmented, cfg, generator=torch.Generator(device=dev).manual_seed(0), device=dev)
     bare_opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

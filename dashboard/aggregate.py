@@ -1,8 +1,9 @@
-"""Seed aggregation and tables for the pages: plain pandas, no Streamlit, no database.
+"""The pages' tables: the grid pivoted, differences between cells, the papers' numbers beside
+ours. Plain pandas, no Streamlit, no database.
 
-A group is one grid point without its seed (dataset, model, depth, block, shortcut); its
-numbers are the mean and the sample standard deviation (n - 1, as in the `grid_results` view)
-over the seeds in the selection.
+A group is one grid point without its seed; its numbers are pooled over the seeds in the
+selection by `resweep.pooling` and written by `resweep.stats.mean_std`; nets are named by
+`resweep.paper`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import numbers
 
 import pandas as pd
 
-GROUP_AXES = ["dataset", "model", "depth", "block", "shortcut"]
-FINISHED = "terminated"
+from resweep import pooling, stats
+from resweep.paper import PLAIN, group_label, references
+from resweep.pooling import GROUP_AXES
+
 NET = "net"  # derived axis: plain (shortcut none) | residual
 # Choices of the axis that splits the curves into panels (option text == URL value).
 ONE_PANEL = "one panel"
@@ -20,20 +23,17 @@ SPLITS = {"plain|residual": NET, "shortcut": "shortcut", "block": "block", "dept
           "dataset": "dataset", "model": "model", ONE_PANEL: ""}  # fmt: skip
 COLOURS = ["depth", "shortcut", "block", "dataset", "model"]
 
-# He et al. 2016, Table 6: test error (%) of the CIFAR-10 ResNets (basic blocks, option A).
-PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
-
 
 def order_key(value: object) -> tuple:
     """Sort key for axis values: numbers by value, then "none" (the plain net), then by name."""
     if isinstance(value, numbers.Real):
         return (0, value, "")
-    return (1, 0 if value == "none" else 1, str(value))
+    return (1, 0 if value == PLAIN else 1, str(value))
 
 
 def with_net(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with the derived `net` axis: plain where shortcut is none, else residual."""
-    return frame.assign(**{NET: frame["shortcut"].map(lambda s: "plain" if s == "none" else "residual")})
+    return frame.assign(**{NET: frame["shortcut"].map(lambda s: "plain" if s == PLAIN else "residual")})
 
 
 def varying(frame: pd.DataFrame, axes: list[str] = GROUP_AXES) -> list[str]:
@@ -41,77 +41,13 @@ def varying(frame: pd.DataFrame, axes: list[str] = GROUP_AXES) -> list[str]:
     return [a for a in axes if frame[a].nunique(dropna=False) > 1]
 
 
-def group_label(row: pd.Series | dict, varying_axes: list[str]) -> str:
-    """The paper's name for a group ("plain-20", "ResNet-56") plus any other axis that varies."""
-    name = f"{'plain' if row['shortcut'] == 'none' else 'ResNet'}-{row['depth']}"
-    extras = [
-        str(row[a]) if a in ("block", "shortcut") else f"{a} {row[a]}"
-        for a in varying_axes
-        if a != "depth" and not (a == "shortcut" and row["shortcut"] == "none")
-    ]
-    return f"{name} ({', '.join(extras)})" if extras else name
-
-
-def curve_sums(curves: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Per group, metric and epoch: n, sum and sum of squares of the trials' values (NULLs
-    skipped). Sums add up, so blocks of trials can be summed (and cached) apart and combined
-    by `bands_from_sums`.
-
-    curves: long format (trial_id, epoch, name, value); trials: trial_id and the group axes.
-    """
-    axes = trials.set_index("trial_id")[GROUP_AXES]
-    codes, groups = pd.factorize(pd.MultiIndex.from_frame(axes))
-    group = curves["trial_id"].map(pd.Series(codes, index=axes.index))
-    value = curves["value"].astype(float)
-    frame = pd.DataFrame({
-        "group": group, "name": curves["name"], "epoch": curves["epoch"],
-        "n": value.notna().astype(int), "sum": value.fillna(0.0), "sumsq": value.fillna(0.0) ** 2,
-    }).dropna(subset=["group"])  # fmt: skip
-    sums = frame.groupby(["group", "name", "epoch"], sort=False).sum().reset_index()
-    keys = groups.to_frame(index=False, name=GROUP_AXES).iloc[sums["group"].astype(int)].reset_index(drop=True)
-    return pd.concat([keys, sums.drop(columns="group")], axis=1)
-
-
-def bands_from_sums(sums: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (n - 1; NaN for one seed) and n per group, metric and epoch."""
-    keys = [*GROUP_AXES, "name", "epoch"]
-    total = sums.groupby(keys, sort=True)[["n", "sum", "sumsq"]].sum().reset_index()
-    total = total[total["n"] > 0]
-    n = total["n"].astype(float)
-    mean = total["sum"] / n
-    var = ((total["sumsq"] - total["sum"] * mean) / (n - 1)).clip(lower=0.0)
-    std = var.pow(0.5).where(n > 1)
-    return total[keys].assign(mean=mean, std=std, n=total["n"].astype(int)).reset_index(drop=True)
-
-
-def curve_bands(curves: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Per group, metric and epoch: mean, std and n over the seeds."""
-    return bands_from_sums(curve_sums(curves, trials))
-
-
 def grid_cells(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per group of the finished trials: n_seeds and mean/std of the final errors in %.
-
-    Same definition as the `grid_results` view, over the trials the filters keep.
-    """
-    done = trials[trials["status"] == FINISHED]
-    cells = done.groupby(GROUP_AXES, sort=True, dropna=False).agg(
-        n_seeds=("trial_id", "count"),
-        train_err_mean=("final_train_err", "mean"),
-        train_err_std=("final_train_err", lambda s: s.std(ddof=1)),
-        test_err_mean=("final_test_err", "mean"),
-        test_err_std=("final_test_err", lambda s: s.std(ddof=1)),
-    )
-    percent = ["train_err_mean", "train_err_std", "test_err_mean", "test_err_std"]
-    cells[percent] = cells[percent].astype(float) * 100
-    return cells.reset_index()
-
-
-def mean_pm_std(mean: float, std: float) -> str:
-    """'7.51 ± 0.12' (or just the mean for one seed)."""
-    if pd.isna(mean):
-        return ""
-    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+    """One row per group of the finished trials: n_seeds and mean/std of the final errors in %,
+    and the best seed's test error (resweep.pooling.final_errors, over the trials the filters keep)."""
+    cells = pooling.final_errors(trials)
+    percent = ["train_err_mean", "train_err_std", "test_err_mean", "test_err_std", "test_err_best"]
+    cells[percent] = cells[percent] * 100
+    return cells
 
 
 def pivot(cells: pd.DataFrame, rows: str, cols: str, value: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,7 +58,8 @@ def pivot(cells: pd.DataFrame, rows: str, cols: str, value: str) -> tuple[pd.Dat
     """
     outer = [a for a in varying(cells) if a not in (rows, cols)]
     index = [*outer, rows]
-    text = cells.assign(_text=[mean_pm_std(m, s) for m, s in zip(cells[f"{value}_mean"], cells[f"{value}_std"])])
+    pairs = zip(cells[f"{value}_mean"], cells[f"{value}_std"])
+    text = cells.assign(_text=[stats.mean_std(m, s, missing="") for m, s in pairs])
     means = cells.pivot_table(index=index, columns=cols, values=f"{value}_mean", aggfunc="first")
     means = means.loc[sorted(means.index, key=_index_key), sorted(means.columns, key=order_key)]
     texts = text.pivot_table(index=index, columns=cols, values="_text", aggfunc="first").reindex_like(means)
@@ -133,29 +70,47 @@ def _index_key(label: object) -> tuple:
     return tuple(map(order_key, label)) if isinstance(label, tuple) else order_key(label)
 
 
+def _ci(d: stats.Difference | None) -> str:
+    return "" if d is None else f"{d.diff:+.2f} ({d.low:+.2f} to {d.high:+.2f})"
+
+
 def paper_comparison(cells: pd.DataFrame) -> pd.DataFrame | None:
-    """Our CIFAR-10 ResNets' test error beside the paper's Table 6, one row per depth; None when
-    the cells hold no CIFAR-10 6n+2 network with basic blocks."""
-    ours = cells[(cells["dataset"] == "cifar10") & (cells["model"] == "cifar") & (cells["block"] == "basic")]
-    if ours.empty:
-        return None
-    table = pd.DataFrame({"depth": sorted(set(PAPER_TABLE6) | set(ours["depth"].astype(int)))})
-    for shortcut in sorted(ours["shortcut"].unique(), key=lambda s: (s != "none", s)):
-        mine = ours[ours["shortcut"] == shortcut].set_index("depth")
-        label = "ours, plain" if shortcut == "none" else f"ours, ResNet ({shortcut})"
-        table[label] = [
-            mean_pm_std(mine.at[d, "test_err_mean"], mine.at[d, "test_err_std"]) if d in mine.index else ""
-            for d in table["depth"]
-        ]
-    table["paper, ResNet (Table 6)"] = [f"{PAPER_TABLE6[d]:.2f}" if d in PAPER_TABLE6 else "" for d in table["depth"]]
-    return table
+    """Our test errors beside every paper number for the same net (resweep.paper), like with like:
+    a best of N beside our best seed, a mean, median or single run beside our mean, with ours -
+    paper and its 95 % interval (resweep.stats); None when no cell is a net the papers ran."""
+    rows = []
+    for c in cells.itertuples():
+        for ref in references(c.dataset, c.model, c.depth, c.block, c.shortcut):
+            best = ref.kind == "best_of"
+            d = None if best else stats.vs_reference(c.test_err_mean, c.test_err_std, int(c.n_seeds), ref)
+            ours = f"{c.test_err_best:.2f} (best of {c.n_seeds})" if best else stats.mean_std(c.test_err_mean, c.test_err_std, missing="")
+            verdict = ("best of N: no interval" if best else
+                       {stats.CONSISTENT: "agrees", stats.CONTRADICTED: "higher" if d and d.low > 0 else "lower",
+                        stats.UNJUDGED: "cannot be judged (one seed)"}[stats.judge(d, "=")])
+            rows.append({"net": group_label(c._asdict(), []), "depth": c.depth, "block": c.block,
+                         "shortcut": c.shortcut, "seeds": c.n_seeds, "ours": ours, "paper": ref.text,
+                         "source": ref.source, "ours − paper (95 % CI)": _ci(d), "verdict": verdict})
+    return pd.DataFrame(rows) if rows else None
 
 
-def layer_profiles(stats: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """Per group and layer: the response std averaged over seeds, with its rank in the group
-    when sorted by magnitude (0 = largest), as in the two panels of the paper's Fig. 7."""
-    merged = stats.merge(trials[["trial_id", *GROUP_AXES]], on="trial_id")
-    prof = merged.groupby([*GROUP_AXES, "layer"], sort=True)["std"].agg(["mean", "count"]).reset_index()
-    prof = prof.rename(columns={"mean": "std", "count": "n"})
-    prof["rank"] = prof.groupby(GROUP_AXES)["std"].rank(method="first", ascending=False).astype(int) - 1
-    return prof
+def comparisons(cells: pd.DataFrame, value: str = "test_err") -> pd.DataFrame:
+    """Every pair of cells that differ in one axis (depth, shortcut or block) and agree on the rest:
+    a - b of `value` (%, mean over seeds) with its 95 % interval (Welch's t, resweep.stats) and
+    what the interval says. One seed in either cell: cannot be judged."""
+    rows = []
+    axes = ["depth", "shortcut", "block"]
+    cells = cells.sort_values(GROUP_AXES, key=lambda col: col.map(order_key)).reset_index(drop=True)
+    shown = varying(cells)
+    for i, a in cells.iterrows():
+        for _, b in cells.iloc[i + 1:].iterrows():
+            differ = [x for x in GROUP_AXES if a[x] != b[x]]
+            if len(differ) != 1 or differ[0] not in axes:
+                continue
+            hi, lo = (b, a)  # the deeper net / later option / other block first, as "plain-56 vs plain-20"
+            d = stats.welch(hi[f"{value}_mean"], hi[f"{value}_std"], int(hi["n_seeds"]),
+                            lo[f"{value}_mean"], lo[f"{value}_std"], int(lo["n_seeds"]))
+            verdict = ("cannot be judged (one seed)" if d is None else
+                       "higher" if d.low > 0 else "lower" if d.high < 0 else "no significant difference")
+            rows.append({"axis": differ[0], "a": group_label(hi, shown), "b": group_label(lo, shown),
+                         "a − b (points, 95 % CI)": _ci(d), "verdict": f"a {verdict}" if verdict in ("higher", "lower") else verdict})
+    return pd.DataFrame(rows, columns=["axis", "a", "b", "a − b (points, 95 % CI)", "verdict"])

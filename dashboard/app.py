@@ -18,7 +18,7 @@ try:
 except ImportError:  # run from a clone that was not pip-installed: the repo root is our parent
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import data, sidebar  # noqa: E402
+from dashboard import cached, sidebar  # noqa: E402
 from db.errors import StoreError  # noqa: E402
 
 # Not `pages/`: Streamlit treats a pages/ folder beside the entrypoint as an old-style multipage
@@ -38,7 +38,7 @@ page = st.navigation(
 )
 
 try:
-    url = data.database_url()
+    url = cached.database_url()
     sidebar.remember(sidebar.draw(url))
     page.run()
 except StoreError as exc:

@@ -1,4 +1,5 @@
-"""Plotly figures of the pages, drawn from the frames of `dashboard.aggregate` (no Streamlit).
+"""Plotly figures of the pages, drawn from the frames of `resweep.pooling` and `dashboard.aggregate`
+(no Streamlit).
 
 The styles follow the paper: Fig. 6 draws training error thin and dashed, test error bold;
 Fig. 7 plots each 3x3 layer's response std in forward order and again sorted by magnitude.
@@ -11,7 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from dashboard.aggregate import GROUP_AXES, group_label, order_key, varying
+from dashboard.aggregate import order_key, varying
+from resweep.paper import PLAIN, group_label
+from resweep.pooling import GROUP_AXES
 
 PALETTE = qualitative.D3 + qualitative.Dark2
 ERROR_METRICS = {"error": ("train_err", "test_err"), "loss": ("train_loss", "test_loss")}
@@ -70,7 +73,7 @@ def curves_figure(
     """Training (thin, dashed) and test (bold) curves per group, mean over seeds with a band of
     +- one std, one panel per value of the axis `split` ('': one panel), coloured by `colour`.
 
-    bands: the output of `aggregate.curve_bands` (with the `net` axis added when split is net).
+    bands: the output of `resweep.pooling.curve_bands` (with the `net` axis added when split is net).
     """
     train_name, test_name = ERROR_METRICS[kind]
     scale = 100.0 if kind == "error" else 1.0
@@ -148,14 +151,14 @@ def layer_figure(profiles: pd.DataFrame, *, epoch_label: str) -> go.Figure:
         g = groups.get_group(key)
         row = dict(zip(GROUP_AXES, key))
         label = group_label(row, vary)
-        style = {"color": PALETTE[i % len(PALETTE)], "width": 1.6, "dash": "dash" if row["shortcut"] == "none" else None}
-        by_layer = g.sort_values("layer")
+        style = {"color": PALETTE[i % len(PALETTE)], "width": 1.6, "dash": "dash" if row["shortcut"] == PLAIN else None}
+        by_layer = g.sort_values("layer")  # mean: the response std averaged over seeds
         by_rank = g.sort_values("rank")
         traces += [
-            {"type": "scatter", "x": by_layer["layer"].to_numpy() + 1, "y": by_layer["std"].to_numpy(),
+            {"type": "scatter", "x": by_layer["layer"].to_numpy() + 1, "y": by_layer["mean"].to_numpy(),
              "mode": "lines", "name": label, "legendgroup": label, "line": style,
              "hovertemplate": f"{label}<br>layer %{{x}}: std %{{y:.3g}}<extra></extra>"},
-            {"type": "scatter", "x": by_rank["rank"].to_numpy() + 1, "y": by_rank["std"].to_numpy(),
+            {"type": "scatter", "x": by_rank["rank"].to_numpy() + 1, "y": by_rank["mean"].to_numpy(),
              "mode": "lines", "name": label, "legendgroup": label, "showlegend": False, "line": style,
              "hovertemplate": f"{label}<br>rank %{{x}}: std %{{y:.3g}}<extra></extra>",
              "xaxis": "x2", "yaxis": "y2"},

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from dashboard import data
+from dashboard import cached
+from resweep.paper import AXES
 
-AXES = ("dataset", "model", "depth", "block", "shortcut", "seed")
 SELECTION_KEY = "_resweep_selection"
 
 
@@ -26,6 +26,10 @@ class Selection:
     url: str
     sweep: str | None = None
     filters: dict[str, tuple] = field(default_factory=dict)
+
+    def sql_filters(self) -> tuple[tuple[str, tuple], ...]:
+        """The filters as `cached.trials` takes them (applied in SQL)."""
+        return tuple((axis, tuple(values)) for axis, values in sorted(self.filters.items()) if values)
 
     def apply(self, trials: pd.DataFrame) -> pd.DataFrame:
         """The trials that pass every filter."""
@@ -41,19 +45,19 @@ def draw(url: str) -> Selection:
     be read)."""
     sidebar = st.sidebar
     sidebar.caption("Database")
-    sidebar.code(data.shown_url(url), language=None, wrap_lines=True)
-    sweeps = data.sweeps(url)
+    sidebar.code(cached.shown_url(url), language=None, wrap_lines=True)
+    sweeps = cached.sweeps(url)
     if sweeps.empty:
         return Selection(url)
     sweep = sidebar.selectbox(
         "Sweep", sweeps["name"].tolist(), key="sweep", bind="query-params",
         help="Newest first. The selection is part of the page's URL: share the link to share the view.",
     )  # fmt: skip
-    trials = data.trials(url, sweep)
+    values = cached.axis_values(url, sweep)
     sidebar.caption("Filters (none chosen: all)")
     filters = {}
     for axis in AXES:
-        options = sorted(trials[axis].dropna().unique().tolist())
+        options = values[axis]
         filters[axis] = tuple(
             sidebar.multiselect(axis, options, key=axis, bind="query-params", placeholder="all")
         )
@@ -75,7 +79,7 @@ def selected_trials(selection: Selection) -> pd.DataFrame:
     if selection.sweep is None:
         st.info(no_sweeps_message(selection.url))
         st.stop()
-    trials = selection.apply(data.trials(selection.url, selection.sweep))
+    trials = cached.trials(selection.url, selection.sweep, selection.sql_filters())
     if trials.empty:
         st.warning(f"No trial of sweep **{selection.sweep}** passes the filters in the sidebar.")
         st.stop()
@@ -84,8 +88,8 @@ def selected_trials(selection: Selection) -> pd.DataFrame:
 
 def no_sweeps_message(url: str) -> str:
     return (
-        f"No sweeps in `{data.shown_url(url)}` yet. Launch one with "
-        f"`python -m orchestrator launch sweeps/NAME.yaml --db {data.shown_url(url)}`; "
+        f"No sweeps in `{cached.shown_url(url)}` yet. Launch one with "
+        f"`python -m orchestrator launch sweeps/NAME.yaml --db {cached.shown_url(url)}`; "
         "this page shows it as soon as it starts."
     )
 

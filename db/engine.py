@@ -12,19 +12,23 @@ import logging
 import math
 import os
 import re
+import shlex
 import sqlite3
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from db import migrate
 from db.errors import (
     BadUrlError,
     IntegrityStoreError,
     NoDatabaseError,
-    NotResweepError,
+    RolePrivilegeError,
     StoreError,
     UnreachableError,
 )
@@ -38,7 +42,6 @@ PG_CONNECT_TIMEOUT_S = 10
 # JIT compiling costs PostgreSQL 0.3-0.7 s per query plan that looks expensive (the views' many
 # small index lookups do); our queries are short, so it only ever adds latency.
 PG_SESSION_OPTIONS = "-c jit=off"
-RESWEEP_TABLES = frozenset({"sweeps", "trials", "metrics", "layer_stats", "optuna_journal"})
 URL_HELP = "use sqlite:///PATH or postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
 
 
@@ -46,15 +49,24 @@ def resolve_url(url: str | None = None) -> str:
     """The database URL to use: `url`, else $RESWEEP_DB, else sqlite:///resweep.db.
 
     A bare path (no `://`) means a SQLite file; `postgresql://` and `postgres://` get the
-    psycopg 3 driver. The result still holds the password: show it only through `redact`.
+    psycopg 3 driver. Refused with one line (BadUrlError): a URL that does not parse, a port that
+    is not a number, a password with an unencoded '@', an in-memory SQLite database (its results
+    would be thrown away). The result still holds the password: show it only through `redact`.
     """
     raw = (url or os.environ.get(ENV_VAR) or DEFAULT_URL).strip()
     if "://" not in raw:
         raw = f"sqlite:///{raw}"
+    netloc = raw.split("://", 1)[1].split("/", 1)[0]
+    if netloc.count("@") > 1:
+        raise BadUrlError(f"{redact(raw)}: the user or password holds an '@'; write it as %40 "
+                          f"(percent-encoding): {URL_HELP}")  # fmt: skip
     try:
         parsed = sa.make_url(raw)
     except sa.exc.ArgumentError:
         raise BadUrlError(f"{redact(raw)} is not a database URL: {URL_HELP}") from None
+    except ValueError:  # SQLAlchemy's int() of the port
+        port = netloc.rpartition(":")[2]
+        raise BadUrlError(f"{redact(raw)}: the port {_shown(port)} is not a number: {URL_HELP}") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "postgres":
         backend = "postgresql"
@@ -62,21 +74,84 @@ def resolve_url(url: str | None = None) -> str:
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend == "sqlite" and driver in ("", "pysqlite"):
         parsed = parsed.set(drivername="sqlite")
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in raw:
+            raise BadUrlError(f"{redact(raw)} is an in-memory database, whose results are lost when the "
+                              "command ends: give a file, sqlite:///PATH")  # fmt: skip
     else:
         raise BadUrlError(f"{redact(raw)}: unsupported database backend '{parsed.drivername}': {URL_HELP}")
     return parsed.render_as_string(hide_password=False)
 
 
+# Query-string keys that carry a password (libpq's `password`, `sslpassword`; common spellings).
+_SECRET_KEYS = re.compile(r"(?i)([?&](?:password|passwd|pass|pwd|sslpassword|secret|token)=)[^&#]*")
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def redact(url: str | sa.URL | Engine) -> str:
-    """The URL with its password replaced by ***, fit for logs, errors and status output."""
+    """The URL with every password (user:PASSWORD@, ?password=...) replaced by ***, fit for
+    logs, errors and status output."""
     if isinstance(url, Engine):
         url = url.url
     if isinstance(url, sa.URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: hide anything between user: and @ by hand
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+        url = url.render_as_string(hide_password=False)
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        # Everything between user: and the LAST '@' of the host part: an unencoded '@' in a
+        # password must not leave a piece of it showing.
+        netloc, slash, path = rest.partition("/")
+        if "@" in netloc:
+            userinfo, _, host = netloc.rpartition("@")
+            user, colon, _ = userinfo.partition(":")
+            netloc = f"{user}:***@{host}" if colon else f"{user}@{host}"
+        text = f"{scheme}{sep}{netloc}{slash}{path}"
+    return _SECRET_KEYS.sub(r"\1***", text)
+
+
+@dataclass(frozen=True)
+class Database:
+    """The result database as a command line names it (--db, else $RESWEEP_DB, else the default).
+
+    Made once at the command line's edge and passed inward; the URL is resolved once, at its
+    first use, so a command still reports its own first problem first (a launch: the sweep file).
+    """
+
+    given: str | None = field(repr=False)  # --db as typed; None when it was not given
+
+    @cached_property
+    def url(self) -> str:
+        """Resolved (`resolve_url`), password included: show it only as `shown`."""
+        return resolve_url(self.given)
+
+    @property
+    def shown(self) -> str:
+        return redact(self.url)
+
+    @cached_property
+    def flag(self) -> str:
+        """The ` --db ...` to repeat in advice lines, as text that works when pasted into a
+        shell: "" when --db was not given; the URL itself when it holds no password;
+        `"$RESWEEP_DB"` when that variable holds it; else the URL with PASSWORD standing for
+        the password, and a shell comment saying so."""
+        if self.given is None:
+            return ""
+        if redact(self.url) == self.url:
+            return f" --db {_quoted(self.url)}"
+        if os.environ.get(ENV_VAR) and resolve_url(os.environ[ENV_VAR]) == self.url:
+            return f' --db "${ENV_VAR}"'
+        placeholder = redact(self.url).replace("***", "PASSWORD")
+        return f" --db {_quoted(placeholder)}  # PASSWORD: the database password"
+
+    def engine(self, *, create: bool = True) -> Engine:
+        """`get_engine` on this database."""
+        return _open(self.url, create=create)
+
+
+def _quoted(text: str) -> str:
+    return f"'{text}'" if "'" not in text else shlex.quote(text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -103,6 +178,26 @@ def create_store_engine(url: str) -> Engine:
             "options": PG_SESSION_OPTIONS,
         },
     )
+
+
+# What a write may raise when the database fails under it: resweep's own errors, or the driver's
+# through SQLAlchemy (the recorder's outbox holds and retries on these).
+WRITE_ERRORS: tuple[type[Exception], ...] = (StoreError, sa.exc.DBAPIError)
+
+
+def writer_engine(engine: Engine, busy_timeout_ms: int) -> Engine:
+    """A writer's own engine on SQLite, with a lock wait of its own (`busy_timeout_ms`): a write
+    that finds the file locked fails within that time, to be retried later, instead of waiting
+    the 30 s default. PostgreSQL uses the engine as given."""
+    if engine.dialect.name != "sqlite":
+        return engine
+    own = create_store_engine(engine.url.render_as_string(hide_password=False))
+
+    def short_wait(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+
+    sa.event.listen(own, "connect", short_wait)
+    return own
 
 
 def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
@@ -147,16 +242,18 @@ def get_engine(url: str | None = None, *, create: bool = True) -> Engine:
     whose schema is behind the code is never upgraded here: the error says to run
     `python -m orchestrator db upgrade --db URL`. One ahead of the code is refused.
     """
-    from db import migrate  # migrate imports this module
+    return _open(resolve_url(url), create=create)
 
-    resolved = resolve_url(url)
+
+def _open(resolved: str, *, create: bool) -> Engine:
+    """`get_engine` on a URL `resolve_url` made."""
     path = sqlite_path(resolved)
     if not create and path is not None and not path.exists():
         raise NoDatabaseError(f"no database at {redact(resolved)}: check --db / ${ENV_VAR}")
     engine = create_store_engine(resolved)
     try:
         with translate_errors(engine), engine.begin() as conn:
-            state, revision = migrate.schema_state(conn)
+            state, revision = migrate.schema_state(conn, redact(engine), "point --db at another database")
             if state == "empty":
                 if not create:
                     raise NoDatabaseError(
@@ -164,17 +261,23 @@ def get_engine(url: str | None = None, *, create: bool = True) -> Engine:
                     )
                 log.info("creating the resweep schema in %s", redact(engine))
                 migrate.upgrade_connection(conn)
-            elif state == "foreign":
-                raise NotResweepError(
-                    f"{redact(engine)} has tables named like resweep's but no schema version: "
-                    "not a resweep database; point --db at another database"
-                )
             else:
                 migrate.check_revision(revision, redact(engine))
     except BaseException:
         engine.dispose()
         raise
     return engine
+
+
+def upgrade(url: str | None = None) -> tuple[str | None, str]:
+    """`python -m orchestrator db upgrade`: migrate the database at `url` to head, creating the
+    schema in a new one (db.migrate.upgrade_schema); (revision before, revision after)."""
+    engine = create_store_engine(resolve_url(url))
+    try:
+        with translate_errors(engine), engine.begin() as conn:
+            return migrate.upgrade_schema(conn, redact(engine))
+    finally:
+        engine.dispose()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -185,8 +288,11 @@ def _first_line(exc: BaseException) -> str:
 
 def _scrub(message: str, url: sa.URL) -> str:
     """Remove the password from a driver's message in case the driver echoed it."""
-    if url.password:
-        message = message.replace(str(url.password), "***")
+    secrets = [url.password, *(v for k, v in url.query.items() if _SECRET_KEYS.search(f"?{k}="))]
+    for secret in secrets:
+        for value in ([secret] if isinstance(secret, str) else secret or []):
+            if value:
+                message = message.replace(str(value), "***")
     return message
 
 
@@ -218,6 +324,14 @@ def translate_errors(engine: Engine) -> Iterator[None]:
         ) from exc
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         raise UnreachableError(describe_db_error(exc, engine.url)) from exc
+    except sa.exc.DBAPIError as exc:
+        # Migration 0003 raises this when the migrating role cannot make resweep_reader.
+        diag = getattr(exc.orig, "diag", None)
+        if getattr(exc.orig, "sqlstate", None) == "P0001" and "resweep_reader" in str(diag.message_primary):
+            raise RolePrivilegeError(
+                f"{redact(engine)}: {diag.message_primary}; {diag.message_hint}"
+            ) from exc
+        raise
 
 
 @contextmanager

@@ -46,3 +46,7 @@ class RefusedStatementError(StoreError):
 
 class QueryError(StoreError):
     """The database rejected a user's read-only query (syntax, unknown table, timeout)."""
+
+
+class RolePrivilegeError(StoreError):
+    """The migrating role may not make or grant the read-only role resweep_reader."""

@@ -1,8 +1,9 @@
 """Schema versions: Alembic, shipped inside the package (db/migrations), driven from code.
 
-New databases are created by upgrading them to the head revision; `python -m orchestrator db
-upgrade` runs `upgrade`. `get_engine` calls `schema_state` and `check_revision` to refuse a
-database behind or ahead of the code.
+This module works on a Connection and knows nothing of URLs; db.engine opens the database and
+calls it (`get_engine` to use a database, `upgrade` for `python -m orchestrator db upgrade`).
+New databases are created by upgrading them to the head revision; `schema_state` refuses a
+database that only looks like resweep's, `check_revision` one behind or ahead of the code.
 
 A schema change: edit db/models.py (and db/views.py), then draft the next revision against a
 database at head and freeze it by hand (copy view SQL in; never import models there):
@@ -13,6 +14,7 @@ database at head and freeze it by hand (copy view SQL in; never import models th
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Literal
 
@@ -24,13 +26,14 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
-from db.engine import RESWEEP_TABLES, create_store_engine, redact, resolve_url, translate_errors
 from db.errors import NotResweepError, SchemaAheadError, SchemaBehindError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 UPGRADE_COMMAND = "python -m orchestrator db upgrade --db {url}"
 
-SchemaState = Literal["empty", "versioned", "foreign"]
+SchemaState = Literal["empty", "versioned"]
+# A database holding any of these without a schema version is someone else's: never migrated.
+RESWEEP_TABLES = frozenset({"sweeps", "trials", "metrics", "metric_values", "layer_stats", "optuna_journal"})
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
@@ -59,21 +62,24 @@ def current_revision(conn: Connection) -> str | None:
 SCHEMA_LOCK_KEY = 0x7265737765657021  # b"resweep!"
 
 
-def schema_state(conn: Connection) -> tuple[SchemaState, str | None]:
-    """('versioned', revision), ('empty', None) when there is nothing of resweep's yet, or
-    ('foreign', None) when resweep's table names exist without a schema version.
+def schema_state(conn: Connection, where: str, advice: str) -> tuple[SchemaState, str | None]:
+    """('versioned', revision), or ('empty', None) when there is nothing of resweep's yet.
 
-    On PostgreSQL it first takes a transaction-scoped advisory lock, so two launchers opening the
-    same new database at once do not both migrate it: the second waits for the first's commit
-    (DDL is transactional there) and then finds the schema current.
+    A database with resweep's table names but no schema version is refused (NotResweepError,
+    naming `where`, the redacted URL, and ending with `advice`). On PostgreSQL this first takes
+    a transaction-scoped advisory lock, so two launchers opening the same new database at once
+    do not both migrate it: the second waits for the first's commit (DDL is transactional
+    there) and then finds the schema current.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
     revision = current_revision(conn)
     if revision is not None:
         return "versioned", revision
-    names = set(sa.inspect(conn).get_table_names())
-    return ("foreign" if names & RESWEEP_TABLES else "empty"), None
+    if set(sa.inspect(conn).get_table_names()) & RESWEEP_TABLES:
+        raise NotResweepError(f"{where} has tables named like resweep's but no schema version: "
+                              f"not a resweep database; {advice}")
+    return "empty", None
 
 
 def check_revision(revision: str | None, where: str) -> None:
@@ -89,7 +95,8 @@ def check_revision(revision: str | None, where: str) -> None:
     if known:
         raise SchemaBehindError(
             f"{where} has schema revision {revision}, this resweep needs {head}: "
-            f"run `{UPGRADE_COMMAND.format(url=where)}`"
+            f"run `{UPGRADE_COMMAND.format(url=shlex.quote(where.replace('***', 'PASSWORD')))}`"
+            + (" (PASSWORD: the database password)" if "***" in where else "")
         )
     raise SchemaAheadError(
         f"{where} has schema revision {revision}, newer than this resweep knows (head {head}): "
@@ -102,28 +109,16 @@ def upgrade_connection(conn: Connection) -> None:
     command.upgrade(alembic_config(connection=conn), "head")
 
 
-def upgrade(url: str | None = None) -> tuple[str | None, str]:
-    """Upgrade the database at `url` to head (creating the schema in a new database).
-
-    Returns (revision before, revision after). A database ahead of the code, or one with
-    resweep's table names but no schema version, is refused.
-    """
-    engine = create_store_engine(resolve_url(url))
-    try:
-        with translate_errors(engine), engine.begin() as conn:
-            state, before = schema_state(conn)
-            if state == "foreign":
-                raise NotResweepError(
-                    f"{redact(engine)} has tables named like resweep's but no schema version: "
-                    "not a resweep database; refusing to migrate it"
-                )
-            if before is not None:
-                try:
-                    check_revision(before, redact(engine))
-                except SchemaBehindError:
-                    pass  # that is what we are here for
-            if before != head_revision():
-                upgrade_connection(conn)
-            return before, head_revision()
-    finally:
-        engine.dispose()
+def upgrade_schema(conn: Connection, where: str) -> tuple[str | None, str]:
+    """Upgrade the database behind `conn` (`where`: its redacted URL) to head, creating the
+    schema in a new database; (revision before, revision after). One ahead of the code, or one
+    with resweep's table names but no schema version, is refused."""
+    _, before = schema_state(conn, where, "refusing to migrate it")
+    if before is not None:
+        try:
+            check_revision(before, where)
+        except SchemaBehindError:
+            pass  # that is what we are here for
+    if before != head_revision():
+        upgrade_connection(conn)
+    return before, head_revision()

@@ -1,13 +1,15 @@
 """The tables of resweep's result store: the only definition of the schema.
 
-One row per sweep, one per trial, one per (trial, metric, epoch), one per (trial, epoch, layer),
-and one per log of an optuna sweep's study journal.
+One row per sweep, one per trial, one per attempt of a trial, one per (trial, metric, epoch), one
+per (trial, epoch, layer), and one per log of an optuna sweep's study journal. The `metrics`
+relation users query (trial_id, epoch, name, value) is a view (db/views.py) over metric_values
+and metric_names.
 Every table's natural key is unique, so every write can be an upsert (see `db.writes`); the
 journal is only appended to (see `db.optuna_journal`).
 Each column's `comment` is its documentation; PostgreSQL stores it (`\\d+ trials` in psql).
 
 New databases are never made from this module with `create_all`: they are created by migrating
-(`db.migrate.upgrade`), and `tests/db/test_schema.py` checks that the migrated schema equals
+(`db.engine.upgrade`), and `tests/db/test_schema.py` checks that the migrated schema equals
 this one.
 """
 
@@ -24,6 +26,7 @@ TRIAL_STATUSES = ("pending", "running", "terminated", "error", "stopped")
 METRIC_NAMES = (
     "train_loss", "train_err", "test_loss", "test_err", "val_loss", "val_err",
     "lr", "epoch_time_s", "images_per_s",
+    "warmup_iterations",  # once, at the epoch whose iteration ended the warm-up (trainers/loop.py)
 )  # fmt: skip
 
 # Named constraints make migrations (and error messages) stable across backends.
@@ -124,7 +127,9 @@ class Trial(Base):
     )
     model: Mapped[str] = mapped_column(sa.String(32), comment="cifar (6n+2) | imagenet.")
     depth: Mapped[int] = mapped_column(comment="Number of weighted layers (20, 56, 110, 50, ...).")
-    block: Mapped[str] = mapped_column(sa.String(16), comment="basic | bottleneck.")
+    block: Mapped[str] = mapped_column(
+        sa.String(32), comment="basic | bottleneck | preact | preact_bottleneck."
+    )
     shortcut: Mapped[str] = mapped_column(
         sa.String(8), comment="none (plain net) | A | B | C, as in the paper's Table 3."
     )
@@ -144,31 +149,95 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(
         sa.Text, comment="The error of a failed trial (status error)."
     )
-
-
-class Metric(Base):
-    """One value of one metric of one trial at one epoch (long format)."""
-
-    __tablename__ = "metrics"
-    # The natural key is the primary key. On SQLite the table is clustered on it (WITHOUT
-    # ROWID), so a trial's curve is one contiguous range and `value` needs no second lookup.
-    # (trial_id, name, value) makes a trial's best value one index lookup (best_test_err).
-    __table_args__ = (
-        sa.PrimaryKeyConstraint("trial_id", "name", "epoch"),
-        sa.Index(None, "trial_id", "name", "value"),
-        {"comment": "Per-epoch metrics of every trial, one row per value.", "sqlite_with_rowid": False},
+    checkpoint_uri: Mapped[str | None] = mapped_column(
+        sa.Text,
+        comment="The trial's latest checkpoint directory as Ray Tune saved it: a local path, or a URI "
+        "such as s3://bucket/prefix/... (NULL until its first checkpoint).",
     )
+    node_ip: Mapped[str | None] = mapped_column(
+        sa.String(64), comment="IP of the Ray node that ran the trial's latest attempt."
+    )
+    hostname: Mapped[str | None] = mapped_column(
+        sa.String(255), comment="Host name of the node that ran the trial's latest attempt."
+    )
+    attempts: Mapped[int] = mapped_column(
+        server_default="0",
+        comment="How many times the trial was started: 1 + restarts (0: never started).",
+    )
+
+
+class TrialAttempt(Base):
+    """One attempt of one trial: where it ran, when, and why it failed (see `db.attempts`)."""
+
+    __tablename__ = "trial_attempts"
+    __table_args__ = (
+        sa.UniqueConstraint("trial_id", "attempt"),
+        {"comment": "Every attempt of every trial: a failure and its host stay after a successful retry."},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, comment="Surrogate key.")
+    trial_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("trials.id", ondelete="CASCADE"), comment="The trial this attempt ran."
+    )
+    attempt: Mapped[int] = mapped_column(comment="1-based number of the attempt within its trial.")
+    node_ip: Mapped[str | None] = mapped_column(
+        sa.String(64), comment="IP of the Ray node the attempt ran on (NULL: never known)."
+    )
+    hostname: Mapped[str | None] = mapped_column(sa.String(255), comment="Host name of that node.")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), comment="When the attempt started (UTC).")
+    ended_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), comment="When it ended (UTC); NULL while it runs."
+    )
+    error: Mapped[str | None] = mapped_column(sa.Text, comment="Why the attempt failed; NULL if it did not.")
+
+
+class MetricName(Base):
+    """A metric's name, stored once; metric_values refer to it by a small integer."""
+
+    __tablename__ = "metric_names"
+    __table_args__ = (
+        sa.UniqueConstraint("name"),
+        {"comment": "The metric names, each once: metric_values holds their ids."},
+    )
+
+    id: Mapped[int] = mapped_column(
+        sa.SmallInteger, primary_key=True, autoincrement=False,
+        comment="1..10 are METRIC_NAMES in alphabetical order (seeded by the migration); others are added as reported.",
+    )  # fmt: skip
+    name: Mapped[str] = mapped_column(
+        sa.String(64), comment="train_loss, train_err, test_loss, test_err, val_loss, val_err, lr, ..."
+    )
+
+
+class MetricValue(Base):
+    """One value of one metric of one trial at one epoch: what the `metrics` view shows by name."""
+
+    __tablename__ = "metric_values"
+    # The natural key is the primary key, the name a small integer, and no second index: on
+    # SQLite the table is clustered on the key (WITHOUT ROWID), so a trial's curve is one
+    # contiguous range, its best value a scan of that range, and a point costs about 22 bytes
+    # (61 with the name as text and a (trial, name, value) index; docs/performance.md).
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("trial_id", "name_id", "epoch"),
+        {"comment": "Per-epoch metrics of every trial, one row per value (read them through the metrics view).",
+         "sqlite_with_rowid": False},
+    )  # fmt: skip
 
     trial_id: Mapped[int] = mapped_column(
         sa.ForeignKey("trials.id", ondelete="CASCADE"), comment="The trial that reported it."
     )
-    name: Mapped[str] = mapped_column(
-        sa.String(64), comment="train_loss, train_err, test_loss, test_err, val_loss, val_err, lr, ..."
+    name_id: Mapped[int] = mapped_column(
+        sa.SmallInteger, sa.ForeignKey("metric_names.id"), comment="The metric (metric_names.id)."
     )
     epoch: Mapped[int] = mapped_column(comment="Epochs completed when reported (1-based).")
     value: Mapped[float | None] = mapped_column(
         comment="The value; errors are fractions in [0, 1]; NULL when the trial reported NaN."
     )
+
+
+# As the migration seeds them: in alphabetical order, so that a curve read in key order (trial,
+# name_id, epoch) is also in (trial, name, epoch) order, with no sort (db.queries.curves).
+METRIC_IDS = {name: i for i, name in enumerate(sorted(METRIC_NAMES), start=1)}
 
 
 class LayerStat(Base):

@@ -6,8 +6,11 @@ well under a second on thousands of trials (benchmarks/db_bench.py times them).
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import pandas as pd
@@ -16,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from db.engine import transaction
 from db.models import Sweep, Trial
+from resweep.paper import AXES  # the trials' grid axes
 
 SWEEP_COLUMNS = [
     "id", "name", "status", "created_at", "finished_at", "git_commit", "git_dirty",
@@ -25,7 +29,7 @@ SWEEP_COLUMNS = [
 TRIAL_COLUMNS = [
     "trial_id", "trial_key", "dataset", "model", "depth", "block", "shortcut", "seed", "status",
     "epochs", "final_train_err", "final_test_err", "best_test_err", "params_count",
-    "started_at", "ended_at", "error", "config",
+    "started_at", "ended_at", "error", "node_ip", "hostname", "attempts", "config",
 ]  # fmt: skip
 GRID_COLUMNS = [
     "sweep", "dataset", "model", "depth", "block", "shortcut", "n_seeds",
@@ -77,30 +81,72 @@ def sweeps(engine: Engine) -> pd.DataFrame:
     return _frame(engine, stmt, SWEEP_COLUMNS)
 
 
-_TRIALS = sa.text(
-    """
+_TRIALS = """
     SELECT r.trial_id, t.trial_key, r.dataset, r.model, r.depth, r.block, r.shortcut, r.seed,
            r.status, r.epochs, r.final_train_err, r.final_test_err, r.best_test_err,
-           r.params_count, t.started_at, t.ended_at, t.error, t.config
+           r.params_count, t.started_at, t.ended_at, t.error, t.node_ip, t.hostname, t.attempts,
+           t.config
     FROM trial_results AS r
     JOIN trials AS t ON t.id = r.trial_id
-    WHERE t.sweep_id = (SELECT id FROM sweeps WHERE {where})
+    WHERE t.sweep_id = (SELECT id FROM sweeps WHERE {where}){filters}
     ORDER BY r.trial_id
     """
-)
+FILTERS = (*AXES, "status")  # what `trials` can filter on, in SQL
 
 
-def trials(engine: Engine, sweep: str | int) -> pd.DataFrame:
+def _filters(filters: dict[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
+    """`AND t.axis IN (...)` for each filter given (a value or several), with its parameters."""
+    unknown = sorted(set(filters) - set(FILTERS))
+    if unknown:
+        raise ValueError(f"cannot filter trials on {unknown}; filters: {', '.join(FILTERS)}")
+    sql, params, expanding = "", {}, []
+    for axis, values in filters.items():
+        if values is None:
+            continue
+        if isinstance(values, (str, numbers.Number)) or not isinstance(values, Iterable):
+            values = [values]
+        values = [v.item() if hasattr(v, "item") else v for v in values]  # numpy scalars
+        sql += f" AND t.{axis} IN :f_{axis}"
+        params[f"f_{axis}"] = values
+        expanding.append(f"f_{axis}")
+    return sql, params, expanding
+
+
+def trials(engine: Engine, sweep: str | int, **filters: Any) -> pd.DataFrame:
     """The trials of a sweep (by name or id) with their axes and results (TRIAL_COLUMNS):
-    the `trial_results` view's numbers plus trial_key, times, error and config (a dict)."""
+    the `trial_results` view's numbers plus trial_key, times, error, where its latest attempt
+    ran (node_ip, hostname), how many attempts it took, and config (a dict).
+    `filters` keep only the trials whose axis (or status) is the value or one of the values
+    given, e.g. `trials(engine, "depth", depth=56, shortcut="A")` or `shortcut=["A", "B"]`;
+    they are applied in SQL, so the finals are computed for the matching trials only.
+    """
     sweep = _sweep_key(sweep)
-    where = "id = :sweep" if isinstance(sweep, int) else "name = :sweep"
-    stmt = sa.text(_TRIALS.text.format(where=where)).columns(
-        started_at=Trial.started_at.type, ended_at=Trial.ended_at.type, config=sa.JSON()
-    )
-    frame = _frame(engine, stmt, TRIAL_COLUMNS, sweep=sweep)
+    sql, params, expanding = _filters(filters)
+    stmt = _trials_statement(isinstance(sweep, int), sql, tuple(expanding))
+    frame = _frame(engine, stmt, TRIAL_COLUMNS, sweep=sweep, **params)
     frame["config"] = [json.loads(c) if isinstance(c, str) else c for c in frame["config"]]
     return frame
+
+
+@functools.lru_cache(maxsize=64)
+def _trials_statement(by_id: bool, filters: str, expanding: tuple[str, ...]) -> sa.TextClause:
+    """The trials query for one shape of filters, built once (SQLAlchemy caches its compiled form)."""
+    where = "id = :sweep" if by_id else "name = :sweep"
+    stmt = sa.text(_TRIALS.format(where=where, filters=filters)).columns(
+        started_at=Trial.started_at.type, ended_at=Trial.ended_at.type, config=sa.JSON()
+    )
+    return stmt.bindparams(*(sa.bindparam(name, expanding=True) for name in expanding)) if expanding else stmt
+
+
+def axis_values(engine: Engine, sweep: str | int) -> dict[str, list]:
+    """Each grid axis's distinct values among the sweep's trials, sorted (for filter menus)."""
+    t = Trial.__table__
+    stmt = sa.select(*(t.c[a] for a in AXES)).distinct().where(
+        t.c.sweep_id == sa.select(Sweep.__table__.c.id).where(_sweep_filter(sweep)).scalar_subquery()
+    )
+    with transaction(engine) as conn:
+        combos = conn.execute(stmt).all()
+    return {a: sorted({c[i] for c in combos if c[i] is not None}) for i, a in enumerate(AXES)}
 
 
 def _ids(trial_ids: Iterable[int]) -> list[int]:
@@ -109,21 +155,32 @@ def _ids(trial_ids: Iterable[int]) -> list[int]:
 
 def curves(engine: Engine, trial_ids: Iterable[int], names: Sequence[str] | None = None) -> pd.DataFrame:
     """Metric curves of many trials at once, long format (trial_id, epoch, name, value),
-    ordered by trial, name and epoch; `names` limits the metrics (default: all)."""
+    ordered by trial, name and epoch; `names` limits the metrics (default: all).
+
+    Read from metric_values in its key order (trial, name_id, epoch), which is already name
+    order while the names' ids are alphabetical (the known metrics'; see db.models.METRIC_IDS).
+    """
     ids = _ids(trial_ids)
     if not ids:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     if isinstance(names, str):
         names = [names]
-    where = "trial_id IN :ids" + (" AND name IN :names" if names else "")
+    where = "v.trial_id IN :ids" + (" AND v.name_id IN (SELECT id FROM metric_names WHERE name IN :names)"
+                                    if names else "")
     stmt = sa.text(
-        f"SELECT trial_id, epoch, name, value FROM metrics WHERE {where} ORDER BY trial_id, name, epoch"
+        "SELECT v.trial_id, v.epoch, n.name, v.value, v.name_id FROM metric_values AS v "
+        f"JOIN metric_names AS n ON n.id = v.name_id WHERE {where} ORDER BY v.trial_id, v.name_id, v.epoch"
     ).bindparams(sa.bindparam("ids", expanding=True))
     params: dict[str, Any] = {"ids": ids}
     if names:
         stmt = stmt.bindparams(sa.bindparam("names", expanding=True))
         params["names"] = list(names)
-    return _frame(engine, stmt, CURVE_COLUMNS, raw=True, **params)
+    frame = _frame(engine, stmt, [*CURVE_COLUMNS, "name_id"], raw=True, **params)
+    pairs = frame[["name_id", "name"]].drop_duplicates().sort_values("name_id")
+    frame = frame.drop(columns="name_id")
+    if not pairs["name"].is_monotonic_increasing:  # a name added later, out of alphabetical id order
+        frame = frame.sort_values(["trial_id", "name", "epoch"], kind="stable", ignore_index=True)
+    return frame
 
 
 def grid(engine: Engine, sweep: str | int) -> pd.DataFrame:
@@ -169,18 +226,39 @@ def layer_stats(engine: Engine, trial_ids: Iterable[int], epoch: int | None = No
     return _frame(engine, stmt, LAYER_COLUMNS, raw=True, **params)
 
 
-SWEEP_DETAIL_COLUMNS = [
-    "id", "name", "status", "spec", "spec_hash", "git_commit", "git_dirty", "created_at",
-    "finished_at", "storage_path",
-]  # fmt: skip
+@dataclass(frozen=True)
+class SweepRow:
+    """One row of `sweeps`: everything about a sweep, including its spec (the YAML as launched)."""
+
+    id: int
+    name: str
+    status: str
+    spec: str
+    spec_hash: str
+    git_commit: str | None
+    git_dirty: bool | None
+    created_at: datetime
+    finished_at: datetime | None
+    storage_path: str | None
 
 
-def sweep_details(engine: Engine, sweep: str | int) -> pd.DataFrame:
-    """The sweep (by name or id) as one row with everything about it, including its spec
-    (the YAML as launched); no rows when there is no such sweep (SWEEP_DETAIL_COLUMNS)."""
+SWEEP_DETAIL_COLUMNS = [f.name for f in fields(SweepRow)]
+
+
+def sweep(engine: Engine, sweep: str | int) -> SweepRow | None:
+    """The sweep of that name (str) or id (int), or None when there is none."""
     s = Sweep.__table__
     stmt = sa.select(*(s.c[c] for c in SWEEP_DETAIL_COLUMNS)).where(_sweep_filter(sweep))
-    return _frame(engine, stmt, SWEEP_DETAIL_COLUMNS)
+    with transaction(engine) as conn:
+        row = conn.execute(stmt).first()
+    return None if row is None else SweepRow(*row)
+
+
+def sweep_details(engine: Engine, sweep_key: str | int) -> pd.DataFrame:
+    """`sweep` as a one-row DataFrame (columns SWEEP_DETAIL_COLUMNS); no rows when there is none."""
+    row = sweep(engine, sweep_key)
+    records = [] if row is None else [astuple(row)]
+    return pd.DataFrame.from_records(records, columns=SWEEP_DETAIL_COLUMNS)
 
 
 def probed_epochs(engine: Engine, trial_ids: Iterable[int]) -> list[int]:
@@ -196,7 +274,9 @@ def probed_epochs(engine: Engine, trial_ids: Iterable[int]) -> list[int]:
 
 
 RELATION_COLUMNS = ["relation", "kind", "column", "type"]
-BOOKKEEPING_TABLES = frozenset({"alembic_version", "optuna_journal"})
+# Alembic's version and Optuna's journal are bookkeeping; metric_values and metric_names are the
+# storage behind the `metrics` view, which is what users query.
+BOOKKEEPING_TABLES = frozenset({"alembic_version", "optuna_journal", "metric_values", "metric_names"})
 
 
 def relations(engine: Engine) -> pd.DataFrame:
@@ -214,3 +294,24 @@ def relations(engine: Engine) -> pd.DataFrame:
 def _type_name(type_: sa.types.TypeEngine) -> str:
     # SQLite cannot tell the type of a computed view column (count(*), min(...)).
     return "" if isinstance(type_, sa.types.NullType) else str(type_)
+
+
+TRIAL_DETAIL_COLUMNS = [
+    "trial_id", "sweep", "trial_key", "status", "dataset", "model", "depth", "block", "shortcut",
+    "seed", "config", "checkpoint_uri", "storage_path",
+]  # fmt: skip
+
+
+def trial_details(engine: Engine, trial_id: int) -> pd.DataFrame:
+    """One trial (by id) as one row: its axes, config (a dict), latest checkpoint and its
+    sweep's results directory; no rows when there is no such trial (TRIAL_DETAIL_COLUMNS)."""
+    s, t = Sweep.__table__, Trial.__table__
+    stmt = (
+        sa.select(
+            t.c.id, s.c.name, t.c.trial_key, t.c.status, t.c.dataset, t.c.model, t.c.depth, t.c.block,
+            t.c.shortcut, t.c.seed, t.c.config, t.c.checkpoint_uri, s.c.storage_path,
+        )  # fmt: skip
+        .join(s, s.c.id == t.c.sweep_id)
+        .where(t.c.id == int(trial_id))
+    )
+    return _frame(engine, stmt, TRIAL_DETAIL_COLUMNS)

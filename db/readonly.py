@@ -1,21 +1,29 @@
 """Run a user's SQL against the result store without any way to change it.
 
-Two independent locks:
-1. The statement is read before it is run: exactly one statement, starting with SELECT, WITH,
-   VALUES, TABLE, SHOW or EXPLAIN, and no writing keyword (INSERT, UPDATE, DELETE, DROP,
-   CREATE, ...) or state-changing function outside strings, quoted names and comments.
-   Refusals say which word and why, in one line.
-2. The connection cannot write: SQLite is opened with `mode=ro` and `PRAGMA query_only`, ATTACH
-   is disabled and an authorizer allows only reads and function calls;
-   PostgreSQL runs in a READ ONLY transaction (also the session default) with a statement
-   timeout, and is rolled back afterwards.
-For hostile users on a shared PostgreSQL server, give them a role with SELECT rights only.
+The guard is the database itself; reading the statement first only gives a friendlier refusal.
+
+PostgreSQL (read-only by construction):
+- The statement runs in a READ ONLY transaction with a statement timeout, under the role
+  `resweep_reader` (taken with `SET LOCAL ROLE`): it may SELECT resweep's tables and views and
+  nothing else; no superuser rights, no file or program access, no admin functions. Migration
+  0003 makes the role and keeps its grants.
+- PostgreSQL decides what is one statement: the text is parsed as an unnamed prepared statement
+  (the extended protocol refuses more than one command), then run by `resweep_read`, a
+  SECURITY DEFINER function owned by the role, as a subquery through a cursor. Inside it
+  PostgreSQL refuses `set_config('role', ...)` and `set_config('session_authorization', ...)`,
+  so a statement cannot take back the rights of the login that opened the connection.
+- The function stops after `limit + 1` rows or past `max_bytes`, so a huge result is never built.
+SQLite: the file is opened with `mode=ro` and `PRAGMA query_only`, ATTACH is disabled, an
+authorizer allows only reads and function calls, sqlite3 runs one statement at a time, and no
+value may be larger than `max_bytes` (SQLITE_LIMIT_LENGTH); rows are read in blocks up to the caps.
+
+Before all that, `db.statement_check.check_statement` refuses the obvious in one friendly line.
 """
 
 from __future__ import annotations
 
-import re
 import sqlite3
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -24,6 +32,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 import sqlalchemy as sa
+from psycopg import pq, sql as pgsql
 
 from db.engine import (
     ENV_VAR,
@@ -41,44 +50,13 @@ from db.errors import (
     StoreError,
     UnreachableError,
 )
+from db.statement_check import check_statement, without_final_semicolon
 
 DEFAULT_LIMIT = 1000
 DEFAULT_TIMEOUT_S = 30.0
-
-ALLOWED_FIRST = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW", "EXPLAIN"})
-WRITING_KEYWORDS = frozenset({
-    "INSERT", "UPDATE", "DELETE", "DROP", "CREATE", "ALTER", "TRUNCATE", "REPLACE", "MERGE",
-    "UPSERT", "ATTACH", "DETACH", "PRAGMA", "VACUUM", "REINDEX", "GRANT", "REVOKE",
-    "COPY", "CALL", "DO", "LOCK", "COMMENT", "REFRESH", "CLUSTER", "INTO", "SET", "RESET",
-    "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PREPARE", "EXECUTE", "DEALLOCATE",
-    "LISTEN", "NOTIFY", "DISCARD", "LOAD", "IMPORT", "SECURITY",
-})  # fmt: skip
-# Functions that change state even inside a read-only transaction (or bypass it).
-WRITING_FUNCTIONS = frozenset({
-    "set_config", "nextval", "setval", "lo_import", "lo_export", "lo_unlink", "lo_create",
-    "lo_from_bytea", "lo_put", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
-    "pg_rotate_logfile", "pg_switch_wal", "pg_promote", "pg_advisory_lock",
-    "pg_advisory_xact_lock", "dblink", "dblink_exec", "load_extension", "writefile",
-})  # fmt: skip
-# REPLACE is also a string function: a call `replace(` is fine, the statement REPLACE is not.
-CALLABLE_KEYWORDS = frozenset({"REPLACE"})
-
-_TOKEN = re.compile(
-    r"""
-      (?P<space>\s+)
-    | (?P<line_comment>--[^\n]*)
-    | (?P<block_comment>/\*.*?(?:\*/|\Z))
-    | (?P<estring>[eE]'(?:[^'\\]|\\.|'')*(?:'|\Z))
-    | (?P<string>'(?:[^']|'')*(?:'|\Z))
-    | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)?\$.*?(?:\$(?P=tag)?\$|\Z))
-    | (?P<quoted>"(?:[^"]|"")*(?:"|\Z)|`[^`]*(?:`|\Z)|\[[^\]]*(?:\]|\Z))
-    | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-    | (?P<semicolon>;)
-    | (?P<other>.)
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
+DEFAULT_MAX_BYTES = 64 * 2**20  # a result's text, summed over its values
+READER_ROLE = "resweep_reader"
+UPGRADE_ADVICE = 'python -m orchestrator db upgrade --db "$RESWEEP_DB"'
 
 @dataclass(frozen=True)
 class QueryResult:
@@ -94,54 +72,7 @@ class QueryResult:
         return pd.DataFrame.from_records(self.rows, columns=self.columns)
 
 
-def _statements(sql: str) -> list[list[tuple[str, bool]]]:
-    """The statements of `sql`, each as its words (upper-cased) outside strings, quoted names
-    and comments, with whether the word is called like a function (`word(`)."""
-    statements: list[list[tuple[str, bool]]] = [[]]
-    pending: str | None = None  # the last word, until we know whether '(' follows it
-    for m in _TOKEN.finditer(sql):
-        kind = m.lastgroup
-        if kind in ("space", "line_comment", "block_comment"):
-            continue
-        if pending is not None:
-            statements[-1].append((pending, m.group() == "("))
-            pending = None
-        if kind == "word":
-            pending = m.group().upper()
-        elif kind == "semicolon":
-            statements.append([])
-    if pending is not None:
-        statements[-1].append((pending, False))
-    return [s for s in statements if s]
-
-
-def check_statement(sql: str) -> None:
-    """Refuse anything but one reading statement, with a one-line RefusedStatementError."""
-    statements = _statements(sql)
-    if not statements:
-        raise RefusedStatementError("refused: no SQL statement given")
-    if len(statements) > 1:
-        raise RefusedStatementError(
-            f"refused: {len(statements)} statements given; the query command runs exactly one "
-            "read-only statement (SELECT ...), without ';' between statements"
-        )
-    words = statements[0]
-    first = words[0][0]
-    if first not in ALLOWED_FIRST:
-        raise RefusedStatementError(
-            f"refused: {first} statements are not allowed; the query command is read-only "
-            f"and runs only {', '.join(sorted(ALLOWED_FIRST))} statements"
-        )
-    for word, called in words:
-        if word in WRITING_KEYWORDS and not (called and word in CALLABLE_KEYWORDS):
-            raise RefusedStatementError(
-                f"refused: the statement contains {word}; the query command is read-only "
-                f"(if {word} is a column or table name, put it in double quotes)"
-            )
-        if called and word.lower() in WRITING_FUNCTIONS:
-            raise RefusedStatementError(
-                f"refused: {word.lower()}() changes state; the query command is read-only"
-            )
+# --- running it -------------------------------------------------------------------------------
 
 
 def run_readonly(
@@ -150,40 +81,58 @@ def run_readonly(
     limit: int | None = DEFAULT_LIMIT,
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> QueryResult:
     """Run one read-only statement on the database at `url` (else $RESWEEP_DB, else the
-    default) and return at most `limit` rows (None or 0: all). Raises RefusedStatementError for
-    anything that could write, QueryError when the database rejects the statement."""
-    check_statement(sql)
-    return _execute(resolve_url(url), sql, limit or None, timeout_s)
+    default) and return at most `limit` rows (None or 0: all) and at most `max_bytes` of values.
+    Raises RefusedStatementError for anything that could write, QueryError when the database
+    rejects the statement, runs past `timeout_s` or returns more than `max_bytes`."""
+    resolved = resolve_url(url)
+    check_statement(sql, _dialect(resolved))
+    return _execute(resolved, sql, limit or None, timeout_s, max_bytes)
 
 
-def _execute(url: str, sql: str, limit: int | None, timeout_s: float) -> QueryResult:
+def _dialect(url: str) -> str:
+    return "sqlite" if sa.make_url(url).get_backend_name() == "sqlite" else "postgresql"
+
+
+def _execute(
+    url: str, sql: str, limit: int | None, timeout_s: float, max_bytes: int = DEFAULT_MAX_BYTES
+) -> QueryResult:
     """Run `sql` on a read-only connection; no statement check (tests call this directly to
-    show the connection itself refuses writes)."""
-    if sa.make_url(url).get_backend_name() == "sqlite":
-        return _execute_sqlite(url, sql, limit, timeout_s)
-    return _execute_postgresql(url, sql, limit, timeout_s)
+    show the database itself refuses what gets past the check)."""
+    if _dialect(url) == "sqlite":
+        return _execute_sqlite(url, sql, limit, timeout_s, max_bytes)
+    return _execute_postgresql(url, sql, limit, timeout_s, max_bytes)
 
 
-def _fetch(cursor: Any, limit: int | None) -> tuple[list[str], list[tuple], bool]:
-    columns = [d[0] for d in cursor.description or ()]
-    if not columns:
-        return [], [], False
-    rows = cursor.fetchall() if limit is None else cursor.fetchmany(limit + 1)
-    truncated = limit is not None and len(rows) > limit
-    return columns, [tuple(r) for r in rows[:limit]], truncated
+_REFUSALS = (
+    "read-only", "readonly", "read only", "not authorized", "too many attached",
+    "permission denied", "must be superuser", "must be a superuser", "must be a member",
+    "cannot set parameter", "multiple commands", "multi-query", "one statement at a time",
+    "replication role", "cannot execute",
+)  # fmt: skip
 
 
-def _refused_by_db(message: str) -> bool:
-    lowered = message.lower()
-    return any(s in lowered for s in ("read-only", "readonly", "read only", "not authorized", "too many attached"))
-
-
-def _query_error(exc: BaseException, where: str, message: str) -> StoreError:
-    if _refused_by_db(message):
+def _query_error(where: str, message: str) -> StoreError:
+    if any(s in message.lower() for s in _REFUSALS):
         return RefusedStatementError(f"refused by {where}: {message}; the query command is read-only")
     return QueryError(f"query failed on {where}: {message}")
+
+
+def _too_big(where: str, max_bytes: int) -> QueryError:
+    return QueryError(
+        f"the result on {where} is larger than {_amount(max_bytes)}: select fewer rows or "
+        "columns (LIMIT, WHERE), or shorter values"
+    )
+
+
+def _amount(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 2**10:g} KiB"
+
+
+def _timed_out(where: str, timeout_s: float) -> QueryError:
+    return QueryError(f"query on {where} ran past the {timeout_s:g} s timeout")
 
 
 _SQLITE_READS = frozenset(
@@ -196,11 +145,17 @@ def _sqlite_reads_only(action: int, *_: object) -> int:
     return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
 
 
-def _execute_sqlite(url: str, sql: str, limit: int | None, timeout_s: float) -> QueryResult:
+def _size(value: Any) -> int:
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return len(value)
+    return 8
+
+
+def _execute_sqlite(url: str, sql: str, limit: int | None, timeout_s: float, max_bytes: int) -> QueryResult:
     path = sqlite_path(url)
     where = redact(url)
     if path is None or not path.is_file():
-        raise NoDatabaseError(f"no SQLite database at {where}: check --db / ${ENV_VAR}")
+        raise NoDatabaseError(f'no SQLite database at {where}: check --db / ${ENV_VAR}')
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout_s)
@@ -210,25 +165,41 @@ def _execute_sqlite(url: str, sql: str, limit: int | None, timeout_s: float) -> 
     try:
         conn.execute("PRAGMA query_only = ON")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # ATTACH could create files
+        # No string or blob bigger than the byte cap is ever built (randomblob(1e9), printf).
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1_000_000, min(max_bytes, 2**31 - 1)))
         conn.set_authorizer(_sqlite_reads_only)
         add_sqlite_math(conn)
         # Abort a runaway query: SQLite calls this every 10k VM steps; nonzero interrupts.
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
-            columns, rows, truncated = _fetch(conn.execute(sql), limit)
+            cursor = conn.execute(sql)
+            columns = [d[0] for d in cursor.description or ()]
+            rows: list[tuple] = []
+            size = 0
+            while columns and (limit is None or len(rows) <= limit):
+                block = cursor.fetchmany(256 if limit is None else min(256, limit + 1 - len(rows)))
+                if not block:
+                    break
+                size += sum(_size(v) for row in block for v in row)
+                if size > max_bytes:
+                    raise _too_big(where, max_bytes)
+                rows.extend(block)
+        except MemoryError:
+            raise _too_big(where, max_bytes) from None
         except (sqlite3.Error, sqlite3.Warning) as exc:
             if time.monotonic() > deadline:
-                raise QueryError(f"query on {where} ran past the {timeout_s:g} s timeout") from exc
-            if "one statement at a time" in str(exc):
-                raise RefusedStatementError(f"refused: {exc}") from exc
-            raise _query_error(exc, where, _first_line(exc)) from exc
+                raise _timed_out(where, timeout_s) from exc
+            if "too big" in str(exc):
+                raise _too_big(where, max_bytes) from exc
+            raise _query_error(where, _first_line(exc)) from exc
     finally:
         conn.rollback()
         conn.close()
-    return QueryResult(columns, rows, truncated, limit)
+    truncated = limit is not None and len(rows) > limit
+    return QueryResult(columns, rows[:limit], truncated, limit)
 
 
-def _execute_postgresql(url: str, sql: str, limit: int | None, timeout_s: float) -> QueryResult:
+def _execute_postgresql(url: str, sql: str, limit: int | None, timeout_s: float, max_bytes: int) -> QueryResult:
     parsed = sa.make_url(url)
     where = redact(url)
     conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -238,24 +209,107 @@ def _execute_postgresql(url: str, sql: str, limit: int | None, timeout_s: float)
             conninfo,
             connect_timeout=10,
             application_name="resweep-query",
-            # Read-only and time-limited for the whole session, not only our transaction.
-            options=f"{PG_SESSION_OPTIONS} -c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
+            options=(
+                f"{PG_SESSION_OPTIONS} -c default_transaction_read_only=on "
+                f"-c statement_timeout={timeout_ms} -c idle_in_transaction_session_timeout={timeout_ms + 10_000}"
+            ),
         )
     except psycopg.Error as exc:
         raise UnreachableError(describe_db_error(exc, parsed)) from exc
-    with conn:
+    # Belt and braces beside statement_timeout: cancel from here if the server overruns it.
+    watchdog = threading.Timer(timeout_s + 5, conn.cancel_safe)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
         conn.read_only = True  # BEGIN READ ONLY
+        _become_reader(conn, where)
+        text = without_final_semicolon(sql, "postgresql")
+        columns, types = _describe(conn, text, where)
+        column_list = pgsql.SQL(", ").join(
+            pgsql.SQL("{} {}").format(pgsql.Identifier(f"c{i + 1}"), pgsql.SQL(t)) for i, t in enumerate(types)
+        )
+        call = pgsql.SQL(
+            "SELECT * FROM resweep_read(%s::text, %s::integer, %s::bigint, %s::bigint) AS t({})"
+        ).format(column_list)
+        max_rows = 2**62 if limit is None else limit
+        with conn.cursor() as cursor:
+            # Parameters: the extended protocol, and the user's text is a value, never SQL here.
+            cursor.execute(call, (text, len(columns), max_rows, max_bytes))
+            rows = [tuple(r) for r in cursor.fetchall()]
+    except psycopg.errors.QueryCanceled as exc:
+        raise _timed_out(where, timeout_s) from exc
+    except psycopg.errors.ProgramLimitExceeded as exc:
+        if "resweep_read" in str(exc) or "larger than" in str(exc):
+            raise _too_big(where, max_bytes) from exc
+        raise _query_error(where, _first_line(exc)) from exc
+    except psycopg.errors.UndefinedFunction as exc:
+        if "resweep_read(" in _first_line(exc):
+            raise QueryError(
+                f"{where} lacks the read-only door (function resweep_read): run `{UPGRADE_ADVICE}`"
+            ) from exc
+        raise _query_error(where, _first_line(exc)) from exc
+    except psycopg.OperationalError as exc:
+        raise UnreachableError(describe_db_error(exc, parsed)) from exc
+    except psycopg.Error as exc:
+        raise _query_error(where, _first_line(exc)) from exc
+    finally:
+        watchdog.cancel()
         try:
-            with conn.cursor() as cursor:
-                cursor.execute(sql)  # no parameters: '%' in the SQL is literal
-                columns, rows, truncated = _fetch(cursor, limit)
-        except psycopg.errors.QueryCanceled as exc:
-            raise QueryError(f"query on {where} ran past the {timeout_s:g} s timeout") from exc
-        except psycopg.Error as exc:
-            raise _query_error(exc, where, _first_line(exc)) from exc
-        finally:
             conn.rollback()
-    return QueryResult(columns, rows, truncated, limit)
+        except psycopg.Error:
+            pass
+        conn.close()
+    truncated = limit is not None and len(rows) > limit
+    return QueryResult(columns, rows[:limit], truncated, limit)
+
+
+def _become_reader(conn: psycopg.Connection, where: str) -> None:
+    """SET LOCAL ROLE resweep_reader, or one line on what an administrator must do first."""
+    try:
+        conn.execute(f"SET LOCAL ROLE {READER_ROLE}")
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.InsufficientPrivilege) as exc:
+        user = conn.info.user
+        conn.rollback()
+        raise QueryError(
+            f"{where}: the read-only role {READER_ROLE} is missing or not granted to {user} "
+            f"({_first_line(exc)}): run `{UPGRADE_ADVICE}` as the database owner, or as a "
+            f"superuser `GRANT {READER_ROLE} TO {user}`"
+        ) from exc
+
+
+def _describe(conn: psycopg.Connection, text: str, where: str) -> tuple[list[str], list[str]]:
+    """The result columns of `text` and their type names, as PostgreSQL parses it as one
+    prepared statement (Parse + Describe: nothing runs). More than one command, or a statement
+    that returns no rows, is refused here."""
+    pgconn = conn.pgconn
+    encoding = conn.info.encoding
+    prepared = pgconn.prepare(b"", text.encode(encoding))
+    if prepared.status != pq.ExecStatus.COMMAND_OK:
+        message = (prepared.error_message or b"").decode(encoding, "replace").strip().splitlines()
+        raise _query_error(where, message[0].removeprefix("ERROR:").strip() if message else "parse failed")
+    described = pgconn.describe_prepared(b"")
+    if described.status != pq.ExecStatus.COMMAND_OK:
+        raise QueryError(f"query failed on {where}: PostgreSQL could not describe the statement")
+    if described.nfields == 0:
+        raise RefusedStatementError(
+            "refused: the statement returns no rows; the query command runs one SELECT, VALUES, "
+            "TABLE or WITH query"
+        )
+    columns = [(described.fname(i) or b"").decode(encoding) for i in range(described.nfields)]
+    oids = [described.ftype(i) for i in range(described.nfields)]
+    mods = [described.fmod(i) for i in range(described.nfields)]
+    type_rows = conn.execute(
+        "SELECT format_type(t.oid, nullif(t.mod, -1)), ty.typtype = 'p' FROM unnest(%s::oid[], %s::integer[]) "
+        "WITH ORDINALITY AS t(oid, mod, n) LEFT JOIN pg_type AS ty ON ty.oid = t.oid ORDER BY t.n",
+        (oids, mods),
+    ).fetchall()
+    for column, (type_name, pseudo) in zip(columns, type_rows):
+        if pseudo:  # record, void, ...: not a type a column of a result set can be declared with
+            raise QueryError(
+                f"query failed on {where}: column {column[:40]!r} has the pseudo-type {type_name}, which "
+                "the query command cannot return: cast it, e.g. (...)::text"
+            )
+    return columns, [r[0] for r in type_rows]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,5 +1,11 @@
-"""The SQL views users query: `trial_results` (one row per trial) and `grid_results` (one row
-per grid point, mean and std over seeds).
+"""The SQL views users query: `metrics` (one row per value: trial_id, epoch, name, value),
+`trial_results` (one row per trial) and `grid_results` (one row per grid point, mean and std
+over seeds).
+
+`metrics` is the documented relation of every stored value, by name; the values themselves live
+in `metric_values` with the name as a small integer (`metric_names`), which halves the bytes a
+point costs. The views below read `metric_values` directly, naming each metric through a constant
+subquery on `metric_names` (evaluated once per statement on both backends).
 
 The SQL is portable: the same text runs on SQLite (the library and the `sqlite3` shell) and
 PostgreSQL (`psql`). Migrations create the views from a frozen copy of this text; a change here
@@ -21,6 +27,12 @@ Definitions:
 
 from __future__ import annotations
 
+METRICS = """\
+CREATE VIEW metrics AS
+SELECT v.trial_id, v.epoch, n.name, v.value
+FROM metric_values AS v
+JOIN metric_names AS n ON n.id = v.name_id"""
+
 TRIAL_RESULTS = """\
 CREATE VIEW trial_results AS
 SELECT
@@ -33,21 +45,24 @@ SELECT
     t.shortcut,
     t.seed,
     t.status,
-    (SELECT count(*) FROM metrics AS m
-      WHERE m.trial_id = t.id AND m.name = 'train_err') AS epochs,
+    (SELECT count(*) FROM metric_values AS m
+      WHERE m.trial_id = t.id AND m.name_id = (SELECT id FROM metric_names WHERE name = 'train_err')) AS epochs,
     final_train.value AS final_train_err,
     final_test.value AS final_test_err,
-    (SELECT min(m.value) FROM metrics AS m
-      WHERE m.trial_id = t.id AND m.name = 'test_err') AS best_test_err,
+    (SELECT min(m.value) FROM metric_values AS m
+      WHERE m.trial_id = t.id AND m.name_id = (SELECT id FROM metric_names WHERE name = 'test_err')) AS best_test_err,
     t.params_count
 FROM trials AS t
 JOIN sweeps AS s ON s.id = t.sweep_id
-LEFT JOIN metrics AS final_train
-       ON final_train.trial_id = t.id AND final_train.name = 'train_err'
-      AND final_train.epoch = (SELECT max(e.epoch) FROM metrics AS e
-                                WHERE e.trial_id = t.id AND e.name = 'train_err')
-LEFT JOIN metrics AS final_test
-       ON final_test.trial_id = t.id AND final_test.name = 'test_err'
+LEFT JOIN metric_values AS final_train
+       ON final_train.trial_id = t.id
+      AND final_train.name_id = (SELECT id FROM metric_names WHERE name = 'train_err')
+      AND final_train.epoch = (SELECT max(e.epoch) FROM metric_values AS e
+                                WHERE e.trial_id = t.id
+                                  AND e.name_id = (SELECT id FROM metric_names WHERE name = 'train_err'))
+LEFT JOIN metric_values AS final_test
+       ON final_test.trial_id = t.id
+      AND final_test.name_id = (SELECT id FROM metric_names WHERE name = 'test_err')
       AND final_test.epoch = final_train.epoch"""
 
 GRID_RESULTS = """\
@@ -85,4 +100,4 @@ FROM (
 GROUP BY f.sweep, f.dataset, f.model, f.depth, f.block, f.shortcut"""
 
 # Creation order; drop in reverse (grid_results reads trial_results).
-VIEWS = {"trial_results": TRIAL_RESULTS, "grid_results": GRID_RESULTS}
+VIEWS = {"metrics": METRICS, "trial_results": TRIAL_RESULTS, "grid_results": GRID_RESULTS}

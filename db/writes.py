@@ -16,38 +16,27 @@ from __future__ import annotations
 
 import functools
 import numbers
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Connection, Engine
 
-from db.engine import redact, transaction
+from db.engine import redact, transaction, translate_errors
 from db.errors import SweepExistsError
-from db.models import SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, Metric, Sweep, Trial
+from db.models import (
+    METRIC_IDS, SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, MetricName, MetricValue, Sweep, Trial,
+)
+from resweep.paper import AXES  # the trials' grid axes, each a column of trials
 
-AXES = ("dataset", "model", "depth", "block", "shortcut", "seed")
 FINAL_STATUS = "terminated"
 RETRY_STATUSES = ("pending", "running")
 # Keys of a reported result that are not metrics.
 NOT_METRICS = frozenset({"epoch", "params_count", "layer_stats"})
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    id: int
-    name: str
-    status: str
-    spec: str
-    spec_hash: str
-    git_commit: str | None
-    git_dirty: bool | None
-    created_at: datetime
-    finished_at: datetime | None
-    storage_path: str | None
 
 
 @dataclass(frozen=True)
@@ -81,6 +70,31 @@ def _check(status: str, allowed: tuple[str, ...], what: str) -> None:
 # --- sweeps -----------------------------------------------------------------------------------
 
 
+@contextmanager
+def durable_transaction(engine: Engine) -> Iterator[Connection]:
+    """`transaction`, but on SQLite fsynced at its commit (synchronous=FULL for this commit only).
+
+    Results are written with WAL and synchronous=NORMAL: a power cut can lose the last commits
+    (never corrupt the file), and those results can be replayed from Ray Tune's own files
+    (`db import`). A sweep's registration and status changes are few and not replayable that
+    way, so they (and every commit before them, which share the log) reach the disk before the
+    call returns. PostgreSQL commits durably by default (synchronous_commit on).
+    """
+    if engine.dialect.name != "sqlite":
+        with transaction(engine) as conn:
+            yield conn
+        return
+    with translate_errors(engine), engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA synchronous=FULL")
+        conn.commit()
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.exec_driver_sql("PRAGMA synchronous=NORMAL")  # the pooled connection goes back as it came
+            conn.commit()
+
+
 def create_sweep(
     engine: Engine,
     *,
@@ -96,7 +110,7 @@ def create_sweep(
     Raises SweepExistsError when a sweep of that name is already in the database.
     """
     table = Sweep.__table__
-    with transaction(engine) as conn:
+    with durable_transaction(engine) as conn:
         stmt = _insert(conn, table).values(
             name=name, spec=spec, spec_hash=spec_hash, git_commit=git_commit,
             git_dirty=git_dirty, storage_path=storage_path, status="running", created_at=_now(),
@@ -110,14 +124,6 @@ def create_sweep(
     return sweep_id
 
 
-def get_sweep(engine: Engine, name: str) -> SweepRow | None:
-    """The sweep of that name, or None."""
-    table = Sweep.__table__
-    with transaction(engine) as conn:
-        row = conn.execute(sa.select(table).where(table.c.name == name)).mappings().first()
-    return None if row is None else SweepRow(**row)
-
-
 def set_sweep_status(engine: Engine, sweep_id: int, status: str, *, finished: bool = False) -> None:
     """Set a sweep's status; `finished` stamps finished_at, going back to running clears it."""
     _check(status, SWEEP_STATUSES, "sweep")
@@ -127,7 +133,7 @@ def set_sweep_status(engine: Engine, sweep_id: int, status: str, *, finished: bo
         values["finished_at"] = _now()
     elif status == "running":
         values["finished_at"] = None
-    with transaction(engine) as conn:
+    with durable_transaction(engine) as conn:
         conn.execute(table.update().where(table.c.id == sweep_id).values(**values))
 
 
@@ -194,9 +200,10 @@ def set_trial_status(
     error: str | None = None,
     ended: bool = False,
     params_count: int | None = None,
+    ended_at: datetime | None = None,
 ) -> str:
-    """Move a trial to `status` (ended stamps ended_at) and return the status it now has,
-    which stays `terminated` if it already was."""
+    """Move a trial to `status` (ended stamps ended_at: now, or `ended_at` when given, as an
+    import does) and return the status it now has, which stays `terminated` if it already was."""
     _check(status, TRIAL_STATUSES, "trial")
     table = Trial.__table__
     with transaction(engine) as conn:
@@ -215,10 +222,18 @@ def set_trial_status(
             if error is not None:
                 values["error"] = error
             if ended:
-                values["ended_at"] = _now()
+                values["ended_at"] = ended_at or _now()
         if values:
             conn.execute(table.update().where(table.c.id == trial_id).values(**values))
         return values.get("status", current)
+
+
+def set_checkpoint_uri(engine: Engine, trial_id: int, uri: str) -> None:
+    """Record where the trial's latest checkpoint lies (a local path or an object-store URI);
+    each checkpoint replaces the one before, so a retried trial ends with its last."""
+    table = Trial.__table__
+    with transaction(engine) as conn:
+        conn.execute(table.update().where(table.c.id == trial_id).values(checkpoint_uri=str(uri)))
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -260,6 +275,29 @@ def _rows(results: Iterable[Result], ordered: bool) -> tuple[list[tuple], list[t
     return metric_rows, layer_rows, params
 
 
+def _with_name_ids(conn: Connection, rows: list[tuple]) -> list[tuple]:
+    """Metric rows (trial_id, name, epoch, value) as metric_values rows (trial_id, name_id, epoch,
+    value). METRIC_NAMES have fixed ids (seeded by the migration); another name is looked up, and
+    added (next free id) the first time it is reported."""
+    ids = METRIC_IDS
+    other = {r[1] for r in rows} - ids.keys()
+    if other:
+        ids = {**ids, **_name_ids(conn, other)}
+    out = [(t, ids[name], e, v) for t, name, e, v in rows]
+    # PostgreSQL writers lock rows in key order (see _rows), the key being (trial, name_id, epoch).
+    return sorted(out) if conn.dialect.name == "postgresql" else out
+
+
+def _name_ids(conn: Connection, names: set[str]) -> dict[str, int]:
+    table = MetricName.__table__
+    found = dict(conn.execute(sa.select(table.c.name, table.c.id).where(table.c.name.in_(names))).all())
+    for name in sorted(names - found.keys()):
+        next_id = sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0) + 1).scalar_subquery()
+        conn.execute(_insert(conn, table).values(id=next_id, name=name).on_conflict_do_nothing(index_elements=["name"]))
+        found[name] = conn.scalar(sa.select(table.c.id).where(table.c.name == name))
+    return found
+
+
 @functools.cache
 def _upsert_sql(dialect: str, table_name: str) -> str:
     """The dialect's INSERT ... ON CONFLICT (natural key) DO UPDATE for a table, compiled once
@@ -291,7 +329,7 @@ def record_results(engine: Engine, results: Iterable[Result]) -> int:
     trials = Trial.__table__
     with transaction(engine) as conn:
         if metric_rows:
-            _upsert(conn, Metric.__table__, metric_rows)
+            _upsert(conn, MetricValue.__table__, _with_name_ids(conn, metric_rows))
         if layer_rows:
             _upsert(conn, LayerStat.__table__, layer_rows)
         for trial_id in sorted(params):

@@ -2,6 +2,9 @@
 
 Each command parses its options, calls into the module that does the work, and lets errors a user
 can cause (`UserError`, `StoreError`) end as one line on stderr with exit status 2.
+
+`--db` is taken in here only: each command makes one `db.engine.Database` of it (resolved once,
+at first use) and passes that, or the engine it opens, inward.
 """
 
 from __future__ import annotations
@@ -59,3 +62,4 @@ from orchestrator import commands_report  # noqa: E402,F401
 from orchestrator import commands_cluster  # noqa: E402,F401
 from orchestrator import commands_run  # noqa: E402,F401
 from orchestrator import commands_dashboard  # noqa: E402,F401
+from orchestrator import commands_results  # noqa: E402,F401

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from db.engine import redact
-from orchestrator import cluster, k8s, slurm, submit as jobs_api
+from db.engine import Database, redact
+from orchestrator import jobs_api, k8s, remote_sweep, slurm
 from orchestrator.cli import DbOption, app, user_errors
+from orchestrator.tables import jobs_lines
 
 AddressOption = typer.Option(
     "--address",
@@ -36,15 +38,16 @@ def submit_cmd(
     token_file: Annotated[Optional[Path], TokenFileOption] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue a sweep of the same name already in the database.")] = False,
-    results: Annotated[str, typer.Option(
-        "--results", help="Directory on the head (shared by every node on a multi-node cluster) for Tune's state "
-                          "and checkpoints.")] = jobs_api.DEFAULT_RESULTS,
+    results: Annotated[Optional[str], typer.Option(
+        "--results", show_default=False,
+        help="Where Tune's state and checkpoints go: s3://BUCKET/PREFIX or a path every node shares (default: "
+             f"$RESWEEP_RESULTS, else {jobs_api.DEFAULT_RESULTS} on the head, only for a one-node cluster).")] = None,
 ) -> None:
     """Run a sweep as a Ray job on a running cluster (its driver runs on the head node)."""
     with user_errors():
-        remote = cluster.prepare(sweep, db)
+        remote = remote_sweep.prepare(sweep, Database(db))
         ray_cluster = jobs_api.Cluster(address, jobs_api.find_token(token_file))
-        job_id = ray_cluster.submit(remote, resume=resume, results=results)
+        job_id = ray_cluster.submit(remote, resume=resume, results=ray_cluster.results_for(results))
         where = ray_cluster.address
         typer.echo(f"submitted {job_id} to {where}: sweep '{remote.spec.name}' "
                    f"({remote.spec.num_trials} trials), results in {remote.db_shown}")
@@ -84,9 +87,8 @@ def jobs_cmd(
         meta = j.metadata or {}
         rows.append((j.submission_id or j.job_id or "-", str(j.status.value), _when(j.start_time), _when(j.end_time),
                      meta.get("resweep_sweep", "-"), _shown_entrypoint(j.entrypoint, ray_cluster)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    for line in jobs_lines(rows):
+        typer.echo(line)
 
 
 def _when(ms: int | None) -> str:
@@ -124,13 +126,17 @@ def slurm_cmd(
     cpus_per_node: Annotated[Optional[int], typer.Option(
         "--cpus-per-node", help="CPUs per node (default: whole nodes, --exclusive).")] = None,
     db: Optional[str] = DbOption,
+    results: Annotated[Optional[str], typer.Option(
+        "--results", show_default=False,
+        help="Tune's state and checkpoints: a path every node shares or s3://BUCKET/PREFIX (default: results/ in "
+             "the project directory, which Slurm's nodes share).")] = None,
 ) -> None:
     """Print an sbatch script that runs the sweep on a Ray cluster inside a Slurm allocation."""
     with user_errors():
-        remote = cluster.prepare(sweep, db)
+        remote = remote_sweep.prepare(sweep, Database(db))
         script = slurm.render(remote, slurm.SlurmOptions(
             nodes=nodes, gpus_per_node=gpus_per_node, partition=partition, time=time, account=account,
-            cpus_per_node=cpus_per_node))
+            cpus_per_node=cpus_per_node, results=results or os.environ.get("RESWEEP_RESULTS") or None))
     typer.echo(script, nl=False)
 
 
@@ -141,9 +147,23 @@ def k8s_cmd(
     gpus_per_worker: Annotated[int, typer.Option("--gpus-per-worker", help="GPUs per worker pod.")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Worker pods.")] = 1,
     db: Optional[str] = DbOption,
+    results: Annotated[Optional[str], typer.Option(
+        "--results", show_default=False,
+        help="Tune's state and checkpoints: s3://BUCKET/PREFIX (with --aws-secret) for a cluster with workers "
+             "(default: $RESWEEP_RESULTS; a path in the head pod only without workers).")] = None,
+    aws_secret: Annotated[Optional[str], typer.Option(
+        "--aws-secret", show_default=False,
+        help="A Secret whose keys are AWS_* variables (AWS_ACCESS_KEY_ID, ...), given to every pod.")] = None,
+    results_claim: Annotated[Optional[str], typer.Option(
+        "--results-claim", show_default=False,
+        help=f"A ReadWriteMany PersistentVolumeClaim for the results, mounted on every pod at {k8s.RESULTS_MOUNT}.",
+    )] = None,
 ) -> None:
     """Print a KubeRay RayJob manifest that runs the sweep on Kubernetes."""
     with user_errors():
-        remote = cluster.prepare(sweep, db)
-        text = k8s.manifest(remote, k8s.K8sOptions(image=image, workers=workers, gpus_per_worker=gpus_per_worker))
+        remote = remote_sweep.prepare(sweep, Database(db))
+        text = k8s.manifest(remote, k8s.K8sOptions(
+            image=image, workers=workers, gpus_per_worker=gpus_per_worker,
+            results=results or os.environ.get("RESWEEP_RESULTS") or None, aws_secret=aws_secret,
+            results_claim=results_claim))
     typer.echo(text, nl=False)

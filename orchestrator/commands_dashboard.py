@@ -8,6 +8,7 @@ to Streamlit in $RESWEEP_DB, not on the command line, so a password never shows 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import typer
 
-import dashboard
-from db.engine import ENV_VAR, redact, resolve_url
+from db.engine import ENV_VAR, Database, redact
 from orchestrator.cli import DbOption, app, user_errors
 from orchestrator.errors import UserError
 
-APP_PATH = Path(dashboard.__file__).resolve().parent / "app.py"
+# Found, not imported: the dashboard runs in Streamlit's own process, and the CLI sits below it.
+APP_PATH = Path(importlib.util.find_spec("dashboard").origin).resolve().parent / "app.py"
 LOCALHOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 
@@ -75,7 +76,7 @@ def dashboard(
 ) -> None:
     """Serve the dashboard (Streamlit) over the result database; Ctrl+C stops it."""
     with user_errors():
-        url = resolve_url(db)
+        url = Database(db).url
     server = start(url, host, port)
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stop it with us, never orphan it
     try:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from db.engine import Database
 from orchestrator.cli import DbOption, app, user_errors
 
 
@@ -20,14 +21,13 @@ def report(
     """Figures, tables and the paper's findings for one sweep: curves.png, responses.png,
     grid.md, report.md."""
     with user_errors():
-        from db.engine import get_engine, redact, resolve_url
         from orchestrator.report import write_report  # matplotlib: import only when reporting
 
-        url = resolve_url(db)
-        engine = get_engine(url, create=False)  # a report never creates a database
+        database = Database(db)
+        engine = database.engine(create=False)  # a report never creates a database
         try:
             paths = write_report(engine, name, out or Path("reports") / name,
-                                 database=redact(url))
+                                 database=database.shown)
         finally:
             engine.dispose()
     for p in paths:

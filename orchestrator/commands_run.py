@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from db.engine import Database
 from orchestrator.cli import DbOption, app, user_errors
 
+TokenFileOption = typer.Option(
+    None, "--token-file", show_default=False,
+    help="File holding the Ray cluster's token, for --address (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, "
+         "~/.ray/auth_token).",
+)  # fmt: skip
 AddressOption = typer.Option(
     None, "--address", help="Join the Ray cluster at this address (default: start a local Ray).",
     show_default=False,
 )  # fmt: skip
 ResultsOption = typer.Option(
-    "results", "--results", help="Directory that holds each sweep's Tune state and checkpoints.",
+    None, "--results", show_default=False,
+    help="Where each sweep's Tune state and checkpoints go: a path (on a cluster, one every node shares) or a "
+         "URI such as s3://BUCKET/PREFIX (default: $RESWEEP_RESULTS, else ./results).",
 )  # fmt: skip
+DbWaitOption = typer.Option(
+    "10m", "--db-wait", help="How long results wait through a database outage before the sweep stops "
+    "(interrupted, resumable): seconds, or 30s, 10m, 1h.",
+)  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    """--db-wait as seconds: a number, or a number with s, m or h."""
+    from orchestrator.errors import UserError
+
+    raw = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(raw[-1:], None)
+    number = raw[:-1] if scale else raw
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"--db-wait {text!r}: not a duration; give seconds (600) or 30s, 10m, 1h")
+    return value
 
 
 @app.command()
@@ -32,14 +57,21 @@ def launch(
         typer.Option("--new-name", help="Run the file again under this name (its name is taken).",
                      show_default=False),
     ] = None,
-    results: str = ResultsOption,
+    results: Optional[str] = ResultsOption,
+    token_file: Optional[Path] = TokenFileOption,
+    max_trials: Annotated[
+        int, typer.Option("--max-trials", min=1, help="Refuse a sweep of more trials than this.")
+    ] = 100_000,
+    db_wait: str = DbWaitOption,
 ) -> None:
     """Run a sweep: one Ray Tune trial per grid point, every result into the database."""
-    from orchestrator import launch as launching  # imports Ray: only for the commands that run
-
     with user_errors():
-        outcome = launching.launch(sweep, db=db, address=address, resume=resume, new_name=new_name,
-                                   results=results)
+        wait = _seconds(db_wait)
+        from orchestrator import launch as launching  # imports Ray: only for the commands that run
+
+        outcome = launching.launch(sweep, db=Database(db), address=address, resume=resume, new_name=new_name,
+                                   results=results, token_file=token_file, max_trials=max_trials,
+                                   db_wait=wait)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -48,12 +80,19 @@ def resume(
     name: Annotated[str, typer.Argument(help="The sweep's name, as `status` lists it.")],
     db: Optional[str] = DbOption,
     address: Optional[str] = AddressOption,
+    results: Annotated[Optional[str], typer.Option(
+        "--results", show_default=False,
+        help="Where the sweep's results are now, if not where it was launched with (a path or URI).")] = None,
+    token_file: Optional[Path] = TokenFileOption,
+    db_wait: str = DbWaitOption,
 ) -> None:
     """Continue an interrupted or crashed sweep from its last checkpoints."""
-    from orchestrator import launch as launching
-
     with user_errors():
-        outcome = launching.resume_sweep(name, db=db, address=address)
+        wait = _seconds(db_wait)
+        from orchestrator import launch as launching
+
+        outcome = launching.resume_sweep(name, db=Database(db), address=address, results=results, token_file=token_file,
+                                         db_wait=wait)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -64,75 +103,25 @@ def status(
 ) -> None:
     """List the sweeps, or one sweep's trials with their errors."""
     from db import queries
-    from db.engine import get_engine, redact
+    from orchestrator import tables
 
-    console = _console()
+    console = tables.console()
     with user_errors():
-        engine = get_engine(db, create=False)
+        database = Database(db)
+        engine = database.engine(create=False)
         if name is None:
             frame = queries.sweeps(engine)
             if frame.empty:
-                console.print(f"No sweeps in {redact(engine)} yet: python -m orchestrator launch SWEEP.yaml")
+                console.print(f"No sweeps in {database.shown} yet: python -m orchestrator launch SWEEP.yaml")
                 return
-            console.print(_sweeps_table(frame))
+            console.print(tables.sweeps_table(frame))
             return
         frame = queries.trials(engine, name)
-        if frame.empty and queries.sweep_details(engine, name).empty:
+        details = queries.sweep(engine, name)
+        if details is None:
             from orchestrator.errors import UserError
 
-            raise UserError(f"status: no sweep named {name!r} in {redact(engine)} "
+            raise UserError(f"status: no sweep named {name!r} in {database.shown} "
                             "(`python -m orchestrator status` lists the sweeps)")
-        details = queries.sweep_details(engine, name).iloc[0]
-    console.print(f"[bold]{name}[/]  {details['status']}  ({len(frame)} trials)", highlight=False)
-    console.print(_trials_table(frame))
-
-
-def _console() -> Console:
-    """Rich's console; piped output gets a wide one, so tables are not squeezed to 80 columns."""
-    console = Console()
-    return console if console.is_terminal else Console(width=200)
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
-
-
-def _sweeps_table(frame: Any) -> Table:
-    table = Table("sweep", "status", "trials", "done", "running", "failed", "created", "finished", "commit")
-    for row in frame.itertuples(index=False):
-        commit = (row.git_commit or "")[:8] + ("+dirty" if row.git_dirty else "")
-        table.add_row(row.name, row.status, str(row.n_trials), str(row.n_terminated + row.n_stopped),
-                      str(row.n_running), str(row.n_error), _fmt(row.created_at), _fmt(row.finished_at), commit)
-    return table
-
-
-def _trials_table(frame: Any) -> Table:
-    table = Table("trial", "depth", "block", "shortcut", "seed", "status", "epochs",
-                  "train_err", "test_err", "best test_err", "params", caption="errors at the last epoch, "
-                  "and the lowest test_err of any epoch")
-    searched = [k for k in ("lr", "weight_decay", "momentum", "batch_size") if _varies(frame, k)]
-    for key in searched:
-        table.add_column(key)
-    frame = frame.sort_values(["depth", "block", "shortcut", "seed", "trial_key"], kind="stable")
-    for row in frame.itertuples(index=False):
-        cells = [str(row.trial_key), str(row.depth), row.block, row.shortcut, str(row.seed), row.status,
-                 _fmt(row.epochs), _fmt(row.final_train_err), _fmt(row.final_test_err),
-                 _fmt(row.best_test_err), f"{int(row.params_count):,}" if _present(row.params_count) else "-"]
-        cells += [_fmt((row.config or {}).get(k), 5) for k in searched]
-        table.add_row(*cells)
-    return table
-
-
-def _present(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _varies(frame: Any, key: str) -> bool:
-    values = {(c or {}).get(key) for c in frame["config"]}
-    return len(values) > 1
+    console.print(f"[bold]{name}[/]  {details.status}  ({len(frame)} trials)", highlight=False)
+    console.print(tables.trials_table(frame))

@@ -13,12 +13,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from db import migrate
-from db.engine import redact, resolve_url
+from db.engine import Database, upgrade as upgrade_schema
 from db.readonly import DEFAULT_LIMIT, QueryResult, run_readonly
 from orchestrator.cli import DbOption, app, db_app, user_errors
+from orchestrator.tables import query_table
 
 
 class Format(str, enum.Enum):
@@ -38,11 +37,13 @@ def query(
 ) -> None:
     """Run one read-only SQL statement on the result database and print the rows.
 
-    Anything that could write (INSERT, UPDATE, DELETE, DROP, CREATE, several statements) is
-    refused with exit status 2, and the database is opened read-only in any case.
+    Anything that could write (INSERT, UPDATE, DELETE, DROP, CREATE, several statements), file
+    and admin functions, and results past the row or 64 MiB byte cap end with exit status 2 and
+    one line. The database itself enforces it: PostgreSQL runs the statement as the role
+    resweep_reader in a READ ONLY transaction, SQLite opens the file read-only (docs/security.md).
     """
     with user_errors():
-        result = run_readonly(db, sql, limit)
+        result = run_readonly(Database(db).url, sql, limit)
     if format is Format.table:
         _print_table(result)
     elif format is Format.csv:
@@ -59,9 +60,9 @@ def query(
 def upgrade(db: Optional[str] = DbOption) -> None:
     """Migrate the database to this resweep's schema (creating it if it is new)."""
     with user_errors():
-        url = resolve_url(db)
-        before, after = migrate.upgrade(url)
-    where = redact(url)
+        database = Database(db)
+        before, after = upgrade_schema(database.url)
+    where = database.shown
     if before == after:
         typer.echo(f"{where} is already at schema revision {after}")
     elif before is None:
@@ -70,20 +71,44 @@ def upgrade(db: Optional[str] = DbOption) -> None:
         typer.echo(f"{where}: upgraded schema from revision {before} to {after}")
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+@db_app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="A sweep's results directory (results/NAME) or URI, or a folder of them.")],
+    db: Optional[str] = DbOption,
+) -> None:
+    """Rebuild sweeps in the database from their results (Tune's state, each trial's results).
+
+    Idempotent: what the database already holds is kept, the gaps are filled, nothing is doubled.
+    """
+    from orchestrator.importer import import_results  # reads Tune's files: imports Ray
+
+    with user_errors():
+        database = Database(db)
+        engine = database.engine()
+        try:
+            done = import_results(source, engine)
+        finally:
+            engine.dispose()
+    flag = f" --db {_shell_db(database)}" if db else ""
+    for sweep in done:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(sweep.trials.items())) or "no trials"
+        typer.echo(f"{sweep.name}: imported from {sweep.source} into {database.shown}: {counts}; "
+                   f"{sweep.epochs} epochs ({sweep.metric_rows} metric rows, {sweep.layer_rows} layer records); "
+                   f"sweep {sweep.status}")
+        if sweep.skipped:
+            typer.echo(f"{sweep.name}: skipped {len(sweep.skipped)} trials whose config lacks resweep's axes "
+                       "(dataset, model, depth, block, shortcut, seed)", err=True)
+        if sweep.status == "interrupted" and sweep.resumable:
+            typer.echo(f"{sweep.name}: continue it with: python -m orchestrator resume {sweep.name}{flag}")
+
+
+def _shell_db(database: Database) -> str:
+    """--db as advice: the URL itself without a password, else a placeholder to fill in."""
+    return f"'{database.url}'" if database.shown == database.url else "\"$RESWEEP_DB\""
 
 
 def _print_table(result: QueryResult) -> None:
-    table = Table(header_style="bold")
-    for column in result.columns:
-        table.add_column(column, overflow="fold")
-    for row in result.rows:
-        table.add_row(*(_text(v) for v in row))
+    table = query_table(result.columns, result.rows)
     # On a terminal Rich fits the table to its width; into a pipe or file nothing is cut.
     width = None if sys.stdout.isatty() else 1_000_000
     Console(width=width, soft_wrap=True).print(table)

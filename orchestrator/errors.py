@@ -1,5 +1,6 @@
-"""Errors a user can cause. The CLI prints their message as one line and exits with status 2."""
+"""Errors a user can cause: `UserError` lives in resweep.errors (the ground floor, which trainers
+and db import too); re-exported here for the orchestrator's modules."""
 
+from resweep.errors import UserError
 
-class UserError(Exception):
-    """A mistake in the user's input (file, key, URL, address) with what to do about it."""
+__all__ = ["UserError"]

@@ -21,16 +21,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-
-def trial_label(config: dict[str, Any]) -> str:
-    """A grid point as the paper names it: plain-20, ResNet-56 (B), ResNet-110 bottleneck, seed."""
-    kind = "plain" if config.get("shortcut") == "none" else "ResNet"
-    label = f"{kind}-{config.get('depth')}"
-    if config.get("block") == "bottleneck":
-        label += " bottleneck"
-    if kind == "ResNet":
-        label += f" {config.get('shortcut')}"
-    return f"{label} seed {config.get('seed')}"
+from orchestrator.stops import STOPS
+from resweep.paper import trial_label  # a trial as the console names it (also launch's summary)
 
 
 def duration(seconds: float) -> str:
@@ -57,6 +49,7 @@ class Progress(Callback):
         mode: str,
         console: Console | None = None,
         log_every_s: float = 30.0,
+        store: Any = None,
     ):
         self.name = name
         self.total = total
@@ -65,6 +58,8 @@ class Progress(Callback):
         self.mode = mode
         self.console = console
         self.log_every_s = log_every_s
+        self.store = store  # has note(): the recorder's word on the database while writes wait
+        self._last_note: str | None = None
         self._start = time.monotonic()
         self._epochs_at_start: int | None = None
         self._live: Live | None = None
@@ -77,7 +72,7 @@ class Progress(Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Tune's experiment state; the console and the live display do not travel.
         state = self.__dict__.copy()
-        state.update(console=None, _live=None, _trials=[], _best={})
+        state.update(console=None, _live=None, _trials=[], _best={}, store=None)
         return state
 
     # --- Tune's hooks --------------------------------------------------------------------
@@ -104,8 +99,9 @@ class Progress(Callback):
         self._draw(force=True)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        self._trials = trials
-        self._draw(force=True)
+        if not STOPS.requested:  # on a stop Tune has marked every live trial TERMINATED: not done
+            self._trials = trials
+            self._draw(force=True)
         self.close()
 
     def close(self) -> None:
@@ -133,6 +129,9 @@ class Progress(Callback):
         eta = self._eta(trials, elapsed)
         if eta is not None:
             parts.append(f"~{duration(eta)} left")
+        note = self._note()
+        if note:
+            parts.append(note)
         return f"{self.name}  " + " · ".join(parts)
 
     def best(self) -> tuple[float, Trial] | None:
@@ -163,10 +162,20 @@ class Progress(Callback):
         left = self.total * self.epochs - epochs_done
         return max(0.0, left * elapsed / trained)
 
+    def _note(self) -> str | None:
+        return self.store.note() if self.store is not None else None
+
     def _draw(self, *, force: bool) -> None:
         if self.console is None:
             return
         now = time.monotonic()
+        note = self._note()
+        # An outage starting or ending is news: shown at once, also in logs. While it lasts the
+        # note's seconds change, so the log line repeats only every log_every_s.
+        if (note is None) != (self._last_note is None):
+            force = True
+            self._last_done = -1
+        self._last_note = note
         if self.console.is_terminal:
             if not force and now - self._last_draw < 0.5:
                 return

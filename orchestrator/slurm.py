@@ -6,6 +6,14 @@ driver on the head against the shared database, and stops Ray when the driver en
 cancelled, preempted or out of time. With `#SBATCH --requeue`, a job that Slurm requeues after a
 preemption starts over on new nodes and the driver continues the sweep (`launch --resume`).
 
+Stops: Slurm sends SIGTERM to every process of a job it cancels, requeues or times out (and, with
+`--signal=B:TERM@120`, to the script alone two minutes before the time limit). The driver ignores
+SIGTERM; the script's trap sends it SIGINT, so it stops as on Ctrl-C and the sweep reads
+`interrupted`, never `failed`, until a requeued or resubmitted job (`RESWEEP_RESUME=1 sbatch`)
+continues it. The Ray head's port is one found free on the head (or $RESWEEP_RAY_PORT, refused in
+one line when taken or inside Ray's worker port range 10002-19999); each node's Ray lives in a temp
+dir of the job's own, removed when it stops.
+
 The script assumes what a Slurm cluster for such work has: the project directory on a shared
 filesystem, the same Python environment (with resweep's dependencies) on every node, and
 `python` and `ray` on the PATH (`RESWEEP_PYTHON` / `RESWEEP_RAY` override them).
@@ -18,7 +26,7 @@ import shlex
 from dataclasses import dataclass
 from string import Template
 
-from orchestrator.cluster import PROJECT_DIR, RemoteSweep
+from orchestrator.remote_sweep import PROJECT_DIR, RemoteSweep
 from orchestrator.errors import UserError
 
 SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
@@ -37,6 +45,7 @@ class SlurmOptions:
     time: str | None = None  # Slurm's time format: MM, HH:MM:SS, D-HH[:MM[:SS]]
     account: str | None = None
     cpus_per_node: int | None = None  # None: whole nodes (--exclusive)
+    results: str | None = None  # Tune's results; None: $PROJECT_DIR/results, on the shared project directory
 
     def check(self) -> None:
         if self.nodes < 1:
@@ -72,12 +81,15 @@ def render(sweep: RemoteSweep, opts: SlurmOptions) -> str:
         sweep=shlex.quote(str(sweep.path)),
         db_url=shlex.quote(sweep.db_url),
         db_shown=sweep.db_shown.replace("\n", " "),
+        results=shlex.quote(opts.results) if opts.results else '"$PROJECT_DIR/results"',
+        results_shown=opts.results or "the project directory's results/ (every node shares the project directory)",
     )
 
 
 SCRIPT = r"""#!/bin/bash
 # resweep sweep '@@{name}' on @@{nodes} node(s) with @@{gpus} GPU(s) each, results in @@{db_shown}.
 # Written by `python -m orchestrator slurm`; submit it with `sbatch THIS_FILE`.
+# Tune's state and checkpoints: @@{results_shown}.
 #SBATCH --job-name=resweep-@@{name}
 @@{directives}
 #SBATCH --requeue
@@ -87,16 +99,23 @@ SCRIPT = r"""#!/bin/bash
 
 # A requeued job (preemption, node failure, `scontrol requeue`) runs this script again from the top
 # on new nodes, with the same job id: Ray is started afresh and the sweep continues (--resume).
+# A stop (time limit, scancel, requeue) reaches the driver only through this script's trap, as
+# SIGINT: the driver ignores SIGTERM, which Slurm sends to every process of the job.
 set -euo pipefail
 
 PROJECT_DIR=@@{project_dir}
 SWEEP=@@{sweep}
 DB_URL=@@{db_url}
+RESULTS=@@{results}
 PYTHON=${RESWEEP_PYTHON:-python}
 RAY=${RESWEEP_RAY:-ray}
-RAY_PORT=${RESWEEP_RAY_PORT:-6379}
 WAIT_S=${RESWEEP_WAIT_S:-300}
 RUN_DIR=${RESWEEP_RUN_DIR:-$PROJECT_DIR/.resweep/slurm-$SLURM_JOB_ID}
+# Each node's Ray keeps its sockets, logs and current-cluster file in a directory of this job's own
+# (short: socket paths are limited), removed when the node's Ray stops; never in /tmp/ray, where a
+# plain ray.init() elsewhere would find this job's cluster after it is gone.
+export RESWEEP_RAY_TMP=${RESWEEP_RAY_TMP:-/tmp/resweep-ray-$SLURM_JOB_ID}
+export RAY
 
 say() { echo "resweep[$SLURM_JOB_ID]: $*"; }
 
@@ -107,7 +126,7 @@ mkdir -p "$RUN_DIR"
 # Token authentication: a fresh random token per job in a 0600 file on the shared filesystem.
 # Every Ray process and the driver read it through RAY_AUTH_TOKEN_PATH (srun passes the
 # environment on); the token itself is in no environment and no log.
-unset RAY_AUTH_TOKEN
+unset RAY_AUTH_TOKEN RAY_ADDRESS
 export RAY_AUTH_MODE=token
 export RAY_AUTH_TOKEN_PATH="$RUN_DIR/ray_auth_token"
 if [ ! -s "$RAY_AUTH_TOKEN_PATH" ]; then
@@ -121,9 +140,43 @@ NUM_NODES=${#NODES[@]}
 HEAD_NODE=${NODES[0]}
 WORKER_NODES=("${NODES[@]:1}")
 HEAD_IP=$(srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" hostname --ip-address | awk '{print $1}')
-HEAD_ADDRESS="$HEAD_IP:$RAY_PORT"
 # Each Ray step takes its whole share of a node; Slurm would otherwise give a step one CPU per task.
 CPUS=${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-$(nproc)}}
+
+# The head's port: $RESWEEP_RAY_PORT if given, else one the head's kernel says is free. Not 6379
+# (any Redis on the node has it) and never in Ray's worker port range, which Ray hands to its
+# worker processes (the head would collide with one of them).
+RAY_PORT=$(srun --nodes=1 --ntasks=1 -w "$HEAD_NODE" "$PYTHON" -c '
+import socket, sys
+ip, want = sys.argv[1], sys.argv[2]
+if want and not (want.isdigit() and 0 < int(want) < 65536):
+    sys.exit(f"RESWEEP_RAY_PORT={want}: not a port number (allowed: 1-65535 outside 10002-19999)")
+if want and 10002 <= int(want) <= 19999:
+    sys.exit(f"RESWEEP_RAY_PORT={want}: inside the port range Ray gives its workers (10002-19999); pick one outside it")
+for _ in range(100):  # a free port (the kernel picks), outside the range of Ray workers
+    s = socket.socket()
+    try:
+        s.bind((ip, int(want or 0)))
+    except OSError as exc:
+        sys.exit(f"RESWEEP_RAY_PORT={want}: taken on {socket.gethostname()} ({exc.strerror}); pick another, or leave it unset for a free one")
+    port = s.getsockname()[1]
+    s.close()
+    if want or not 10002 <= port <= 19999:
+        print(port)
+        break
+else:
+    sys.exit(f"no free port outside 10002-19999 on {socket.gethostname()}; set RESWEEP_RAY_PORT")
+' "$HEAD_IP" "${RESWEEP_RAY_PORT:-}") || exit 2
+HEAD_ADDRESS="$HEAD_IP:$RAY_PORT"
+
+# One Ray node per task: `ray start --block` in a temp dir named after the node; on SIGTERM (the
+# script ending the step, or Slurm ending the job) it stops that node's Ray and removes the dir.
+RAY_NODE='tmp="$RESWEEP_RAY_TMP-${SLURMD_NODENAME:-$(hostname)}"
+rm -rf "$tmp"  # an earlier run of this job id (requeued) that Slurm killed before it could clean up
+"$RAY" start --block --temp-dir="$tmp" "$@" & pid=$!
+trap "kill -TERM $pid 2>/dev/null" TERM INT
+wait $pid || true; wait $pid 2>/dev/null || true
+rm -rf "$tmp"'
 
 HEAD_PID=
 WORKERS_PID=
@@ -138,13 +191,20 @@ stop_ray() {
     kill -TERM "$pid" 2>/dev/null || true
   done
   wait 2>/dev/null || true
+  # Each node's step removes its Ray temp dir; where Slurm killed a step first, remove it here.
+  rm -rf "$RESWEEP_RAY_TMP-${SLURMD_NODENAME:-$(hostname)}"
+  if [ "$NUM_NODES" -gt 1 ]; then
+    timeout 30 srun --nodes=$((NUM_NODES - 1)) --ntasks=$((NUM_NODES - 1)) -w "$(IFS=,; echo "${WORKER_NODES[*]}")" \
+      bash -c 'rm -rf "$RESWEEP_RAY_TMP-${SLURMD_NODENAME:-$(hostname)}"' >/dev/null 2>&1 || true
+  fi
   say "Ray stopped"
   exit "$status"
 }
 
 stop_sweep() {
-  # Cancelled, preempted or out of time: Tune saves the experiment's state on SIGINT, so that a
-  # requeued job (or `launch --resume`) continues from there.
+  # Cancelled, preempted, requeued or out of time: the driver stops as on Ctrl-C (Tune saves the
+  # experiment's state, the sweep is marked interrupted), so that a requeued job or a resubmitted
+  # one (RESWEEP_RESUME=1 sbatch ...) continues from there.
   say "stop signal: letting the sweep save its state"
   if [ -n "$DRIVER_PID" ]; then
     kill -INT "$DRIVER_PID" 2>/dev/null || true
@@ -157,9 +217,8 @@ trap stop_ray EXIT
 trap stop_sweep TERM INT
 
 say "Ray head on $HEAD_NODE ($HEAD_ADDRESS)"
-srun --nodes=1 --ntasks=1 --cpus-per-task="$CPUS" -w "$HEAD_NODE" \
-  "$RAY" start --head --block --node-ip-address="$HEAD_IP" --port="$RAY_PORT" \
-  --num-cpus="$CPUS" --num-gpus=@@{gpus} --disable-usage-stats &
+srun --nodes=1 --ntasks=1 --cpus-per-task="$CPUS" -w "$HEAD_NODE" bash -c "$RAY_NODE" ray-head \
+  --head --node-ip-address="$HEAD_IP" --port="$RAY_PORT" --num-cpus="$CPUS" --num-gpus=@@{gpus} --disable-usage-stats --include-dashboard=false &
 HEAD_PID=$!
 
 waited=0
@@ -175,8 +234,8 @@ done
 if [ "$NUM_NODES" -gt 1 ]; then
   say "Ray workers on ${WORKER_NODES[*]}"
   srun --nodes=$((NUM_NODES - 1)) --ntasks=$((NUM_NODES - 1)) --cpus-per-task="$CPUS" \
-    -w "$(IFS=,; echo "${WORKER_NODES[*]}")" \
-    "$RAY" start --block --address="$HEAD_ADDRESS" --num-cpus="$CPUS" --num-gpus=@@{gpus} --disable-usage-stats &
+    -w "$(IFS=,; echo "${WORKER_NODES[*]}")" bash -c "$RAY_NODE" ray-worker \
+    --address="$HEAD_ADDRESS" --num-cpus="$CPUS" --num-gpus=@@{gpus} --disable-usage-stats &
   WORKERS_PID=$!
 fi
 
@@ -207,9 +266,11 @@ if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] || [ -e "$RUN_DIR/launched" ] || [ -n "
 fi
 touch "$RUN_DIR/launched"
 
-# The driver runs in the background so that a stop signal reaches the trap at once; `trap - INT`
-# undoes bash's ignoring SIGINT in background jobs, so that the trap can interrupt it.
-( trap - INT; exec "$PYTHON" -m orchestrator launch "$SWEEP" --db "$DB_URL" --address "$HEAD_ADDRESS" $RESUME ) &
+# The driver runs in the background so that a stop signal reaches the trap at once. It starts with
+# SIGTERM ignored (and keeps ignoring it, see orchestrator/stops.py), so that Slurm's job-wide
+# SIGTERM does not cut it short; `trap - INT` undoes bash's ignoring SIGINT in background jobs, so
+# that the trap's SIGINT stops it.
+( trap '' TERM; trap - INT; exec "$PYTHON" -m orchestrator launch "$SWEEP" --db "$DB_URL" --address "$HEAD_ADDRESS" --results "$RESULTS" $RESUME ) &
 DRIVER_PID=$!
 wait "$DRIVER_PID"
 """

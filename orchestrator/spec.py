@@ -5,6 +5,10 @@ The format is the public contract in DESIGN.md ("The sweep file"). A file become
 
     sweeps/bad.yaml: grid.depth: 21 is not a depth of cifar nets with basic blocks (allowed: ...)
 
+The keys of `train:`, `probes:`, `fault_tolerance:` and `model_options:` are the fields of the one
+trial config, resweep.config.TrialConfig, with their types, bounds and defaults (FILE_KEYS says
+where a field is written when not as `train.<field>`); a point's flat config is its `as_dict()`.
+
 Extensions beyond DESIGN.md (all optional):
 - `grid.exclude`: a list of partial grid points (`{depth: 110, shortcut: none}`) left out of the
   product, for sets such as Fig. 7's (plain-20/56, ResNet-20/56/110) that are not a full product.
@@ -13,56 +17,47 @@ Extensions beyond DESIGN.md (all optional):
 - `synthetic`: the generated dataset's size and shape (only with `dataset: synthetic`).
 - `model_options`: `stride_in` (where a bottleneck block downsamples) and `zero_init_residual`.
 
-Model depths are checked here without importing torch (the driver never imports it): CIFAR nets
-have 6n+2 layers with basic blocks and 9n+2 with bottlenecks; ImageNet nets are 18/34 (basic) and
-50/101/152 (bottleneck).
+`loggers` (DESIGN.md) names trackers to mirror results into through Ray Tune's own callbacks
+(orchestrator/trackers.py); a logger whose package is not installed is a problem of the file.
+
+Model depths are checked here without importing torch (the driver never imports it), by the rules
+resweep/paper.py keeps for trainers/models.py too: CIFAR nets have 6n+2 layers with basic (or
+preact) blocks and 9n+2 with bottlenecks (or preact_bottleneck); ImageNet nets are 18/34 (basic)
+and 50/101/152 (bottleneck); pre-activation units are CIFAR-only.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import itertools
 import os
 import re
+import reprlib
+import types
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from orchestrator.errors import UserError
+from resweep.config import WARMUP_MAX_ITERATIONS, Block, Dataset, ModelFamily, Shortcut, Synthetic, TrialConfig
+from resweep.paper import allowed_depths, depth_allowed  # each family's depth rules
 
-Dataset = Literal["cifar10", "cifar100", "digits", "synthetic"]
-ModelFamily = Literal["cifar", "imagenet"]
-Block = Literal["basic", "bottleneck"]
-Shortcut = Literal["none", "A", "B", "C"]
 Metric = Literal["train_loss", "train_err", "test_loss", "test_err", "val_loss", "val_err"]
 
 AXES = ("depth", "block", "shortcut", "seed")
+
+Logger = Literal["tensorboard", "mlflow", "wandb"]
+# The package each of Ray Tune's logger callbacks needs, and the pyproject extra that brings it.
+LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
 
 # Image side in pixels per dataset (synthetic: from the file's `synthetic.image_size`).
 IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "digits": 8}
 # The ImageNet stem (7x7/2 conv, 3x3/2 max-pool) and four stages divide the side by 32.
 IMAGENET_MIN_SIZE = 32
-IMAGENET_DEPTHS = {"basic": (18, 34), "bottleneck": (50, 101, 152)}
-# Layers per residual unit of a CIFAR net: depth = 3 stages * n units * layers + stem + fc.
-CIFAR_LAYERS_PER_UNIT = {"basic": 2, "bottleneck": 3}
-
-
-def depth_allowed(model: str, block: str, depth: int) -> bool:
-    """Whether a `model` net built from `block` blocks can have `depth` weighted layers."""
-    if model == "imagenet":
-        return depth in IMAGENET_DEPTHS[block]
-    per_stage = 3 * CIFAR_LAYERS_PER_UNIT[block]
-    return depth > 2 and (depth - 2) % per_stage == 0
-
-
-def allowed_depths(model: str, block: str) -> str:
-    if model == "imagenet":
-        return ", ".join(map(str, IMAGENET_DEPTHS[block]))
-    k = 3 * CIFAR_LAYERS_PER_UNIT[block]
-    return f"{k}n+2 = " + ", ".join(str(k * n + 2) for n in range(1, 9)) + ", ..."
 
 
 class _Frozen(BaseModel):
@@ -82,35 +77,75 @@ class Exclusion(_Frozen):
         return bool(given) and all(point[k] == v for k, v in given.items())
 
 
+# --- the trial config's keys in a sweep file ---------------------------------------------------------
+# Each field of resweep.config.TrialConfig is written `train.<field>` in a sweep file unless it is
+# listed here. The sections below take their keys' types, bounds and defaults from TrialConfig.
+FILE_KEYS = {
+    "dataset": "dataset", "data_dir": "data_dir", "model": "model",
+    "depth": "grid.depth", "block": "grid.block", "shortcut": "grid.shortcut", "seed": "grid.seed",
+    "warmup_lr": "train.warmup.lr", "warmup_until_train_err": "train.warmup.until_train_err",
+    "warmup_max_iterations": "train.warmup.max_iterations",
+    "probes_every": "probes.every", "checkpoint_every": "fault_tolerance.checkpoint_every",
+    "stride_in": "model_options.stride_in", "zero_init_residual": "model_options.zero_init_residual",
+    "synthetic": "synthetic",
+}  # fmt: skip
+REQUIRED = ...  # a key a sweep file must give (no default, and not null)
+_FIELDS = TrialConfig.model_fields
+_DEFAULTS = TrialConfig()
+
+
+def file_key(field: str) -> str:
+    """Where a sweep file writes the TrialConfig field `field` (dotted)."""
+    return FILE_KEYS.get(field, f"train.{field}")
+
+
+def _file_type(annotation: Any, required: bool) -> Any:
+    """A TrialConfig field's type as a sweep file writes it: sequences as YAML lists, and without
+    None when the key is required."""
+    if get_origin(annotation) is tuple:
+        return list[get_args(annotation)[0]]
+    if required and get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    return annotation
+
+
+def _section(name: str, section: str, *, first: dict[str, Any] = {}, last: dict[str, Any] = {},
+             subsections: dict[str, Any] = {}, **defaults: Any) -> type[BaseModel]:
+    """The model of a sweep file's `section`: its TrialConfig keys in TrialConfig's order (each
+    subsection at the place of its first field), between the section's own `first` and `last` keys
+    (create_model definitions). `defaults` gives a key another default than TrialConfig's
+    (REQUIRED: none)."""
+    keys: dict[str, Any] = dict(first)
+    for field, info in _FIELDS.items():
+        parent, _, key = file_key(field).rpartition(".")
+        if parent == section:
+            default = defaults.get(key, info.default)
+            tp = _file_type(info.annotation, default is REQUIRED)
+            keys[key] = (Annotated[tp, *info.metadata] if info.metadata else tp, default)
+        elif parent.rpartition(".")[0] == section:
+            keys.setdefault(parent.rpartition(".")[2], subsections[parent.rpartition(".")[2]])
+    return create_model(name, __base__=_Frozen, **keys, **last)
+
+
+Warmup = _section(
+    "Warmup", "train.warmup", lr=REQUIRED, until_train_err=REQUIRED, max_iterations=WARMUP_MAX_ITERATIONS,
+    last={"depths": (list[int] | None, None)},  # only these depths warm up (default: all)
+)
+Train = _section("Train", "train", subsections={"warmup": (Warmup | None, None)}, epochs=REQUIRED)
+Probes = _section("Probes", "probes")
+FaultTolerance = _section(
+    "FaultTolerance", "fault_tolerance",
+    first={"max_failures": (int, Field(default=2, ge=-1))},  # retries per trial; -1: without end
+)
+ModelOptions = _section("ModelOptions", "model_options")
+
+
 class Grid(_Frozen):
     depth: list[int] = Field(min_length=1)
-    block: list[Block] = Field(default=["basic"], min_length=1)
-    shortcut: list[Shortcut] = Field(default=["A"], min_length=1)
-    seed: list[int] = Field(default=[0], min_length=1)
+    block: list[Block] = Field(default=[_DEFAULTS.block], min_length=1)
+    shortcut: list[Shortcut] = Field(default=[_DEFAULTS.shortcut], min_length=1)
+    seed: list[int] = Field(default=[_DEFAULTS.seed], min_length=1)
     exclude: list[Exclusion] = []
-
-
-class Warmup(_Frozen):
-    lr: float = Field(gt=0)  # lr while warming up
-    until_train_err: float = Field(gt=0, le=1)  # back to train.lr once train_err falls below this
-    depths: list[int] | None = None  # only these depths warm up (default: all)
-
-
-class Train(_Frozen):
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=0.1, gt=0)  # for batch_size 128, as in the paper
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=1.0e-4, ge=0)
-    lr_milestones: list[int] = []  # epochs at which lr is divided by 10
-    warmup: Warmup | None = None
-    augment: bool = True
-    val_size: int = Field(default=0, ge=0)  # training images held out for validation
-    max_train_samples: int | None = Field(default=None, ge=1)
-
-
-class Probes(_Frozen):
-    every: int = Field(default=10, ge=1)  # epochs between layer-response records (and the last)
 
 
 class Resources(_Frozen):
@@ -159,26 +194,11 @@ class Scheduler(_Frozen):
     reduction_factor: float = Field(default=4, gt=1)
 
 
-class FaultTolerance(_Frozen):
-    max_failures: int = Field(default=2, ge=-1)  # retries per trial; -1: without end
-    checkpoint_every: int = Field(default=1, ge=1)  # epochs between checkpoints
-
-
-class Synthetic(_Frozen):
-    num_train: int = Field(default=512, ge=1)
-    num_test: int = Field(default=256, ge=1)
-    image_size: int = Field(default=32, ge=4)
-    channels: int = Field(default=3, ge=1)
-    num_classes: int = Field(default=10, ge=2)
-
-
-class ModelOptions(_Frozen):
-    stride_in: Literal["first_1x1", "3x3"] = "first_1x1"
-    zero_init_residual: bool = False
+_NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
 
 
 class SweepSpec(_Frozen):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    name: _NAME
     dataset: Dataset
     data_dir: str | None = None
     model: ModelFamily
@@ -191,6 +211,7 @@ class SweepSpec(_Frozen):
     fault_tolerance: FaultTolerance = FaultTolerance()
     synthetic: Synthetic | None = None
     model_options: ModelOptions = ModelOptions()
+    loggers: list[Logger] = []  # mirrors of the results in trackers, through Ray Tune's callbacks
 
     @property
     def metric(self) -> str:
@@ -214,32 +235,14 @@ class SweepSpec(_Frozen):
         return len(self.points()) * self.search.num_samples
 
     def base_config(self) -> dict[str, Any]:
-        """The flat trial config (internal contract) without the grid axes."""
-        t = self.train
-        warm = t.warmup is not None and t.warmup.depths is None
-        config = {
-            "dataset": self.dataset,
-            "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
-            "model": self.model,
-            "epochs": t.epochs,
-            "batch_size": t.batch_size,
-            "lr": t.lr,
-            "momentum": t.momentum,
-            "weight_decay": t.weight_decay,
-            "lr_milestones": list(t.lr_milestones),
-            "warmup_lr": t.warmup.lr if warm else None,
-            "warmup_until_train_err": t.warmup.until_train_err if warm else None,
-            "augment": t.augment,
-            "val_size": t.val_size,
-            "max_train_samples": t.max_train_samples,
-            "probes_every": self.probes.every,
-            "checkpoint_every": self.fault_tolerance.checkpoint_every,
-            "stride_in": self.model_options.stride_in,
-            "zero_init_residual": self.model_options.zero_init_residual,
-        }
-        if self.dataset == "synthetic":
-            config["synthetic"] = (self.synthetic or Synthetic()).model_dump()
-        return config
+        """The flat trial config (resweep.config.TrialConfig's dict) without the grid axes, and without
+        the warm-up where it depends on the depth (`depth_overrides`)."""
+        values = {f: self._file_value(f) for f in _FIELDS if f not in AXES}
+        values["data_dir"] = str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None
+        values["synthetic"] = (self.synthetic or Synthetic()) if self.dataset == "synthetic" else None
+        if self.train.warmup is not None and self.train.warmup.depths is not None:
+            values.update(dict.fromkeys(_WARMUP_FIELDS))
+        return {k: v for k, v in TrialConfig(**values).as_dict().items() if k not in AXES}
 
     def depth_overrides(self, depth: int) -> dict[str, Any]:
         """Config values that depend on the depth (the warm-up when it is limited to some)."""
@@ -247,11 +250,21 @@ class SweepSpec(_Frozen):
         if w is None or w.depths is None:
             return {}
         on = depth in w.depths
-        return {"warmup_lr": w.lr if on else None, "warmup_until_train_err": w.until_train_err if on else None}
+        return {f: self._file_value(f) if on else None for f in _WARMUP_FIELDS}
 
     def trial_config(self, point: dict[str, Any]) -> dict[str, Any]:
         """The full flat config of one grid point."""
         return {**self.base_config(), **point, **self.depth_overrides(point["depth"])}
+
+    def _file_value(self, field: str) -> Any:
+        """The value this file gives the TrialConfig field `field` (None under an absent section)."""
+        value: Any = self
+        for part in file_key(field).split("."):
+            value = getattr(value, part, None)
+        return value
+
+
+_WARMUP_FIELDS = [f for f in _FIELDS if file_key(f).startswith("train.warmup.")]
 
 
 def grid_points(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -277,22 +290,37 @@ def problem(source: str, key: str, what: str) -> str:
     return f"{source}: {key}: {what}" if key else f"{source}: {what}"
 
 
-def load_spec(path: str | os.PathLike) -> tuple[SweepSpec, str]:
-    """Read and validate a sweep file; returns the spec and the file's text."""
+def load_spec(path: str | os.PathLike, *, max_trials: int | None = 100_000) -> tuple[SweepSpec, str]:
+    """Read and validate a sweep file (at most `max_trials` trials); returns the spec and the
+    file's text."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecError([problem(str(path), "", f"not UTF-8 text (line {line}: byte {exc.start} is {data[exc.start:exc.start + 1]!r}); "
+                                                 "save the sweep file as UTF-8 YAML")]) from None  # fmt: skip
+    except IsADirectoryError:
+        raise SpecError([problem(str(path), "", "is a directory (give the path of a sweep YAML file)")]) from None
     except FileNotFoundError:
         raise SpecError([problem(str(path), "", "no such file (give the path of a sweep YAML file)")]) from None
     except OSError as exc:
         raise SpecError([problem(str(path), "", f"cannot read it ({exc.strerror})")]) from None
-    return parse_spec(text, str(path)), text
+    return parse_spec(text, str(path), max_trials=max_trials), text
 
 
-def parse_spec(text: str, source: str = "<sweep>") -> SweepSpec:
-    """Validate a sweep file's text; raises SpecError listing every problem."""
+def parse_spec(text: str, source: str = "<sweep>", *, max_trials: int | None = 100_000) -> SweepSpec:
+    """Validate a sweep file's text; raises SpecError listing every problem.
+
+    A document whose aliases expand to more than MAX_NODES values is refused before anything
+    walks it (an alias bomb: a few lines that expand to gigabytes). With `max_trials`, a grid of
+    more trials than that is refused (see `trial_count`) before any of its points is made.
+    """
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+        raw = _load_bounded(text, source)
+    except RecursionError:
+        raise SpecError([problem(source, "", "nested too deeply to be a sweep file")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}" if mark else ""
@@ -302,11 +330,17 @@ def parse_spec(text: str, source: str = "<sweep>") -> SweepSpec:
     if not isinstance(raw, dict):
         keys = ", ".join(SweepSpec.model_fields)
         raise SpecError([problem(source, "", f"must be a mapping of keys (allowed: {keys})")])
+    if max_trials is not None:
+        count = trial_count(raw)
+        if count is not None and count > max_trials:
+            raise SpecError([problem(source, "grid", f"{count:,} trials is more than the cap of {max_trials:,} "
+                                                     "(allowed: a smaller grid or num_samples, or --max-trials N "
+                                                     "to raise the cap)")])  # fmt: skip
 
     problems: list[str] = []
     spec = None
     try:
-        spec = SweepSpec.model_validate(raw)
+        spec = SweepSpec.model_validate(raw, strict=True)  # strict in sections from resweep.config too
     except ValidationError as exc:
         problems += [problem(source, _key(e["loc"]), _what(e)) for e in exc.errors()]
     problems += [problem(source, key, what) for key, what in _consistency(raw)]
@@ -314,6 +348,102 @@ def parse_spec(text: str, source: str = "<sweep>") -> SweepSpec:
         raise SpecError(list(dict.fromkeys(problems)))
     assert spec is not None
     return spec
+
+
+MAX_NODES = 100_000  # values in a sweep file once its aliases are expanded (real files: < 1,000)
+DEFAULT_MAX_TRIALS = 100_000  # launch --max-trials raises it
+
+
+def _load_bounded(text: str, source: str) -> Any:
+    """yaml.load with the unique-key loader, refusing documents that expand past MAX_NODES."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_NODES:
+            raise SpecError([problem(source, "", f"expands to more than {MAX_NODES:,} values through its aliases "
+                                                 "(&anchor / *alias); write the values out, without nesting aliases")])  # fmt: skip
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for with every alias expanded; counted once per distinct
+    node (aliases share nodes), so a bomb is measured without being expanded. Capped at
+    MAX_NODES + 1, so a recursive alias counts as too big."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    sizes[key] = MAX_NODES + 1  # in progress: a node that contains itself is too big
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        size = 1
+    sizes[key] = min(size, MAX_NODES + 1)
+    return sizes[key]
+
+
+def trial_count(raw: dict) -> int | None:
+    """How many trials a sweep file's grid makes, worked out from its axes' lengths (no point is
+    made); None when the grid is malformed (validation says so)."""
+    grid = raw.get("grid")
+    search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+    samples = search.get("num_samples", 1)
+    if not isinstance(grid, dict) or not isinstance(samples, int):
+        return None
+    if search.get("algorithm") == "optuna":
+        return samples
+    count = samples
+    for axis in AXES:
+        values = grid.get(axis, Grid.model_fields[axis].default)
+        if not isinstance(values, list):
+            return None
+        count *= len(values)
+    return count
+
+
+def rename(text: str, source: str, new_name: str) -> tuple[SweepSpec, str]:
+    """The sweep file's spec and text under `new_name` (launch --new-name).
+
+    The name is validated as a name first. The text changes only at the span PyYAML's parser
+    gives for the top-level `name` value, which becomes the name as a double-quoted YAML string;
+    comments and everything else stay byte for byte, and the result is parsed again.
+    """
+    try:
+        _adapter(_NAME).validate_python(new_name)
+    except ValidationError:
+        raise UserError(f"--new-name {_shown(new_name)}: not a usable sweep name (allowed: letters, digits, '.', "
+                        "'_', '-', not starting with . _ -, at most 100 characters)") from None  # fmt: skip
+    loader = _UniqueKeyLoader(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    value = next((v for k, v in getattr(root, "value", ()) if isinstance(k, yaml.ScalarNode) and k.value == "name"), None)
+    if value is None:
+        raise UserError(f"{source}: name: missing (this key is required)")
+    start, end = value.start_mark.index, value.end_mark.index
+    new_text = f'{text[:start]}"{new_name}"{text[end:]}'
+    spec = parse_spec(new_text, f"{source} (--new-name)", max_trials=None)
+    assert spec.name == new_name, (spec.name, new_name)
+    return spec, new_text
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 8
+_REPR.maxlevel = 2
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: repr, bounded (a value may be huge or deep)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 # --- consistency: rules that span keys, checked on whatever parts of the file are well formed ---
@@ -335,7 +465,7 @@ def _consistency(raw: dict) -> list[tuple[str, str]]:
         if not ex.model_dump(exclude_none=True):
             out.append((f"grid.exclude[{i}]", "empty (allowed: some of depth, block, shortcut, seed)"))
         elif full and not any(ex.matches(p) for p in full):
-            out.append((f"grid.exclude[{i}]", f"{ex.model_dump(exclude_none=True)} matches no grid point"))
+            out.append((f"grid.exclude[{i}]", f"{_shown(ex.model_dump(exclude_none=True))} matches no grid point"))
     points = grid_points({**grid, "exclude": [ex for _, ex in excludes]}) if full else []
     if full and not points:
         out.append(("grid.exclude", "leaves no grid point to run"))
@@ -358,13 +488,24 @@ def _consistency(raw: dict) -> list[tuple[str, str]]:
 
     milestones = _get(raw, "train.lr_milestones", list[int])
     if milestones and epochs and any(m < 1 or m > epochs for m in milestones):
-        out.append(("train.lr_milestones", f"{milestones} (allowed: epochs from 1 to train.epochs = {epochs})"))
+        out.append(("train.lr_milestones", f"{_shown(milestones)} (allowed: epochs from 1 to train.epochs = {epochs})"))
     elif milestones and milestones != sorted(set(milestones)):
-        out.append(("train.lr_milestones", f"{milestones} (allowed: strictly increasing epochs)"))
+        out.append(("train.lr_milestones", f"{_shown(milestones)} (allowed: strictly increasing epochs)"))
+    momentum = _get(raw, "train.momentum", float)
+    if _get(raw, "train.nesterov", bool) and momentum is not None and momentum <= 0:
+        out.append(("train.nesterov", f"true needs a momentum above 0 (train.momentum is {momentum}; "
+                                      "allowed: nesterov false, or momentum > 0)"))
     warm_depths = _get(raw, "train.warmup.depths", list[int])
     if warm_depths and grid["depth"] and not set(warm_depths) <= set(grid["depth"]):
         missing = sorted(set(warm_depths) - set(grid["depth"]))
-        out.append(("train.warmup.depths", f"{missing} not in grid.depth (allowed: {grid['depth']})"))
+        out.append(("train.warmup.depths", f"{_shown(missing)} not in grid.depth (allowed: {_shown(grid['depth'])})"))
+
+    if _get(raw, "model_options.zero_init_residual", bool):
+        preact = sorted({b for b in grid["block"] if b.startswith("preact")})
+        if preact:
+            out.append(("model_options.zero_init_residual",
+                        f"zeroes the last BN of each residual branch, and {', '.join(preact)} units end in a "
+                        "conv (allowed: false with pre-activation blocks)"))
 
     space = _get(raw, "search.space", dict) or {}
     for name, value in space.items():
@@ -380,6 +521,11 @@ def _consistency(raw: dict) -> list[tuple[str, str]]:
     grace = _get(raw, "scheduler.grace_period", int)
     if grace and epochs and grace > epochs:
         out.append(("scheduler.grace_period", f"{grace} is more than train.epochs (allowed: 1 to {epochs})"))
+    for i, name in enumerate(_get(raw, "loggers", list) or []):
+        package = LOGGER_PACKAGES.get(name) if isinstance(name, str) else None
+        if package and importlib.util.find_spec(package) is None:
+            out.append((f"loggers[{i}]", f"{name} needs the {package} package, which is not installed "
+                                         f"(pip install -e \".[{name}]\", or remove it from loggers)"))
     gpu = _get(raw, "resources.gpu", float)
     if gpu and gpu > 1 and gpu != int(gpu):
         out.append(("resources.gpu", f"{gpu} (allowed: a share below 1, or whole GPUs)"))
@@ -396,7 +542,7 @@ def _distribution_problems(key: str, name: str, d: Distribution) -> list[tuple[s
         return [(f"{key}.{kind}", "batch_size is a whole number (allowed: int_uniform, choice)")]
     if kind == "choice":
         if name == "batch_size" and any(v != int(v) or v < 1 for v in values):
-            return [(f"{key}.choice", f"{values} (allowed: positive whole numbers)")]
+            return [(f"{key}.choice", f"{_shown(values)} (allowed: positive whole numbers)")]
         return []
     lo, hi = values
     if lo >= hi:
@@ -492,17 +638,17 @@ def _what(e: dict) -> str:
         return "missing (this key is required)"
     if kind == "literal_error":
         allowed = ", ".join(re.findall(r"'([^']*)'", ctx.get("expected", "")))
-        return f"{value!r} is not allowed (allowed: {allowed})"
+        return f"{_shown(value)} is not allowed (allowed: {allowed})"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         base = kind.split("_")[0]
         if kind in ("model_type", "model_attributes_type", "dict_type") and isinstance(_model_at(loc), type):
             keys = ", ".join(_model_at(loc).model_fields)
-            return f"expected a mapping, got {value!r} (allowed keys: {keys})"
-        return f"expected {_TYPE_WORDS.get(base, base)}, got {value!r}"
+            return f"expected a mapping, got {_shown(value)} (allowed keys: {keys})"
+        return f"expected {_TYPE_WORDS.get(base, base)}, got {_shown(value)}"
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<", "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values()))
-        return f"{value!r} is out of range (allowed: {op} {bound})"
+        return f"{_shown(value)} is out of range (allowed: {op} {bound})"
     if kind == "too_short":
         if ctx.get("min_length") == 1:
             return "empty (allowed: a list of at least one value)"
@@ -510,10 +656,10 @@ def _what(e: dict) -> str:
     if kind == "too_long":
         return f"has {ctx.get('actual_length')} values (allowed: at most {ctx.get('max_length')})"
     if kind == "string_pattern_mismatch":
-        return f"{value!r} is not a usable name (allowed: letters, digits, '.', '_', '-'; not starting with . _ -)"
+        return f"{_shown(value)} is not a usable name (allowed: letters, digits, '.', '_', '-'; not starting with . _ -)"
     if kind == "string_too_long":
         return f"too long (allowed: at most {ctx.get('max_length')} characters)"
-    return e["msg"]
+    return e["msg"][:200]
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -525,6 +671,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark)
+                    None, None, f"key {_shown(key)} is given twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)

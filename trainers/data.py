@@ -15,24 +15,26 @@ Datasets:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from orchestrator.errors import UserError
+from resweep.config import Dataset, Synthetic
+from resweep.errors import UserError
 
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+DATASETS = get_args(Dataset)
 DEFAULT_DATA_DIR = "~/.cache/resweep"
 DIGITS_TEST_SIZE = 360  # of 1,797 images; stratified, random_state 0: the same split for every trial
 SPLIT_SEED = 0  # the validation hold-out and synthetic data do not vary with the trial's seed
-SYNTHETIC_DEFAULTS = {"num_train": 1024, "num_test": 256, "image_size": 32, "channels": 3, "num_classes": 10}
 
 
 class DatasetUnavailable(UserError):
@@ -94,7 +96,7 @@ def load_data(
         train_x, train_y, test_x, test_y, num_classes = _load_digits()
         aug = Augment(pad=1, flip=False)  # 8x8 images: a 1-pixel shift; a mirrored digit is another glyph
     elif dataset == "synthetic":
-        spec = {**SYNTHETIC_DEFAULTS, **(synthetic or {})}
+        spec = Synthetic.model_validate(synthetic or {}).model_dump()  # its defaults filled in
         train_x, train_y, test_x, test_y, num_classes = make_synthetic(**spec)
         aug = Augment(pad=max(1, spec["image_size"] // 8), flip=True)
     else:
@@ -125,6 +127,40 @@ def load_data(
         augment=aug if augment else None,
         mean=mean.to(device),
     )
+
+
+_cache: dict[str, Data] = {}  # one dataset per process: a reused Ray worker keeps it for its next trial
+
+
+def cached_data(
+    dataset: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    val_size: int = 0,
+    max_train_samples: int | None = None,
+    augment: bool = True,
+    synthetic: dict | None = None,
+    device: str | torch.device = "cpu",
+) -> Data:
+    """`load_data`, loaded once per process for the same arguments (the trainable's entry point).
+
+    A Ray worker that Tune reuses for the next trial finds the dataset already in memory (and on
+    the GPU) instead of reading, splitting and moving it again. One entry only, dropped before a
+    different dataset is loaded, so a worker never holds two. The splits are shared between the
+    trials of the process: nothing in the trainers writes into them (batches are gathered copies).
+    """
+    key = json.dumps(
+        [dataset, str(_data_dir(data_dir)), val_size, max_train_samples, augment, synthetic, str(torch.device(device))],
+        sort_keys=True,
+        default=str,
+    )
+    if key not in _cache:
+        _cache.clear()
+        _cache[key] = load_data(
+            dataset, data_dir, val_size=val_size, max_train_samples=max_train_samples, augment=augment,
+            synthetic=synthetic, device=device,
+        )  # fmt: skip
+    return _cache[key]
 
 
 class Batches:
@@ -238,16 +274,22 @@ def cifar_files(dataset: str) -> list[str]:
     return [f"{cls.base_folder}/{name}" for name in names]
 
 
-def ensure_dataset(dataset: str, data_dir: str | os.PathLike | None = None, *, download: bool = True) -> None:
+def ensure_dataset(
+    dataset: str, data_dir: str | os.PathLike | None = None, *, download: bool = True, verify: bool = False
+) -> None:
     """Make sure `dataset` can be loaded, downloading it if allowed; DatasetUnavailable if not.
 
     Meant for the driver, once, before trials start (so that trials never race to download).
+    With `verify`, files that are all there are also loaded once (checksums, unpickling), so
+    corrupt files are told before Ray starts rather than by every trial.
     """
     if dataset not in ("cifar10", "cifar100"):
         return  # digits ships with scikit-learn; synthetic is made on the spot
     root = _data_dir(data_dir)
     missing = [f for f in cifar_files(dataset) if not (root / f).is_file()]
     if not missing:
+        if verify:
+            _check_loads(dataset, root)
         return
     cls = _cifar_class(dataset)
     why = "downloading is off" if not download else ""
@@ -263,6 +305,18 @@ def ensure_dataset(dataset: str, data_dir: str | os.PathLike | None = None, *, d
         f"put the extracted {cls.filename} there (a folder {cls.base_folder}/ with "
         f"{', '.join(f.split('/')[1] for f in cifar_files(dataset))}), from {cls.url}"
     )
+
+
+def _check_loads(dataset: str, root: Path) -> None:
+    cls = _cifar_class(dataset)
+    try:
+        cls(root=str(root), train=True), cls(root=str(root), train=False)
+    except Exception as e:  # torchvision's checksum test, or a file that does not unpickle
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise DatasetUnavailable(
+            f"data_dir {root}: {dataset} files under {cls.base_folder}/ are corrupted ({first}); "
+            f"delete that folder so they are downloaded again, or put intact files from {cls.url} there"
+        ) from None
 
 
 def _load_cifar(dataset: str, root: Path, download: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:

@@ -1,77 +1,99 @@
 """Training and evaluation, one epoch at a time, with the paper's recipe.
 
 SGD with momentum and weight decay; the learning rate divided by 10 at given epochs; optionally a
-warm-up at a lower rate until the training error falls below a threshold (the paper's ResNet-110
-recipe: 0.01 until training error < 80%, then back to 0.1). On CUDA the forward pass runs under bf16
-autocast and the model and batches are channels_last.
+warm-up at a lower rate (the paper's ResNet-110 recipe: 0.01 "until the training error is below 80%
+(about 400 iterations)", then back to 0.1).
 
-Iterating a :class:`Loop` yields one flat dict of metrics per epoch.
+The warm-up is decided per iteration: after each training batch the running training error (over
+the last WARMUP_WINDOW batches, fewer at the start) is compared with the threshold, and the warm-up
+ends at the first iteration where it is below, or after `warmup_max_iterations` iterations at the
+latest. From the next batch on the lr is the schedule's. The epoch in which it ends reports
+`warmup_iterations`: how many iterations the warm-up lasted (= the cap when the cap ended it).
+
+Precision: "fp32" is the paper's arithmetic: no autocast, and on CUDA TF32 is switched off too (it
+is on by default for cuDNN convolutions, a 10-bit mantissa). "bf16" runs the forward passes
+(training, evaluation, probes) under bf16 autocast, with the model and batches channels_last on CUDA
+(on a CPU autocast works as well, without channels_last).
+
+Iterating a :class:`Loop` yields one flat dict of metrics per epoch; its `lr` is the lr of the
+epoch's last iteration.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from resweep.config import TrialConfig
 from trainers.data import Batches, Data, Split
 
-
-@dataclass(frozen=True)
-class LoopConfig:
-    epochs: int
-    batch_size: int = 128
-    lr: float = 0.1  # per batch of batch_size, before warm-up and milestones
-    momentum: float = 0.9
-    weight_decay: float = 1e-4  # on every parameter, BN's included, as in the paper
-    lr_milestones: tuple[int, ...] = ()  # after this many epochs the lr is divided by 10, at each
-    warmup_lr: float | None = None  # lr while warming up; None: no warm-up
-    warmup_until_train_err: float | None = None  # warm-up ends after an epoch whose train_err is below this
-    eval_batch_size: int = 512
+EVAL_BATCH_SIZE = 512  # images per evaluation batch (no gradients: as many as memory likes)
+WARMUP_WINDOW = 20  # iterations the running training error of the warm-up is taken over
 
 
 class LrSchedule:
-    """The learning rate of each epoch: milestone decay, preceded by the optional warm-up."""
+    """The learning rate: milestone decay by epoch, preceded by the optional warm-up, which is
+    decided per iteration by :meth:`step`."""
 
-    def __init__(self, cfg: LoopConfig) -> None:
+    def __init__(self, cfg: TrialConfig) -> None:
         self.cfg = cfg
         self.warming = cfg.warmup_lr is not None and cfg.warmup_until_train_err is not None
+        self.iterations = 0  # warm-up iterations done
+        self.window: deque[tuple[int, int]] = deque(maxlen=WARMUP_WINDOW)  # (wrong, seen) per batch
 
     def lr(self, epoch: int) -> float:
-        """The lr of the epoch that follows `epoch` completed epochs."""
+        """The lr now, in the epoch that follows `epoch` completed epochs."""
         if self.warming:
             return self.cfg.warmup_lr
         return self.cfg.lr * 0.1 ** sum(epoch >= m for m in self.cfg.lr_milestones)
 
-    def update(self, train_err: float) -> None:
-        """Called after each epoch with its training error: ends the warm-up once it is low enough."""
-        if self.warming and train_err < self.cfg.warmup_until_train_err:
+    @property
+    def running_err(self) -> float:
+        """The training error over the last WARMUP_WINDOW warm-up iterations (NaN before the first)."""
+        seen = sum(n for _, n in self.window)
+        return sum(w for w, _ in self.window) / seen if seen else float("nan")
+
+    def step(self, wrong: int, seen: int) -> bool:
+        """Called after each warm-up iteration with its misclassified and seen counts; True when this
+        iteration ended the warm-up (running error below the threshold, or the cap reached)."""
+        if not self.warming:
+            return False
+        self.iterations += 1
+        self.window.append((int(wrong), int(seen)))
+        cap = self.cfg.warmup_max_iterations
+        if self.running_err < self.cfg.warmup_until_train_err or (cap is not None and self.iterations >= cap):
             self.warming = False
+            return True
+        return False
 
     def state_dict(self) -> dict:
-        return {"warming": self.warming}
+        return {"warming": self.warming, "iterations": self.iterations, "window": list(self.window)}
 
     def load_state_dict(self, state: dict) -> None:
         self.warming = state["warming"]
+        self.iterations = state.get("iterations", 0)  # checkpoints of epoch-decided warm-ups lack these
+        self.window = deque((tuple(w) for w in state.get("window", [])), maxlen=WARMUP_WINDOW)
 
 
 class Loop:
     """One model trained on one dataset. `for metrics in loop:` runs the remaining epochs.
 
-    `amp` (bf16 autocast) and `channels_last` default to on for CUDA, off elsewhere. `generator`
-    drives shuffling and augmentation and must live where the data does.
+    `amp` (bf16 autocast) defaults to `cfg.precision == "bf16"`, `channels_last` to amp on CUDA; both
+    can be forced (benchmarks do). `generator` drives shuffling and augmentation and must live where
+    the data does.
     """
 
     def __init__(
         self,
         model: nn.Module,
         data: Data,
-        cfg: LoopConfig,
+        cfg: TrialConfig,
         *,
         generator: torch.Generator,
         device: str | torch.device | None = None,
@@ -80,15 +102,20 @@ class Loop:
     ) -> None:
         self.device = torch.device(device) if device is not None else data.train.x.device
         cuda = self.device.type == "cuda"
-        self.amp = cuda if amp is None else amp
-        self.memory_format = torch.channels_last if (cuda if channels_last is None else channels_last) else None
+        self.amp = cfg.precision == "bf16" if amp is None else amp
+        self.memory_format = torch.channels_last if (cuda and self.amp if channels_last is None else channels_last) else None
+        if cuda:
+            # TF32 (on by default for cuDNN convolutions) is not fp32: off unless bf16 was asked for.
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = self.amp
         self.model = model.to(self.device, memory_format=self.memory_format or torch.contiguous_format)
         self.data, self.cfg, self.generator = data, cfg, generator
         self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            nesterov=cfg.nesterov,
         )
         self.schedule = LrSchedule(cfg)
         self.epoch = 0  # epochs completed
+        self.last_lr = cfg.lr  # the lr of the latest iteration
         self.train_batches = Batches(
             data.train, cfg.batch_size, shuffle=True, augment=data.augment, generator=generator, device=self.device
         )
@@ -100,23 +127,33 @@ class Loop:
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch, evaluate, advance the schedule; the epoch's metrics."""
         start = time.perf_counter()
-        lr = self.schedule.lr(self.epoch)
-        train_loss, train_err, train_s = self.train_epoch(lr)
+        warm_before = self.schedule.iterations
+        train_loss, train_err, train_s = self.train_epoch()
+        lr = self.last_lr
         metrics = {"train_loss": train_loss, "train_err": train_err}
         metrics["test_loss"], metrics["test_err"] = self.evaluate(self.data.test)
         if self.data.val is not None:
             metrics["val_loss"], metrics["val_err"] = self.evaluate(self.data.val)
         self.epoch += 1
-        self.schedule.update(train_err)
         metrics["lr"] = lr
+        if self.schedule.iterations > warm_before and not self.schedule.warming:
+            metrics["warmup_iterations"] = self.schedule.iterations
         metrics["epoch_time_s"] = time.perf_counter() - start
         metrics["images_per_s"] = len(self.data.train) / train_s
         return metrics
 
-    def train_epoch(self, lr: float) -> tuple[float, float, float]:
-        """One pass over the shuffled, augmented training set at `lr`: (loss, error, seconds)."""
+    def _set_lr(self) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.schedule.lr(self.epoch)
+
+    def train_epoch(self, lr: float | None = None) -> tuple[float, float, float]:
+        """One pass over the shuffled, augmented training set at the schedule's lr (or at a fixed
+        `lr`, as benchmarks time it): (loss, error, seconds)."""
+        if lr is None:
+            self._set_lr()
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         self.model.train()
         start = time.perf_counter()
         # Sums stay on the device so that no batch waits for the host.
@@ -130,9 +167,14 @@ class Loop:
                 loss = F.cross_entropy(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.last_lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             loss_sum += loss.detach() * len(y)
-            wrong += (logits.argmax(1) != y).sum()
+            batch_wrong = (logits.argmax(1) != y).sum()
+            wrong += batch_wrong
+            if self.schedule.warming:  # waits for the device, but only for the warm-up's few hundred batches
+                if self.schedule.step(batch_wrong.item(), len(y)):
+                    self._set_lr()
         n = len(self.data.train)
         loss_mean, err = loss_sum.item() / n, wrong.item() / n  # .item() waits for the device
         return loss_mean, err, time.perf_counter() - start
@@ -152,7 +194,7 @@ class Loop:
 
     def eval_batches(self, split: Split) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`split` in order, in eval-sized batches, as the model wants them."""
-        for x, y in Batches(split, self.cfg.eval_batch_size, device=self.device):
+        for x, y in Batches(split, EVAL_BATCH_SIZE, device=self.device):
             if self.memory_format is not None:
                 x = x.contiguous(memory_format=self.memory_format)
             yield x, y

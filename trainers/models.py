@@ -1,4 +1,5 @@
-"""The residual-network family of He et al., "Deep Residual Learning for Image Recognition" (2016).
+"""The residual-network family of He et al., "Deep Residual Learning for Image Recognition" (2016),
+and the pre-activation units of He et al., "Identity Mappings in Deep Residual Networks" (ECCV 2016).
 
 One entry point, :func:`build_model`. Two layouts:
 
@@ -10,6 +11,13 @@ One entry point, :func:`build_model`. Two layouts:
 Shortcuts (the paper's Sec. 3.3 and Table 3): ``none`` is a plain net, with no addition at all;
 ``A`` is the identity, subsampled and zero-padded where the shape changes (no parameters); ``B`` is
 the identity except a 1x1 conv + BN projection where the shape changes; ``C`` projects on every block.
+
+Pre-activation units (``preact``: two 3x3 convs, 6n+2; ``preact_bottleneck``: 1x1, 3x3, 1x1, 9n+2;
+CIFAR layout only) order each branch BN-ReLU-conv and add nothing after the addition: the output of a
+unit is `shortcut(x) + branch(x)`, not its ReLU. The stem is the bare 3x3 conv (the first unit's BN-ReLU
+normalises it) and one final BN-ReLU comes before the pooling (ECCV 2016 Fig. 4(e) and its code,
+github.com/KaimingHe/resnet-1k-layers). A projection shortcut (B, C) is a bare 1x1 conv of the
+pre-activated input, as there; A and the identity take the unit's input itself.
 
 Parameter counts this module must produce (``python -m trainers.models`` checks them):
 
@@ -25,29 +33,32 @@ Parameter counts this module must produce (``python -m trainers.models`` checks 
     imagenet     50  bottleneck  B          25,557,032
     imagenet    101  bottleneck  B          44,549,160
     imagenet    152  bottleneck  B          60,192,808
+    cifar       110  preact             B    1,730,522   (ECCV 2016 Table 4: 1.7M)
+    cifar       164  bottleneck         B    1,704,154   (ECCV 2016 Table 4: 1.7M)
+    cifar       164  preact_bottleneck  B    1,703,258   (ECCV 2016 Table 4: 1.7M)
+    cifar      1001  bottleneck         B   10,328,602   (ECCV 2016 Table 4: 10.2M)
+    cifar      1001  preact_bottleneck  B   10,327,706   (ECCV 2016 Table 4: 10.2M)
 
-(all with 10 classes for cifar and 1,000 for imagenet; the imagenet ones equal torchvision's).
+(all with 10 classes for cifar and 1,000 for imagenet; the imagenet ones equal torchvision's). The
+ECCV paper gives its counts in millions to one decimal (PAPER_MILLIONS), and they are counts WITHOUT
+BN's scales and shifts: ResNet-1001 has 10,178,490 conv and fc weights (10.2M, the paper's figure) and
+10.33M parameters in all. The CVPR paper's 19.4M for ResNet-1202 counts them (19,421,274; without
+them 19.33M). The check compares each ECCV row's :func:`count_weights`, rounded, with the paper's.
 """
 
 from __future__ import annotations
+
+from typing import get_args
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-MODELS = ("cifar", "imagenet")
-BLOCKS = ("basic", "bottleneck")
-SHORTCUTS = ("none", "A", "B", "C")
-STRIDE_IN = ("first_1x1", "3x3")
+from resweep.config import Block, ModelFamily, Shortcut, StrideIn
+from resweep.paper import PREACT_BLOCKS, stage_units  # each family's depth rules live there
 
-IMAGENET_LAYERS = {
-    18: ("basic", [2, 2, 2, 2]),
-    34: ("basic", [3, 4, 6, 3]),
-    50: ("bottleneck", [3, 4, 6, 3]),
-    101: ("bottleneck", [3, 4, 23, 3]),
-    152: ("bottleneck", [3, 8, 36, 3]),
-}
+MODELS, BLOCKS, SHORTCUTS, STRIDE_IN = (get_args(t) for t in (ModelFamily, Block, Shortcut, StrideIn))
 
 # (model, depth, block, shortcut, num_classes, params): the table in the module docstring.
 EXPECTED_PARAMS = [
@@ -62,7 +73,16 @@ EXPECTED_PARAMS = [
     ("imagenet", 50, "bottleneck", "B", 1000, 25_557_032),
     ("imagenet", 101, "bottleneck", "B", 1000, 44_549_160),
     ("imagenet", 152, "bottleneck", "B", 1000, 60_192_808),
+    ("cifar", 110, "preact", "B", 10, 1_730_522),
+    ("cifar", 164, "bottleneck", "B", 10, 1_704_154),
+    ("cifar", 164, "preact_bottleneck", "B", 10, 1_703_258),
+    ("cifar", 1001, "bottleneck", "B", 10, 10_328_602),
+    ("cifar", 1001, "preact_bottleneck", "B", 10, 10_327_706),
 ]
+
+# (depth, block) -> parameters in millions as He et al., ECCV 2016, Table 4 prints them (CIFAR-10).
+PAPER_MILLIONS = {(110, "preact"): 1.7, (164, "bottleneck"): 1.7, (164, "preact_bottleneck"): 1.7,
+                  (1001, "bottleneck"): 10.2, (1001, "preact_bottleneck"): 10.2}
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -158,6 +178,123 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
+class Response(nn.Identity):
+    """Marks a residual branch's last conv output (no BN follows it in a pre-activation unit), so the
+    layer probes (trainers/probes.py) read the response there; computes nothing."""
+
+
+def _preact_shortcut(kind: str, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """A pre-activation unit's shortcut: as `_shortcut`, but a projection is a bare 1x1 conv."""
+    if kind == "C" or (kind == "B" and not (stride == 1 and in_planes == out_planes)):
+        return conv1x1(in_planes, out_planes, stride)
+    return _shortcut(kind, in_planes, out_planes, stride)
+
+
+class PreActBlock(nn.Module):
+    """BN-ReLU-3x3 conv, BN-ReLU-3x3 conv, then the addition and nothing after it (ECCV 2016 Fig. 1b).
+
+    Modules are registered in forward order (bn1, conv1, bn2, conv2, response) because the probes
+    pair each 3x3 conv with the module registered after it; the ReLUs are functional for the same reason.
+    """
+
+    expansion: int = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, stride_in: str) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.response = Response()
+        self.shortcut = _preact_shortcut(shortcut, in_planes, planes, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = F.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.response(self.conv2(F.relu(self.bn2(out))))
+        return _preact_add(self, x, pre, out)
+
+
+class PreActBottleneck(nn.Module):
+    """BN-ReLU-1x1 conv (reduce), BN-ReLU-3x3 conv, BN-ReLU-1x1 conv (restore, 4x), then the addition.
+
+    The stride sits where `stride_in` says, as in :class:`Bottleneck`.
+    """
+
+    expansion: int = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, stride_in: str) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in == "first_1x1" else (1, stride)
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv1x1(in_planes, planes, stride_1x1)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride_3x3)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, out_planes)
+        self.shortcut = _preact_shortcut(shortcut, in_planes, out_planes, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = F.relu(self.bn1(x))
+        out = self.conv1(pre)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return _preact_add(self, x, pre, out)
+
+
+def _preact_add(unit: PreActBlock | PreActBottleneck, x: Tensor, pre: Tensor, out: Tensor) -> Tensor:
+    """The unit's output: its branch plus its shortcut, of the pre-activated input where it projects."""
+    if unit.shortcut is None:
+        return out
+    if isinstance(unit.shortcut, nn.Conv2d):
+        return out + unit.shortcut(pre)
+    return out + unit.shortcut(x)
+
+
+class PreActResNet(nn.Module):
+    """CIFAR layout with pre-activation units: a bare 3x3 stem conv, three stages, BN-ReLU, pooling, fc."""
+
+    def __init__(
+        self,
+        block: type[PreActBlock | PreActBottleneck],
+        layers: list[int],
+        widths: list[int],
+        *,
+        shortcut: str,
+        num_classes: int,
+        in_channels: int,
+        stride_in: str,
+    ) -> None:
+        super().__init__()
+        self.in_planes = widths[0]
+        self.conv1 = conv3x3(in_channels, widths[0])  # normalised by the first unit's bn1
+        for i, (blocks, width) in enumerate(zip(layers, widths)):
+            stride = 1 if i == 0 else 2
+            units = []
+            for j in range(blocks):
+                units.append(block(self.in_planes, width, stride if j == 0 else 1, shortcut, stride_in))
+                self.in_planes = width * block.expansion
+            self.add_module(f"layer{i + 1}", nn.Sequential(*units))
+        self.num_stages = len(layers)
+        self.bn = nn.BatchNorm2d(self.in_planes)  # the final BN-ReLU before pooling
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(self.in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
+        x = self.conv1(x)
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        x = F.relu(self.bn(x))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 class ResNet(nn.Module):
     """A stem, one stage (`layer1`, `layer2`, ...) per entry of `layers`, pooling and a linear layer."""
 
@@ -224,22 +361,6 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def _stage_blocks(model: str, depth: int, block: str) -> list[int]:
-    """Blocks per stage for a (model, depth, block), or ValueError naming what is allowed."""
-    if model == "cifar":
-        layers_per_block = 2 if block == "basic" else 3
-        n, rest = divmod(depth - 2, 3 * layers_per_block)
-        if n < 1 or rest:
-            form = "6n+2 (20, 32, 44, 56, 110, ...)" if block == "basic" else "9n+2 (29, 47, 164, ...)"
-            raise ValueError(f"depth {depth} is not a cifar net with {block} blocks: depth must be {form}")
-        return [n, n, n]
-    expected = IMAGENET_LAYERS.get(depth)
-    if expected is None or expected[0] != block:
-        allowed = ", ".join(f"{d} ({b})" for d, (b, _) in IMAGENET_LAYERS.items())
-        raise ValueError(f"imagenet has no {block} net of depth {depth}: allowed depths (block) are {allowed}")
-    return expected[1]
-
-
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
@@ -254,15 +375,31 @@ def build_model(
     in_channels: int = 3,
     stride_in: str = "first_1x1",
     zero_init_residual: bool = False,
-) -> ResNet:
-    """The paper's network for (model, depth, block, shortcut); ValueError for one the family lacks."""
+) -> ResNet | PreActResNet:
+    """The paper's network for (model, depth, block, shortcut); ValueError for one the family lacks.
+
+    `zero_init_residual` zeroes the last BN of each residual branch; a pre-activation branch ends in
+    a conv, not a BN, so it is refused there.
+    """
     _choice("model", model, MODELS)
     _choice("block", block, BLOCKS)
     _choice("shortcut", shortcut, SHORTCUTS)
     _choice("stride_in", stride_in, STRIDE_IN)
     if num_classes < 1 or in_channels < 1:
         raise ValueError(f"num_classes and in_channels must be positive, not {num_classes} and {in_channels}")
-    layers = _stage_blocks(model, depth, block)
+    layers = stage_units(model, depth, block)
+    if block in PREACT_BLOCKS:
+        if zero_init_residual:
+            raise ValueError(f"zero_init_residual needs a BN at the end of each branch; {block} units have none")
+        return PreActResNet(
+            PreActBlock if block == "preact" else PreActBottleneck,
+            layers,
+            [16, 32, 64],
+            shortcut=shortcut,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            stride_in=stride_in,
+        )
     return ResNet(
         BasicBlock if block == "basic" else Bottleneck,
         layers,
@@ -281,15 +418,27 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def count_weights(module: nn.Module) -> int:
+    """Parameters outside BatchNorm layers (conv and fc weights), as the ECCV 2016 paper counts them."""
+    return sum(
+        p.numel() for m in module.modules() if not isinstance(m, nn.BatchNorm2d) for p in m.parameters(recurse=False)
+    )
+
+
 def _check_table() -> int:
     """Build every net of the docstring's table and compare its parameter count; 0 when all match."""
     failures = 0
     for model, depth, block, shortcut, num_classes, expected in EXPECTED_PARAMS:
         for kind in (shortcut, "none") if shortcut == "A" else (shortcut,):
-            got = count_params(build_model(model, depth, block, kind, num_classes))
+            net = build_model(model, depth, block, kind, num_classes)
+            got = count_params(net)
             ok = got == expected
+            paper = PAPER_MILLIONS.get((depth, block)) if model == "cifar" else None
+            if paper is not None and round(count_weights(net) / 1e6, 1) != paper:
+                ok = False
             failures += not ok
-            print(f"{model:9s}{depth:5d}  {block:11s}{kind:5s}{got:>12,d}  {'ok' if ok else f'expected {expected:,d}'}")
+            note = f"  (paper {paper}M)" if paper is not None else ""
+            print(f"{model:9s}{depth:5d}  {block:18s}{kind:5s}{got:>12,d}  {'ok' if ok else f'expected {expected:,d}'}{note}")
     return failures
 
 

@@ -6,7 +6,9 @@ is taken over every element of the response, (N, C, H, W) pooled, as a populatio
 
 The BN that belongs to a 3x3 conv is the module registered right after it (conv1/bn1, conv2/bn2, ...,
 as in this package's and torchvision's blocks); a forward hook on that BN sees exactly the response,
-before the block applies its ReLU or addition. Hooks exist only for the probe pass.
+before the block applies its ReLU or addition. In a pre-activation unit (BN-ReLU-conv) the last conv
+of the branch has no BN after it: a `models.Response` marker registered after it stands in, and its
+response is the branch's output itself, before the addition. Hooks exist only for the probe pass.
 """
 
 from __future__ import annotations
@@ -19,15 +21,20 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from trainers.models import Response
+
 _STAGE = re.compile(r"^layer(\d+)\.")
 
 
-def conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """(module path of each 3x3 conv, the BN that normalises it), in registration order."""
     leaves = [(name, m) for name, m in model.named_modules() if not any(True for _ in m.children())]
     pairs = []
     for (name, m), (_, following) in zip(leaves, leaves[1:] + [("", None)]):
         if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
+            if isinstance(following, Response):
+                pairs.append((name, following))
+                continue
             if not (isinstance(following, nn.BatchNorm2d) and following.num_features == m.out_channels):
                 raise ValueError(f"3x3 conv {name} is not followed by its BatchNorm2d; its response is undefined")
             pairs.append((name, following))

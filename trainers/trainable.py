@@ -1,90 +1,41 @@
 """One trial: a flat config in, one result per epoch out, checkpointed and resumable.
 
-:func:`train_trial` is the Ray Tune function trainable. It is a thin shell around :func:`run_trial`,
+:func:`train_trial` is the Ray Tune function trainable. It is a thin shell around :func:`train`,
 which does the work and talks to the outside only through a :class:`Reporter`: Tune's
-(:class:`TuneReporter`) inside a sweep, :class:`LocalReporter` in tests and benchmarks.
+(:class:`TuneReporter`) inside a sweep, :class:`LocalReporter` in tests and benchmarks. (What a
+sweep's Tuner is given is `trainers.entry.run_trial`, which imports this module in the worker and
+calls `train_trial`.)
 
 Each result is the loop's metrics plus ``epoch`` (1-based, epochs completed) and ``params_count``, and
 on probe epochs (every ``probes_every`` and always the last) ``layer_stats``. A checkpoint (model,
 optimizer, schedule, epoch, every RNG state) goes with the result every ``checkpoint_every`` epochs
-and at the last; a restarted trial resumes after the checkpointed epoch and so repeats none of them.
+and at the last, holding that epoch's result too; a restarted trial reports the checkpointed epoch's
+result again (see trainers.restore.restored_result), then resumes after it and trains none again.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import tempfile
-from dataclasses import asdict, dataclass, fields
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from trainers.data import load_data
-from trainers.loop import Loop, LoopConfig
+from resweep.config import TrialConfig
+from trainers.data import cached_data
+from trainers.loop import Loop
 from trainers.models import build_model, count_params
 from trainers.probes import layer_responses
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FAULT_DIR_ENV = "RESWEEP_TEST_FAULT_DIR"
-
-
-@dataclass(frozen=True)
-class TrialConfig:
-    """The flat trial config: the same keys in the sweep's Tune config and in trials.config."""
-
-    dataset: str = "cifar10"  # cifar10 | cifar100 | digits | synthetic
-    data_dir: str | None = None  # where CIFAR lives or is downloaded to; None: ~/.cache/resweep
-    model: str = "cifar"  # cifar | imagenet
-    depth: int = 20
-    block: str = "basic"  # basic | bottleneck
-    shortcut: str = "A"  # none | A | B | C
-    seed: int = 0  # model init, shuffling and augmentation
-    epochs: int = 164
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_milestones: tuple[int, ...] = (82, 123)  # epochs after which lr /= 10
-    warmup_lr: float | None = None  # lr until train_err < warmup_until_train_err; None: no warm-up
-    warmup_until_train_err: float | None = None
-    augment: bool = True  # pad + random crop (+ flip where it keeps the class)
-    val_size: int = 0  # training images held out for validation
-    max_train_samples: int | None = None  # cap on the training set, for quick looks
-    probes_every: int = 10  # layer_stats every N epochs and at the last; 0: only at the last
-    checkpoint_every: int = 1  # checkpoint every N epochs and at the last; 0: only at the last
-    stride_in: str = "first_1x1"  # a bottleneck's stride in its first 1x1 (paper) or its 3x3 (torchvision)
-    zero_init_residual: bool = False
-    synthetic: dict | None = None  # dataset=synthetic: {num_train, num_test, image_size, channels, num_classes}
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
-        """Fill in defaults; a key this config does not have is a ValueError (a typo would go unseen)."""
-        unknown = sorted(set(config) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown trial config keys {unknown}; known: {sorted(DEFAULTS)}")
-        values = dict(config)
-        if "lr_milestones" in values:
-            values["lr_milestones"] = tuple(values["lr_milestones"] or ())
-        return cls(**values)
-
-    def loop_config(self) -> LoopConfig:
-        return LoopConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            momentum=self.momentum,
-            weight_decay=self.weight_decay,
-            lr_milestones=tuple(self.lr_milestones),
-            warmup_lr=self.warmup_lr,
-            warmup_until_train_err=self.warmup_until_train_err,
-        )
-
-
-DEFAULTS: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(TrialConfig()).items()}
+TIMELINE_ENV = "RESWEEP_TIMELINE_DIR"  # benchmarks: where each worker appends its trials' timestamps
 
 
 class Reporter(Protocol):
@@ -141,9 +92,11 @@ def train_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable: `tune.Tuner(train_trial, param_space=...)`."""
     import ray
 
+    _mark("entry", trial=_tune_trial_id())
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     set_threads(cpus)
-    run_trial(config, TuneReporter())
+    train(config, TuneReporter())
+    _mark("exit")
 
 
 def set_threads(cpus: float | None = None) -> None:
@@ -154,24 +107,26 @@ def set_threads(cpus: float | None = None) -> None:
         torch.set_num_threads(max(1, int(cpus)))
 
 
-def run_trial(
+def train(
     config: dict[str, Any], reporter: Reporter, *, device: str | torch.device | None = None
 ) -> None:
-    """Train the trial `config` describes, reporting every epoch; resumes from the reporter's checkpoint."""
+    """Train the trial `config` (a resweep.config.TrialConfig's dict) describes, reporting every
+    epoch; resumes from the reporter's checkpoint."""
     cfg = TrialConfig.from_dict(config)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels once
     _seed_everything(cfg.seed)
-    data = load_data(
+    data = cached_data(
         cfg.dataset,
         cfg.data_dir,
         val_size=cfg.val_size,
         max_train_samples=cfg.max_train_samples,
         augment=cfg.augment,
-        synthetic=cfg.synthetic,
+        synthetic=cfg.synthetic and cfg.synthetic.model_dump(),
         device=device,
     )
+    _mark("data")
     model = build_model(
         cfg.model,
         cfg.depth,
@@ -184,24 +139,67 @@ def run_trial(
     )
     params_count = count_params(model)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    loop = Loop(model, data, cfg.loop_config(), generator=generator, device=device)
+    loop = Loop(model, data, cfg, generator=generator, device=device)
 
     state = reporter.load_checkpoint()
     if state is not None:
         loop.load_state_dict(state["loop"])
         _set_rng_state(state["rng"])
+    _mark("model")
+    from trainers.restore import restored_result, with_result  # not at the top: restore imports this module
+
+    if (again := restored_result(state)) is not None:
+        reporter.report(again)  # the restored epoch's result, which may never have reached the driver
 
     for metrics in loop:
         epoch = loop.epoch
         last = epoch == cfg.epochs
         result: dict[str, Any] = {"epoch": epoch, **metrics, "params_count": params_count}
-        if last or (cfg.probes_every > 0 and epoch % cfg.probes_every == 0):
+        if last or epoch % cfg.probes_every == 0:
             result["layer_stats"] = layer_responses(model, loop.eval_batches(data.test), amp=loop.amp)
         checkpoint = None
-        if last or (cfg.checkpoint_every > 0 and epoch % cfg.checkpoint_every == 0):
-            checkpoint = {"loop": loop.state_dict(), "rng": _rng_state(), "config": asdict(cfg)}
+        if last or epoch % cfg.checkpoint_every == 0:
+            checkpoint = with_result({"loop": loop.state_dict(), "rng": _rng_state(), "config": cfg.model_dump()}, result)
+        _mark("epoch", epoch=epoch, epoch_time_s=metrics["epoch_time_s"])
         reporter.report(result, checkpoint)
+        _mark("reported", epoch=epoch)
         _crash_if_asked(epoch)
+
+
+_timeline_trial: str | None = None
+
+
+def _tune_trial_id() -> str | None:
+    try:
+        from ray import tune
+
+        return tune.get_context().get_trial_id()
+    except Exception:
+        return None
+
+
+def _mark(event: str, trial: str | None = None, **extra: Any) -> None:
+    """The benchmarks' timeline: one JSON line per event when $RESWEEP_TIMELINE_DIR is set, else nothing."""
+    global _timeline_trial
+    directory = os.environ.get(TIMELINE_ENV)
+    if not directory:
+        return
+    if trial is not None:
+        _timeline_trial = trial
+    line = {"t": time.time(), "pid": os.getpid(), "trial": _timeline_trial, "event": event, **extra}
+    if event == "entry":
+        line["process_start"] = _process_start_time()
+    with open(Path(directory) / f"worker-{os.getpid()}.jsonl", "a") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def _process_start_time() -> float | None:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:
+        return None
 
 
 def _crash_if_asked(epoch: int) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import aggregate, data, figures, sidebar
+from dashboard import aggregate, cached, figures, sidebar
+from resweep import pooling
 
 st.title("Curves")
 selection = sidebar.current()
@@ -22,7 +23,7 @@ colour = mid.selectbox("Colour by", aggregate.COLOURS, key="colour", bind="query
 panels = right.selectbox("Panels by", list(aggregate.SPLITS), key="split", bind="query-params")
 log_y = last.toggle("Log scale", key="log", bind="query-params")
 
-bands = data.curve_bands(selection.url, trials, figures.ERROR_METRICS[kind])
+bands = cached.curve_bands(selection.url, trials, figures.ERROR_METRICS[kind])
 if bands.empty:
     st.info(sidebar.no_epoch_message(selection.sweep, "curves"))
     st.stop()
@@ -30,7 +31,7 @@ bands = aggregate.with_net(bands)
 st.plotly_chart(
     figures.curves_figure(bands, kind=kind, colour=colour, split=aggregate.SPLITS[panels], log_y=log_y),
 )
-n_groups = bands.groupby(aggregate.GROUP_AXES).ngroups
+n_groups = bands.groupby(pooling.GROUP_AXES).ngroups
 st.caption(
     f"{len(trials)} trials in {n_groups} groups of seeds. Bold: test, dashed: "
     "training; lines are the mean over seeds, bands +- one standard deviation."

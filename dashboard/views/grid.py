@@ -1,16 +1,17 @@
 """Grid: the final training and test error of every grid point, mean +- std over seeds.
 
-A table and a heatmap pivoted by two chosen axes, the full list of grid points, and for
-CIFAR-10 ResNets the paper's Table 6 beside ours.
+A table and a heatmap pivoted by two chosen axes, the differences between cells with their 95 %
+confidence intervals, the papers' numbers beside ours (like with like), and every grid point.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import aggregate, data, figures, sidebar
+from dashboard import aggregate, figures, sidebar
+from resweep import pooling
 
-AXIS_CHOICES = aggregate.GROUP_AXES
+AXIS_CHOICES = pooling.GROUP_AXES
 VALUES = {"test error": "test_err", "training error": "train_err"}  # option text == URL value
 
 st.title("Grid")
@@ -42,13 +43,22 @@ st.subheader(f"Final {shown} (%), mean ± std over seeds")
 st.dataframe(texts)
 st.plotly_chart(figures.grid_heatmap(means, texts, value=shown, rows=rows, cols=cols))
 
+st.subheader(f"Differences between cells: final {shown}, 95 % confidence intervals over seeds")
+st.dataframe(aggregate.comparisons(cells, value), hide_index=True)
+st.caption(
+    "Pairs of grid points that differ in one axis (depth, shortcut or block): a − b of the mean over "
+    "seeds, in points, with Welch's t interval (a bootstrap over 3 seeds is far too narrow). An interval "
+    "that includes 0 is no significant difference; a point with one seed cannot be judged."
+)
+
 paper = aggregate.paper_comparison(cells)
 if paper is not None:
-    st.subheader("CIFAR-10 test error (%) beside the paper's Table 6")
+    st.subheader("Test error (%) beside the papers' numbers, like with like")
     st.dataframe(paper, hide_index=True)
     st.caption(
-        "Paper: He et al., Deep Residual Learning for Image Recognition (CVPR 2016), Table 6, "
-        "best of 5 runs except ResNet-110 (also best; mean 6.61 ± 0.16). Ours: final epoch, mean ± std."
+        "He et al., CVPR 2016, Table 6 (single runs; ResNet-110 best of 5 and mean ± std of 5) and ECCV 2016, "
+        "Table 4 (median of 5). A best of N is set beside our best seed, the others beside our mean ± std over "
+        "seeds; ours − paper: Welch's t against a mean ± std, else the paper's spread taken as ours."
     )
 
 st.subheader("Every grid point")
@@ -59,6 +69,6 @@ st.dataframe(
         for c in ("train_err_mean", "train_err_std", "test_err_mean", "test_err_std")
     },
 )  # fmt: skip
-running = int((trials["status"] != aggregate.FINISHED).sum())
+running = int((trials["status"] != pooling.FINISHED).sum())
 if running:
     st.caption(f"{running} selected trials have not finished (or failed) and are left out.")

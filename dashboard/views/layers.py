@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, figures, sidebar
+from dashboard import cached, figures, sidebar
 
 LAST = "last probed"
 
 st.title("Layer responses")
 selection = sidebar.current()
 trials = sidebar.selected_trials(selection)
-epochs = data.probed_epochs(selection.url, trials)
+epochs = cached.probed_epochs(selection.url, trials)
 if not epochs:
     st.info(
         f"No trial of sweep **{selection.sweep}** (within the filters) has recorded layer responses "
@@ -25,7 +25,7 @@ choice = st.selectbox(
     help="'last probed' compares each trial at its own last probe.",
 )  # fmt: skip
 epoch = None if choice == LAST else int(choice)
-profiles, n_probed = data.layer_profiles(selection.url, trials, epoch)
+profiles, n_probed = cached.layer_profiles(selection.url, trials, epoch)
 if profiles.empty:
     st.info(f"No selected trial was probed at epoch {epoch}; choose another epoch.")
     st.stop()

@@ -1,11 +1,13 @@
 """SQL: the user's own read-only query, through the same path as `python -m orchestrator query`
-(one reading statement, a read-only connection, a row cap and a time limit)."""
+(db.readonly: one statement as the database parses it, a read-only transaction as the role
+resweep_reader on PostgreSQL or a read-only file on SQLite, row and byte caps, a time limit;
+see docs/security.md for what that guarantees to whoever can open the dashboard)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import data, sidebar
+from dashboard import cached, sidebar
 from db.errors import StoreError
 
 DEFAULT_SQL = "SELECT * FROM grid_results ORDER BY sweep, dataset, model, block, shortcut, depth"
@@ -17,7 +19,7 @@ query_col, schema_col = st.columns([3, 1])
 
 with schema_col:
     st.subheader("Tables and views")
-    relations = data.relations(selection.url)
+    relations = cached.relations(selection.url)
     for (name, kind), cols in relations.groupby(["relation", "kind"], sort=False):
         with st.expander(f"**{name}** · {kind}", expanded=kind == "view"):
             st.markdown("\n".join(f"- `{c}` {t.lower()}" for c, t in zip(cols["column"], cols["type"])))
@@ -32,7 +34,7 @@ with query_col:
 
     if submitted or RESULT_KEY not in st.session_state:
         try:
-            st.session_state[RESULT_KEY] = data.run_sql(selection.url, sql, int(limit), float(timeout_s))
+            st.session_state[RESULT_KEY] = cached.run_sql(selection.url, sql, int(limit), float(timeout_s))
         except StoreError as exc:  # refused statement, SQL error, timeout: the user's to fix
             st.session_state[RESULT_KEY] = exc
     result = st.session_state[RESULT_KEY]

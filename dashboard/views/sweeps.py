@@ -9,13 +9,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, sidebar
+from dashboard import cached, sidebar
 from db.models import TRIAL_STATUSES
+from resweep.paper import AXES
 
 REFRESH_S = 5
-TRIAL_COLUMNS = ["trial_id", "dataset", "model", "depth", "block", "shortcut", "seed", "status", "epochs",
-                 "final_train_err", "final_test_err", "best_test_err", "params_count", "started_at",
-                 "ended_at", "error"]  # fmt: skip
+TRIAL_COLUMNS = ["trial_id", *AXES, "status", "epochs", "final_train_err", "final_test_err", "best_test_err",
+                 "params_count", "hostname", "node_ip", "attempts", "started_at", "ended_at", "error",
+                 "config"]  # fmt: skip
 
 
 def sweep_table(sweeps: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +44,7 @@ def sweep_table(sweeps: pd.DataFrame) -> pd.DataFrame:
 
 @st.fragment(run_every=REFRESH_S)
 def live(selection: sidebar.Selection) -> None:
-    sweeps = data.sweeps(selection.url)
+    sweeps = cached.sweeps(selection.url)
     if sweeps.empty:
         st.info(sidebar.no_sweeps_message(selection.url))
         return
@@ -60,7 +61,7 @@ def live(selection: sidebar.Selection) -> None:
     )  # fmt: skip
     if selection.sweep is None:
         return
-    trials = selection.apply(data.trials(selection.url, selection.sweep))
+    trials = cached.trials(selection.url, selection.sweep, selection.sql_filters())
     st.subheader(f"Trials of {selection.sweep}")
     if trials.empty:
         st.warning(f"No trial of sweep **{selection.sweep}** passes the filters in the sidebar.")

@@ -1,6 +1,6 @@
 """`python -m orchestrator report NAME`: a sweep turned into figures, tables and findings.
 
-    data.py      read the sweep through db.queries; pool seeds
+    load.py      read the sweep through db.queries (seeds are pooled by resweep.pooling)
     findings.py  the paper's claims checked against the numbers
     figures.py   curves.png (Fig. 6) and responses.png (Fig. 7)
     document.py  grid.md and report.md
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.report import data as _data
 from orchestrator.report.document import grid_table, report_markdown
-from orchestrator.report.figures import curves_figure, responses_figure
+from orchestrator.report.figures import curves_png, responses_png
 from orchestrator.report.findings import Finding, all_findings
+from orchestrator.report.load import grid_with_best, load, max_epochs
+from resweep import pooling
 
 __all__ = ["Finding", "write_report"]
 
@@ -24,11 +25,11 @@ def write_report(engine, name: str, out_dir: Path, *, database: str) -> list[Pat
     `database` names the database in messages and in report.md (a redacted URL). Nothing is
     written unless the sweep exists and has results.
     """
-    data = _data.load(engine, name, database)
-    found = all_findings(data.grid, _data.response_summary(data))
+    data = load(engine, name, database)
+    found = all_findings(grid_with_best(data), pooling.response_summary(data.layers, data.trials), max_epochs(data))
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [curves_figure(data, out_dir / "curves.png")]
-    responses = responses_figure(data, out_dir / "responses.png")
+    written = [curves_png(data, out_dir / "curves.png")]
+    responses = responses_png(data, out_dir / "responses.png")
     if responses is None:
         (out_dir / "responses.png").unlink(missing_ok=True)  # a stale one would mislead
     else:

@@ -1,39 +1,33 @@
-"""The report's Markdown: grid.md (the grid table beside the paper's) and report.md.
+"""The report's Markdown: grid.md (the grid table beside the papers' numbers) and report.md.
 
-Paper numbers are CIFAR-10 Table 6 of He et al. (2016): ResNets with option-A shortcuts and basic
-blocks, trained 64k iterations (about 164 epochs at batch 128 on 45k images). The paper gives no
-table for plain CIFAR nets, so plain rows get none.
+Paper numbers come from resweep.paper, each with its kind (single run, best of N, mean +- std,
+median of N): CIFAR-10 Table 6 of He et al. (CVPR 2016, ResNets with option A and basic blocks)
+and Table 4 of He et al. (ECCV 2016, original and pre-activation units, projection shortcuts).
+The paper gives no table for plain CIFAR nets, so plain rows get none. Beside each number that
+has one, the difference ours - paper with its 95 % interval, like with like (resweep.stats).
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 
 import pandas as pd
 
-from orchestrator.report.data import CONFIG, ReportData
-from orchestrator.report.findings import Finding, label
-
-# depth -> (params in millions, test error %). 110: best of 5 runs (mean 6.61 ± 0.16).
-TABLE6 = {20: (0.27, 8.75), 32: (0.46, 7.51), 44: (0.66, 7.17), 56: (0.85, 6.97),
-          110: (1.7, 6.43), 1202: (19.4, 7.93)}
-PAPER_EPOCHS = 164
+from orchestrator.report.findings import Finding, vs_paper
+from orchestrator.report.load import ReportData, grid_with_best, max_epochs
+from resweep import stats
+from resweep.paper import PAPER_EPOCHS, net_label, references
+from resweep.pooling import GROUP_AXES
 
 
-def paper_row(dataset: str, model: str, depth: int, block: str, shortcut: str):
-    """(params M, test error %) of Table 6 when this configuration is one the paper ran."""
-    if (dataset, model, block, shortcut) == ("cifar10", "cifar", "basic", "A"):
-        return TABLE6.get(int(depth))
-    return None
-
-
-def _pm(mean: float, std: float, n: int) -> str:
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    if n > 1 and std is not None and not math.isnan(std):
-        return f"{100 * mean:.2f} ± {100 * std:.2f}"
-    return f"{100 * mean:.2f}"
+def _vs_paper(r, refs) -> str:
+    """'ours - paper' of the first reference that has an interval (mean, median or single run)."""
+    for ref in refs:
+        if ref.kind == "best_of":
+            continue
+        d = vs_paper(r, ref)
+        return "cannot be judged (one seed)" if d is None else f"vs {ref.kind.split('_')[0]}: {d.text('')}"
+    return ""
 
 
 def _params(n) -> str:
@@ -43,54 +37,54 @@ def _params(n) -> str:
 def grid_table(data: ReportData) -> str:
     """The grid as a Markdown table: mean ± std over seeds of the final errors, and the paper's
     Table 6 beside the rows it has (the paper columns only when some row has them)."""
-    g = data.grid
+    g = grid_with_best(data)
     if g.empty:
         return ("No trial has finished yet, so there is no grid of final errors "
                 f"({len(data.trials)} trials, statuses: {_statuses(data)}).\n")
-    params = data.trials.groupby(CONFIG)["params_count"].max().rename("params").reset_index()
-    g = g.merge(params, on=CONFIG, how="left")
+    params = data.trials.groupby(GROUP_AXES)["params_count"].max().rename("params").reset_index()
+    g = g.merge(params, on=GROUP_AXES, how="left")
     g = g.assign(_plain=g["shortcut"] != "none").sort_values(
         ["dataset", "model", "block", "_plain", "shortcut", "depth"])
-    papers = [paper_row(r.dataset, r.model, r.depth, r.block, r.shortcut) for r in g.itertuples()]
+    papers = [references(r.dataset, r.model, r.depth, r.block, r.shortcut) for r in g.itertuples()]
     with_paper = any(papers)
     show_data = g["dataset"].nunique() > 1 or g["model"].nunique() > 1
     head = (["dataset", "model"] if show_data else []) + [
         "net", "depth", "block", "shortcut", "seeds", "params", "train err (%)", "test err (%)"]
-    head += ["paper test err (%)", "paper params"] if with_paper else []
+    head += ["best seed (%)", "paper test err (%)", "paper params", "ours − paper (points, 95 % CI)"] if with_paper else []
     rows = []
     for r, paper in zip(g.itertuples(), papers):
         row = ([r.dataset, r.model] if show_data else []) + [
-            label(r.depth, r.block, r.shortcut, with_shortcut=False), str(r.depth), r.block,
+            net_label(r.depth, r.block, r.shortcut, with_shortcut=False), str(r.depth), r.block,
             r.shortcut, str(r.n_seeds), _params(r.params),
-            _pm(r.train_err_mean, r.train_err_std, r.n_seeds),
-            _pm(r.test_err_mean, r.test_err_std, r.n_seeds)]
+            stats.mean_std(r.train_err_mean, r.train_err_std, r.n_seeds, scale=100),
+            stats.mean_std(r.test_err_mean, r.test_err_std, r.n_seeds, scale=100)]
         if with_paper:
-            row += [f"{paper[1]:.2f}", f"{paper[0]:.2f}M"] if paper else ["", ""]
+            best = stats.mean_std(r.test_err_best, None, scale=100)
+            row += ([best, "; ".join(ref.text for ref in paper), f"{paper[0].params_m:.2f}M", _vs_paper(r, paper)]
+                    if paper else ["", "", "", ""])
         rows.append(row)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     notes = [f"Final errors at the last recorded epoch of each finished trial, mean ± std over "
              f"seeds ({_statuses(data)})."]
     if with_paper:
-        epochs = _epochs(data)
-        notes.append("Paper: He et al. (2016), CIFAR-10 Table 6 (option A, basic blocks, ~"
-                     f"{PAPER_EPOCHS} epochs; ResNet-110 is the best of 5 runs, mean 6.61 ± 0.16)"
+        epochs = max_epochs(data)
+        notes.append("Paper: He et al. (2016), CIFAR-10: CVPR Table 6 (option A, basic blocks; single runs, "
+                     "ResNet-110 best of 5 and mean ± std of 5) and ECCV Table 4 (shortcut B, original and "
+                     f"pre-activation units; median of 5), ~{PAPER_EPOCHS} epochs. Like with like: a best of N "
+                     "beside our best seed, a mean beside our mean; ours − paper: Welch's t against a mean ± "
+                     "std, else the paper's spread taken as ours (resweep.stats)"
                      + (f"; this sweep trained {epochs} epochs, so expect higher errors."
                         if epochs and epochs < PAPER_EPOCHS else "."))
     else:
-        notes.append("No paper numbers: the paper's CIFAR-10 table (Table 6) has ResNets with "
-                     "option-A shortcuts and basic blocks on CIFAR-10 only, and none of this "
-                     "grid's rows is one of them.")
+        notes.append("No paper numbers: the papers' CIFAR-10 tables (CVPR Table 6: ResNets with option-A "
+                     "shortcuts and basic blocks; ECCV Table 4: shortcut B, original and pre-activation "
+                     "units at 110/164/1001) have none of this grid's rows.")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
-def _epochs(data: ReportData) -> int | None:
-    e = data.trials.get("epochs")
-    return None if e is None or e.dropna().empty else int(e.max())
-
-
 def _max_seeds(data: ReportData) -> int:
-    return int(data.trials.groupby(CONFIG).size().max())
+    return int(data.trials.groupby(GROUP_AXES).size().max())
 
 
 def _statuses(data: ReportData) -> str:
@@ -104,6 +98,31 @@ def _duration(seconds: float | None) -> str:
     h, rest = divmod(int(round(seconds)), 3600)
     m, s = divmod(rest, 60)
     return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def warmup_markdown(data: ReportData) -> str:
+    """Where each warmed-up trial's warm-up ended (the `warmup_iterations` metric), or ''."""
+    ended = data.curves[data.curves["name"] == "warmup_iterations"]
+    warm = [t for t in data.trials.itertuples()
+            if isinstance(t.config, dict) and t.config.get("warmup_lr") is not None]
+    if not warm:
+        return ""
+    at = ended.set_index("trial_id")["value"].to_dict()
+    lines = []
+    for t in sorted(warm, key=lambda t: (t.depth, t.block, t.shortcut, t.seed)):
+        cap = t.config.get("warmup_max_iterations")
+        until = t.config.get("warmup_until_train_err")
+        if t.trial_id in at:
+            n = int(at[t.trial_id])
+            why = "the cap" if cap is not None and n >= cap else f"running training error < {100 * until:.0f} %"
+            lines.append(f"- {net_label(t.depth, t.block, t.shortcut)} seed {t.seed}: lr {t.config['warmup_lr']} for "
+                         f"{n} iterations, ended by {why}")
+        else:
+            lines.append(f"- {net_label(t.depth, t.block, t.shortcut)} seed {t.seed}: still warming up at its last "
+                         "recorded epoch")
+    return ("Decided per iteration on a running training error, capped at "
+            f"{warm[0].config.get('warmup_max_iterations')} iterations (trainers/loop.py):\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def findings_markdown(findings: list[Finding], data: ReportData) -> str:
@@ -153,6 +172,9 @@ def report_markdown(data: ReportData, findings: list[Finding], *, has_responses:
         + ("; lines are the mean over seeds, bands ± 1 std." if _max_seeds(data) > 1 else "."),
         "",
     ]
+    warm = warmup_markdown(data)
+    if warm:
+        lines += ["## Warm-up", "", warm]
     if has_responses:
         lines += ["## Layer responses (cf. Fig. 7)", "",
                   "![layer response std](responses.png)", "",

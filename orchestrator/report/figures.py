@@ -18,10 +18,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from orchestrator.report.data import ReportData, curve_bands, response_profiles  # noqa: E402
-from orchestrator.report.findings import label  # noqa: E402
+from orchestrator.report.load import ReportData  # noqa: E402
+from resweep import pooling  # noqa: E402
+from resweep.paper import PLAIN, RESIDUAL, net_label  # noqa: E402
 
-SHORTCUT_ORDER = {"none": 0, "A": 1, "B": 2, "C": 3}
+SHORTCUT_ORDER = {s: i for i, s in enumerate((PLAIN, *RESIDUAL))}
 SHORTCUT_STYLE = {"none": "--", "A": "-", "B": "-.", "C": ":"}
 PANEL_TITLE = {"none": "Plain nets", "A": "ResNets, option A", "B": "ResNets, option B",
                "C": "ResNets, option C"}
@@ -53,9 +54,9 @@ def _error_ylim(values) -> float:
     return min(100.0, max(5.0, math.ceil(1.3 * 100 * top / 5) * 5))
 
 
-def curves_figure(data: ReportData, path: Path) -> Path:
+def curves_png(data: ReportData, path: Path) -> Path:
     """curves.png: one panel per kind of net; training error thin dashed, test error bold."""
-    train, test = curve_bands(data, "train_err"), curve_bands(data, "test_err")
+    train, test = (pooling.curve_bands(data.metric(m), data.trials) for m in ("train_err", "test_err"))
     both = pd.concat([f for f in (train, test) if not f.empty], ignore_index=True)
     panels = _panels(both)
     colours = depth_colours(both["depth"])
@@ -89,7 +90,7 @@ def curves_figure(data: ReportData, path: Path) -> Path:
                 if (f["n"] > 1).any():
                     ax.fill_between(x, m - s, m + s, color=c, alpha=alpha, lw=0)
             handles.append(Line2D([], [], color=c, lw=2.2,
-                                  label=label(depth, "basic", shortcut, with_shortcut=False)))
+                                  label=net_label(depth, "basic", shortcut, with_shortcut=False)))
         handles += [Line2D([], [], color="0.3", lw=1.0, ls="--", label="training error"),
                     Line2D([], [], color="0.3", lw=2.2, label="test error")]
         ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
@@ -106,9 +107,9 @@ def curves_figure(data: ReportData, path: Path) -> Path:
     return _save(fig, path)
 
 
-def responses_figure(data: ReportData, path: Path) -> Path | None:
+def responses_png(data: ReportData, path: Path) -> Path | None:
     """responses.png: layer response std in forward order and sorted by magnitude (Fig. 7)."""
-    prof = response_profiles(data)
+    prof = pooling.layer_profiles(data.layers, data.trials)
     if prof.empty:
         return None
     colours = depth_colours(prof["depth"])
@@ -121,7 +122,7 @@ def responses_figure(data: ReportData, path: Path) -> Path | None:
                  & (prof["shortcut"] == shortcut)].sort_values("layer")
         style = dict(color=colours[depth], ls=SHORTCUT_STYLE[shortcut], lw=1.6,
                      marker="." if len(p) <= 12 else None)
-        ax_order.plot(p["layer"] + 1, p["mean"], label=label(depth, block, shortcut), **style)
+        ax_order.plot(p["layer"] + 1, p["mean"], label=net_label(depth, block, shortcut), **style)
         ax_sorted.plot(range(1, len(p) + 1), p["mean"].sort_values(ascending=False).to_numpy(),
                        **style)
     ax_order.set_title("layers in forward order", fontsize=11)

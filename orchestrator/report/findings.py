@@ -1,77 +1,98 @@
 """The paper's findings, checked against a sweep's numbers.
 
 Each check looks for the configurations it needs in the grid (mean over seeds of the finished
-trials' final errors) or in the layer responses, and says nothing when they are missing. When it
-can speak it says `reproduced`, `partly reproduced` or `not reproduced`, followed by the numbers
-it compared, so a reader can see why. The claims are those of He et al. (2016):
+trials' final errors) or in the layer responses, and says nothing when they are missing. Every
+comparison of two cells is a difference with its 95 % confidence interval over seeds (Welch's t,
+resweep.stats, which says why not a bootstrap), and its verdict comes from the interval: `holds`
+when the whole interval lies on the claimed side, `does not hold` when it lies on the other,
+`inconclusive` when it straddles 0, `cannot be judged` when a cell has one seed. A finding is
+`reproduced` when every judged comparison holds, `not reproduced` when every one is contradicted,
+`inconclusive` when none is either, `partly reproduced` otherwise, and `cannot be judged` when no
+comparison has an interval. The claims are those of He et al. (2016):
 
 - degradation (Sec. 4.1, Fig. 6 left): a deeper plain net ends with a HIGHER TRAINING error than
   a shallower one;
 - cure (Fig. 6 middle): the residual net of a depth ends lower than the plain net of that depth,
   and deeper residual nets do not train worse than shallower ones (within the seeds' spread);
-- shortcut options (Table 3): error falls from A to B to C (ImageNet ResNet-34 top-1 25.03, 24.52,
-  24.19 %), by small margins;
+- shortcut options (Table 3): error falls from A to B to C (ImageNet ResNet-34 top-1,
+  resweep.paper.SHORTCUT_OPTIONS_TOP1), by small margins;
 - responses (Sec. 4.2, Fig. 7): residual nets' layer responses are smaller than plain nets'; the
   deeper the residual net, the smaller.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
+from resweep import stats
+from resweep.paper import PAPER_EPOCHS, PLAIN, PREACT_OF, RESIDUAL, SHORTCUT_OPTIONS_TOP1, net_label, references
+
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly reproduced", "not reproduced"
+INCONCLUSIVE, UNJUDGED = "inconclusive", "cannot be judged"
+VERDICT_WORDS = {stats.HOLDS: "holds", stats.CONSISTENT: "holds (no significant difference)",
+                 stats.CONTRADICTED: "does not hold", stats.INCONCLUSIVE: "inconclusive (the interval includes 0)",
+                 stats.UNJUDGED: "cannot be judged (one seed: no interval)"}
 FAMILY = ["dataset", "model", "block"]  # comparisons are made within one family of nets
-RESIDUAL = ("A", "B", "C")
-PAPER_SHORTCUT_ORDER = ("A", "B", "C")  # the paper's Table 3: error falls in this order
 
 
 @dataclass(frozen=True)
 class Finding:
     """One claim of the paper and what this sweep says about it."""
 
-    key: str  # degradation | cure | deeper_residual | shortcuts | responses | deeper_responses
+    key: str  # degradation | cure | deeper_residual | shortcuts | preactivation | paper | responses | deeper_responses
     claim: str  # the paper's claim, one sentence
-    status: str  # reproduced | partly reproduced | not reproduced
+    status: str  # reproduced | partly reproduced | not reproduced | inconclusive | cannot be judged
     evidence: list[str] = field(default_factory=list)  # one line per comparison, with numbers
 
 
-def label(depth: int, block: str, shortcut: str, *, with_shortcut: bool = True) -> str:
-    """The paper's name for a net: plain-20, ResNet-56 (A), ResNet-50 (B, bottleneck)."""
-    kind = "plain" if shortcut == "none" else "ResNet"
-    extras = [shortcut] if shortcut != "none" and with_shortcut else []
-    if block != "basic":
-        extras.append(block)
-    return f"{kind}-{depth}" + (f" ({', '.join(extras)})" if extras else "")
-
-
 def pct(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.2f} %"
+    return stats.mean_std(x, None, scale=100, unit=" %")
 
 
-def _pm(mean: float, std: float, n: int, fmt=pct) -> str:
-    if n > 1 and std is not None and not math.isnan(std):
-        return f"{fmt(mean).removesuffix(' %')} ± {fmt(std)}"
-    return fmt(mean)
+def _pm(mean: float, std: float, n: int) -> str:
+    """'5.00 ± 0.10 %' (a fraction's mean ± std over seeds, in percent), '9.00 %' for one seed."""
+    return stats.mean_std(mean, std, n, scale=100, unit=" %")
 
 
-def _within_spread(a: pd.Series, b: pd.Series, col: str) -> bool:
-    """Whether two means differ by less than the larger of their std's over seeds."""
-    sa, sb = a.get(f"{col}_std"), b.get(f"{col}_std")
-    stds = [s for s in (sa, sb) if s is not None and not math.isnan(s)]
-    return bool(stds) and abs(a[f"{col}_mean"] - b[f"{col}_mean"]) < max(stds)
+def difference(a: pd.Series, b: pd.Series, col: str, scale: float = 100.0) -> stats.Difference | None:
+    """a - b of `col` (`{col}_mean`, `{col}_std`, `n_seeds`) with its 95 % interval, in points."""
+    d = stats.welch(a[f"{col}_mean"], a.get(f"{col}_std"), int(a["n_seeds"]),
+                    b[f"{col}_mean"], b.get(f"{col}_std"), int(b["n_seeds"]))
+    return None if d is None else replace(d, diff=d.diff * scale, low=d.low * scale, high=d.high * scale)
 
 
-def _noise(a: pd.Series, b: pd.Series, col: str) -> str:
-    return " (within the seeds' spread)" if _within_spread(a, b, col) else ""
+def vs_paper(r, ref) -> stats.Difference | None:
+    """Our mean final test error over a grid row's seeds (fractions) minus a paper's number
+    (`resweep.paper.Reference`, percent), in points, like with like (resweep.stats.vs_reference)."""
+    std = float("nan" if r.test_err_std is None else r.test_err_std)
+    return stats.vs_reference(100 * r.test_err_mean, 100 * std, int(r.n_seeds), ref)
 
 
-def _status(outcomes: list[bool]) -> str:
-    if all(outcomes):
+def _evidence(d: stats.Difference | None, outcome: str, unit: str = " points") -> str:
+    verdict = VERDICT_WORDS[outcome]
+    if d is None:
+        return verdict
+    return f"{verdict}; difference {d.text(unit, 3 if unit == '' else 2)}, {d.method}"
+
+
+def _status(outcomes: list[str]) -> str:
+    judged = [o for o in outcomes if o != stats.UNJUDGED]
+    if not judged:
+        return UNJUDGED
+    good = [o in (stats.HOLDS, stats.CONSISTENT) for o in judged]
+    bad = [o == stats.CONTRADICTED for o in judged]
+    if all(good):
         return REPRODUCED
-    return NOT_REPRODUCED if not any(outcomes) else PARTLY
+    if all(bad):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE if not any(good) and not any(bad) else PARTLY
+
+
+def _found(key: str, claim: str, outcomes: list[str], lines: list[str]) -> list[Finding]:
+    """The finding with its status from the outcomes, or none when nothing was compared."""
+    return [Finding(key, claim, _status(outcomes), lines)] if outcomes else []
 
 
 def _families(frame: pd.DataFrame):
@@ -91,40 +112,39 @@ def _family_note(fam: pd.DataFrame, many: bool) -> str:
     return f"[{row['dataset']}, {row['model']} nets, {row['block']} blocks] "
 
 
-def _compare_line(a: pd.Series, b: pd.Series, col: str, what: str, holds: bool, rel: str) -> str:
-    """`ResNet-56 (A) final training error 5.00 ± 0.10 % < plain-56 9.00 %: holds`."""
+def _compare(a: pd.Series, b: pd.Series, col: str, what: str, claim: str) -> tuple[str, str]:
+    """(`ResNet-56 (A) final training error 5.00 ± 0.10 % < plain-56 9.00 %: holds; difference ...`,
+    the outcome) for the claim `a <claim> b`."""
     va = _pm(a[f"{col}_mean"], a.get(f"{col}_std"), a["n_seeds"])
     vb = _pm(b[f"{col}_mean"], b.get(f"{col}_std"), b["n_seeds"])
-    name_a = label(a["depth"], a["block"], a["shortcut"])
-    name_b = label(b["depth"], b["block"], b["shortcut"])
-    verdict = "holds" if holds else "does not hold"
-    return f"{name_a} {what} {va} {rel} {name_b} {vb}: {verdict}{_noise(a, b, col)}"
+    name_a = net_label(a["depth"], a["block"], a["shortcut"])
+    name_b = net_label(b["depth"], b["block"], b["shortcut"])
+    d = difference(a, b, col)
+    outcome = stats.judge(d, claim)
+    return f"{name_a} {what} {va} {claim} {name_b} {vb}: {_evidence(d, outcome)}", outcome
 
 
 def degradation(grid: pd.DataFrame) -> list[Finding]:
     """Deeper plain nets end with a higher training error than shallower ones."""
-    plain = grid[grid["shortcut"] == "none"]
+    plain = grid[grid["shortcut"] == PLAIN]
     fams = [f for f in _families(plain) if f["depth"].nunique() >= 2]
     lines, outcomes = [], []
     for fam in fams:
         fam = fam.sort_values("depth")
         lo, hi = fam.iloc[0], fam.iloc[-1]
-        holds = hi["train_err_mean"] > lo["train_err_mean"]
-        outcomes.append(holds)
-        line = _compare_line(hi, lo, "train_err", "final training error", holds, ">")
-        errs = ", ".join(f"{label(r.depth, r.block, r.shortcut)} {pct(r.train_err_mean)}"
+        line, outcome = _compare(hi, lo, "train_err", "final training error", ">")
+        outcomes.append(outcome)
+        errs = ", ".join(f"{net_label(r.depth, r.block, r.shortcut)} {pct(r.train_err_mean)}"
                          for r in fam.itertuples())
         lines.append(_family_note(fam, _many(plain)) + line)
         if len(fam) > 2:
             lines.append(f"all plain depths, final training error: {errs}")
         test_hi, test_lo = hi["test_err_mean"], lo["test_err_mean"]
-        lines.append(f"test error alongside: {label(hi.depth, hi.block, 'none')} {pct(test_hi)}, "
-                     f"{label(lo.depth, lo.block, 'none')} {pct(test_lo)}")
-    if not outcomes:
-        return []
-    return [Finding("degradation",
-                    "Degradation: a deeper plain net ends with a higher training error than a "
-                    "shallower one.", _status(outcomes), lines)]
+        lines.append(f"test error alongside: {net_label(hi.depth, hi.block, PLAIN)} {pct(test_hi)}, "
+                     f"{net_label(lo.depth, lo.block, PLAIN)} {pct(test_lo)}")
+    return _found("degradation",
+                  "Degradation: a deeper plain net ends with a higher training error than a "
+                  "shallower one.", outcomes, lines)
 
 
 def cure(grid: pd.DataFrame) -> list[Finding]:
@@ -132,31 +152,27 @@ def cure(grid: pd.DataFrame) -> list[Finding]:
     lines, outcomes = [], []
     fams = list(_families(grid))
     for fam in fams:
-        plain = fam[fam["shortcut"] == "none"].set_index("depth")
+        plain = fam[fam["shortcut"] == PLAIN].set_index("depth")
         res = fam[fam["shortcut"].isin(RESIDUAL)].sort_values(["depth", "shortcut"])
         for _, r in res.iterrows():
             if r["depth"] not in plain.index:
                 continue
             p = plain.loc[r["depth"]].copy()
             p["depth"] = r["depth"]
-            holds = r["train_err_mean"] < p["train_err_mean"]
-            outcomes.append(holds)
-            lines.append(_family_note(fam, _many(grid))
-                         + _compare_line(r, p, "train_err", "final training error", holds, "<")
+            line, outcome = _compare(r, p, "train_err", "final training error", "<")
+            outcomes.append(outcome)
+            lines.append(_family_note(fam, _many(grid)) + line
                          + f"; test error {pct(r['test_err_mean'])} vs {pct(p['test_err_mean'])}")
-    if not outcomes:
-        return []
-    return [Finding("cure",
-                    "Cure: the residual net of a depth ends with a lower training "
-                    "error than the plain net of the same depth.", _status(outcomes), lines)]
+    return _found("cure",
+                  "Cure: the residual net of a depth ends with a lower training "
+                  "error than the plain net of the same depth.", outcomes, lines)
 
 
 def deeper_residual(grid: pd.DataFrame) -> list[Finding]:
     """The deepest residual net trains no worse than the shallowest (per shortcut option).
 
-    "No worse" is a claim of no difference, so a deeper net whose training error is higher by
-    less than the seeds' spread passes it (and the line says so); with one seed it must not be
-    higher at all.
+    "No worse" is a claim of no difference: it holds unless the 95 % interval of (deeper -
+    shallower) lies wholly above 0; an interval that includes 0 says "no significant difference".
     """
     res = grid[grid["shortcut"].isin(RESIDUAL)]
     lines, outcomes = [], []
@@ -164,60 +180,59 @@ def deeper_residual(grid: pd.DataFrame) -> list[Finding]:
     for g in groups:
         g = g.sort_values("depth")
         lo, hi = g.iloc[0], g.iloc[-1]
-        holds = hi["train_err_mean"] <= lo["train_err_mean"] or _within_spread(hi, lo, "train_err")
-        outcomes.append(holds)
-        lines.append(_family_note(g, _many(res))
-                     + _compare_line(hi, lo, "train_err", "final training error", holds, "<=")
+        line, outcome = _compare(hi, lo, "train_err", "final training error", "<=")
+        outcomes.append(outcome)
+        lines.append(_family_note(g, _many(res)) + line
                      + f"; test error {pct(hi['test_err_mean'])} vs {pct(lo['test_err_mean'])}")
         if len(g) > 2:
             lines.append("all depths, final training / test error: " + ", ".join(
-                f"{label(r.depth, r.block, r.shortcut)} {pct(r.train_err_mean)} / "
+                f"{net_label(r.depth, r.block, r.shortcut)} {pct(r.train_err_mean)} / "
                 f"{pct(r.test_err_mean)}" for r in g.itertuples()))
-    if not outcomes:
-        return []
-    return [Finding("deeper_residual",
-                    "Depth with shortcuts: deeper residual nets do not train worse than shallower ones.",
-                    _status(outcomes), lines)]
+    return _found("deeper_residual",
+                  "Depth with shortcuts: deeper residual nets do not train worse than shallower ones.",
+                  outcomes, lines)
 
 
 def shortcut_options(grid: pd.DataFrame) -> list[Finding]:
-    """Where two or more of A/B/C share a depth, their test errors fall in the order A > B > C."""
+    """Where two or more of A/B/C share a depth, test error falls from A to B to C: each pair of
+    options (A vs B, B vs C, A vs C) is one comparison with its interval."""
     res = grid[grid["shortcut"].isin(RESIDUAL)]
     lines, outcomes = [], []
     for _, g in res.groupby(FAMILY + ["depth"], sort=True):
         if g["shortcut"].nunique() < 2:
             continue
-        g = g.sort_values("test_err_mean", ascending=False)  # worst first, as A > B > C
-        observed = list(g["shortcut"])
-        expected = [s for s in PAPER_SHORTCUT_ORDER if s in observed]
-        holds = observed == expected
-        outcomes.append(holds)
+        by = g.set_index("shortcut")
+        present = [s for s in RESIDUAL if s in by.index]
         first = g.iloc[0]
-        errs = " > ".join(f"{r.shortcut} {_pm(r.test_err_mean, r.test_err_std, r.n_seeds)}"
-                          for r in g.itertuples())
-        spread = g["test_err_mean"].max() - g["test_err_mean"].min()
-        stds = g["test_err_std"].dropna()
-        noise = (", within the seeds' spread" if not stds.empty and spread < stds.max() else "")
-        lines.append(f"{label(first['depth'], first['block'], 'A', with_shortcut=False)} "
-                     f"final test error by option: {errs} (paper's order "
-                     f"{' > '.join(expected)}): {'holds' if holds else 'does not hold'}; "
-                     f"spread {100 * spread:.2f} points{noise}")
-    if not outcomes:
-        return []
-    return [Finding("shortcuts",
-                    "Shortcut options: test error falls from A (zero-padding) to B (projections "
-                    "where shape changes) to C (all projections), by small margins "
-                    "(paper, ImageNet ResNet-34 top-1: 25.03 / 24.52 / 24.19 %).",
-                    _status(outcomes), lines)]
+        errs = ", ".join(f"{s} {_pm(by.at[s, 'test_err_mean'], by.at[s, 'test_err_std'], by.at[s, 'n_seeds'])}"
+                         for s in present)
+        lines.append(f"{net_label(first['depth'], first['block'], 'A', with_shortcut=False)} final test error by "
+                     f"option: {errs} (paper's order {' > '.join(present)})")
+        for i, worse in enumerate(present):
+            for better in present[i + 1:]:
+                a, b = by.loc[worse].copy(), by.loc[better].copy()
+                a["shortcut"], b["shortcut"] = worse, better
+                d = difference(a, b, "test_err")
+                outcome = stats.judge(d, ">")
+                outcomes.append(outcome)
+                lines.append(f"  {worse} > {better}: {_evidence(d, outcome)}")
+    return _found("shortcuts",
+                  "Shortcut options: test error falls from A (zero-padding) to B (projections "
+                  "where shape changes) to C (all projections), by small margins "
+                  f"(paper, ImageNet ResNet-34 top-1: {_TOP1} %).", outcomes, lines)
 
 
-def _resp_line(a: pd.Series, b: pd.Series, holds: bool, rel: str) -> str:
-    fmt = lambda x: f"{x:.3f}"  # noqa: E731  (responses are unitless std's)
-    va = _pm(a["std_mean"], a.get("std_std"), a["n_seeds"], fmt)
-    vb = _pm(b["std_mean"], b.get("std_std"), b["n_seeds"], fmt)
-    return (f"{label(a['depth'], a['block'], a['shortcut'])} mean response std {va} {rel} "
-            f"{label(b['depth'], b['block'], b['shortcut'])} {vb}: "
-            f"{'holds' if holds else 'does not hold'}{_noise(a, b, 'std')}")
+_TOP1 = " / ".join(f"{SHORTCUT_OPTIONS_TOP1[s]:.2f}" for s in RESIDUAL)  # A / B / C
+
+
+def _resp_line(a: pd.Series, b: pd.Series) -> tuple[str, str]:
+    """The claim `a`'s responses < `b`'s, with its interval (responses are unitless std's)."""
+    va = stats.mean_std(a["std_mean"], a.get("std_std"), a["n_seeds"], digits=3)
+    vb = stats.mean_std(b["std_mean"], b.get("std_std"), b["n_seeds"], digits=3)
+    d = difference(a, b, "std", scale=1.0)
+    outcome = stats.judge(d, "<")
+    return (f"{net_label(a['depth'], a['block'], a['shortcut'])} mean response std {va} < "
+            f"{net_label(b['depth'], b['block'], b['shortcut'])} {vb}: {_evidence(d, outcome, '')}"), outcome
 
 
 def responses(resp: pd.DataFrame) -> list[Finding]:
@@ -226,43 +241,87 @@ def responses(resp: pd.DataFrame) -> list[Finding]:
     `resp`: one row per configuration with `std_mean` (the layers' response std averaged over
     layers, then over seeds), `std_std` (its std over seeds) and `n_seeds`.
     """
-    out = []
+    out: list[Finding] = []
     lines, outcomes = [], []
     for fam in _families(resp):
-        plain = fam[fam["shortcut"] == "none"].set_index("depth")
+        plain = fam[fam["shortcut"] == PLAIN].set_index("depth")
         for _, r in fam[fam["shortcut"].isin(RESIDUAL)].sort_values(["depth", "shortcut"]).iterrows():
             if r["depth"] in plain.index:
                 p = plain.loc[r["depth"]].copy()
                 p["depth"] = r["depth"]
-                holds = r["std_mean"] < p["std_mean"]
-                outcomes.append(holds)
-                lines.append(_family_note(fam, _many(resp)) + _resp_line(r, p, holds, "<"))
-    if outcomes:
-        out.append(Finding("responses",
-                           "Responses: residual nets' layer responses are smaller than plain nets' of the "
-                           "same depth (Fig. 7).", _status(outcomes), lines))
+                line, outcome = _resp_line(r, p)
+                outcomes.append(outcome)
+                lines.append(_family_note(fam, _many(resp)) + line)
+    out += _found("responses",
+                  "Responses: residual nets' layer responses are smaller than plain nets' of the "
+                  "same depth (Fig. 7).", outcomes, lines)
     lines, outcomes = [], []
     res = resp[resp["shortcut"].isin(RESIDUAL)]
     for _, g in res.groupby(FAMILY + ["shortcut"], sort=True):
         g = g.sort_values("depth")
         for lo, hi in zip(g.iloc[:-1].to_dict("records"), g.iloc[1:].to_dict("records")):
-            holds = hi["std_mean"] < lo["std_mean"]
-            outcomes.append(holds)
-            lines.append(_family_note(g, _many(res)) + _resp_line(pd.Series(hi), pd.Series(lo),
-                                                                   holds, "<"))
-    if outcomes:
-        out.append(Finding("deeper_responses",
-                           "Responses and depth: the deeper the residual net, the smaller its layer "
-                           "responses (Fig. 7).",
-                           _status(outcomes), lines))
+            line, outcome = _resp_line(pd.Series(hi), pd.Series(lo))
+            outcomes.append(outcome)
+            lines.append(_family_note(g, _many(res)) + line)
+    out += _found("deeper_responses",
+                  "Responses and depth: the deeper the residual net, the smaller its layer "
+                  "responses (Fig. 7).", outcomes, lines)
     return out
 
 
-def all_findings(grid: pd.DataFrame, resp: pd.DataFrame) -> list[Finding]:
+def preactivation(grid: pd.DataFrame) -> list[Finding]:
+    """He et al., ECCV 2016: at one depth, the pre-activation unit ends with a lower test error
+    than the original unit (Table 4, in resweep.paper.REFERENCES: e.g. 110 6.61 -> 6.37 %)."""
+    lines, outcomes = [], []
+    keys = ["dataset", "model", "depth", "shortcut"]
+    for _, g in grid[grid["shortcut"].isin(RESIDUAL)].groupby(keys, sort=True):
+        by = g.set_index("block")
+        for orig, pre in PREACT_OF.items():
+            if orig in by.index and pre in by.index:
+                a, b = by.loc[pre].copy(), by.loc[orig].copy()
+                a["block"], b["block"] = pre, orig
+                line, outcome = _compare(a, b, "test_err", "final test error", "<")
+                outcomes.append(outcome)
+                lines.append(line + f"; training error {pct(a['train_err_mean'])} vs {pct(b['train_err_mean'])}")
+    return _found("preactivation",
+                  "Pre-activation: BN-ReLU-conv units end with a lower test error than the original "
+                  "units of the same depth (ECCV 2016, Table 4).", outcomes, lines)
+
+
+def paper_numbers(grid: pd.DataFrame, epochs: int | None) -> list[Finding]:
+    """Our final test errors against the papers' numbers, like with like (resweep.paper, .stats):
+    a mean +- std with our mean (Welch), a median or single run with our mean (the paper's spread
+    taken as ours), a best of N beside our best seed (`test_err_best`, shown, not judged). Only for
+    sweeps trained as long as the papers' (PAPER_EPOCHS); the claim is that ours agree."""
+    if epochs is not None and epochs < PAPER_EPOCHS:
+        return []
+    lines, outcomes = [], []
+    for r in grid.sort_values(["block", "shortcut", "depth"]).itertuples():
+        for ref in references(r.dataset, r.model, r.depth, r.block, r.shortcut):
+            name = net_label(r.depth, r.block, r.shortcut)
+            if ref.kind == "best_of":
+                best = getattr(r, "test_err_best", float("nan"))
+                lines.append(f"{name} best seed {pct(best)} of {r.n_seeds} vs {ref.source} {ref.text} %: "
+                             "best-of-N has no interval, shown only")
+                continue
+            d = vs_paper(r, ref)
+            outcome = stats.judge(d, "=")
+            outcomes.append(outcome)
+            lines.append(f"{name} mean test error {_pm(r.test_err_mean, r.test_err_std, r.n_seeds)} vs "
+                         f"{ref.source} {ref.text} %: {_evidence(d, outcome)}")
+    if not lines:
+        return []
+    return [Finding("paper",
+                    "The papers' numbers: our final test errors agree with the published ones, compared "
+                    "like with like (mean with mean, best with best).", _status(outcomes), lines)]
+
+
+def all_findings(grid: pd.DataFrame, resp: pd.DataFrame, epochs: int | None = None) -> list[Finding]:
     """Every finding the sweep has the data for, in the paper's order."""
     found: list[Finding] = []
     if not grid.empty:
         found += degradation(grid) + cure(grid) + deeper_residual(grid) + shortcut_options(grid)
+        found += preactivation(grid) + paper_numbers(grid, epochs)
     if not resp.empty:
         found += responses(resp)
     return found

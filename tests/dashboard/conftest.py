@@ -84,6 +84,15 @@ def fixture_db(tmp_path_factory) -> str:
     return url
 
 
+@pytest.fixture
+def built_engine(db_url):
+    """An engine on a new fixture database, once on SQLite and once on PostgreSQL (db_url)."""
+    build(db_url)
+    engine = get_engine(db_url, create=False)
+    yield engine
+    engine.dispose()
+
+
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on right now."""
     with socket.socket() as s:

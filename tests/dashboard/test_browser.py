@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from db import writes
+from db import queries, writes
 from db.engine import get_engine
 from orchestrator.commands_dashboard import start, wait_until_serving
 from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, config, free_port
@@ -159,7 +159,8 @@ def test_every_page_draws_its_charts_and_tables(server, page):
     nav(page, "Grid")
     settle(page, "Grid")
     assert_clean(page)
-    assert charts(page) == 1 and tables(page) == 3
+    # pivot, differences between cells (95 % intervals), the papers' numbers, every grid point
+    assert charts(page) == 1 and tables(page) == 4
     assert "Table 6" in page.inner_text('[data-testid="stMain"]')
     shot(page, "6-grid")
 
@@ -197,7 +198,7 @@ def test_the_sweeps_page_follows_a_running_sweep_without_a_reload(server, page, 
     settle(page, "Sweeps")
     page.wait_for_selector('[data-testid="stCaptionContainer"]:has-text("2 running · 2 shown")')
     engine = get_engine(served_db)  # the recorder's part: one trial reports an epoch and ends
-    sweep = writes.get_sweep(engine, STARTING_SWEEP)
+    sweep = queries.sweep(engine, STARTING_SWEEP)
     trial = writes.upsert_trial(engine, sweep.id, "s_0", status="running", config=config(110, "A", 0))
     writes.record_result(engine, trial, 1, {"train_err": 0.5, "test_err": 0.55})
     writes.set_trial_status(engine, trial, "terminated", ended=True)

@@ -8,6 +8,7 @@ out by hand from the fixture's FINAL_TEST table.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 import dashboard
 from db.engine import get_engine
-from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, build, layer_std
+from tests.dashboard.conftest import DEPTH_SWEEP, EPOCHS, STARTING_SWEEP, build, layer_std
 
 APP = Path(dashboard.__file__).resolve().parent / "app.py"
 PAGES = ("sweeps", "curves", "grid", "layers", "sql")
@@ -147,6 +148,14 @@ def test_sweeps_page_trial_table_follows_the_filters(fixture_db, monkeypatch):
     assert set(trials["depth"]) == {20} and set(trials["seed"]) == {1}
 
 
+def test_sweeps_page_trial_table_shows_each_trials_hyperparameters_besides_the_axes(fixture_db, monkeypatch):
+    # Generic: every key of trials.config but the axes (a new hyperparameter shows without a dashboard edit).
+    at = open_page(fixture_db, "sweeps", monkeypatch, sweep=DEPTH_SWEEP)
+    shown = [json.loads(c) for c in at.dataframe[1].value["config"]]
+    assert shown and all(c == {"data_dir": None, "epochs": EPOCHS, "batch_size": 128, "lr": 0.1, "probes_every": 2}
+                         for c in shown)
+
+
 # --- Curves -------------------------------------------------------------------------------------
 
 
@@ -221,14 +230,31 @@ def test_grid_numbers_equal_the_hand_computed_means_and_stds(fixture_db, monkeyp
     assert np.allclose(values(heat.data[0].z), [[11.0, 8.5], [15.0, 7.0]])
 
 
-def test_grid_shows_the_papers_table_6_beside_ours(fixture_db, monkeypatch):
+def test_grid_shows_the_papers_numbers_beside_ours_like_with_like(fixture_db, monkeypatch):
     at = open_page(fixture_db, "grid", monkeypatch, sweep=DEPTH_SWEEP)
-    paper = frame_with(at, "paper, ResNet (Table 6)").set_index("depth")
-    assert paper["paper, ResNet (Table 6)"].to_dict() == {
-        20: "8.75", 32: "7.51", 44: "7.17", 56: "6.97", 110: "6.43", 1202: "7.93"
-    }
-    assert paper.loc[56, "ours, ResNet (A)"] == "7.00 ± 0.71"
-    assert paper.loc[20, "ours, plain"] == "11.00 ± 1.41"
+    paper = frame_with(at, "paper").set_index("depth")
+    assert paper["paper"].to_dict() == {20: "8.75 (single run)", 56: "6.97 (single run)"}  # plain nets: none
+    assert paper.loc[56, "ours"] == "7.00 ± 0.71" and paper.loc[20, "ours"] == "8.50 ± 0.71"
+    # 8.50 - 8.75 with the paper's spread taken as ours: +- t(0.975, 1) * 0.7071 * sqrt(1/2 + 1).
+    half = 12.7062 * math.sqrt(0.5) * math.sqrt(1.5)
+    assert paper.loc[20, "ours − paper (95 % CI)"] == f"-0.25 ({-0.25 - half:+.2f} to {-0.25 + half:+.2f})"
+    assert paper.loc[20, "verdict"] == "agrees"
+
+
+def test_grid_shows_differences_between_cells_with_welch_intervals(fixture_db, monkeypatch):
+    from scipy import stats as scipy_stats
+
+    at = open_page(fixture_db, "grid", monkeypatch, sweep=DEPTH_SWEEP)
+    diffs = frame_with(at, "a − b (points, 95 % CI)").set_index(["a", "b"])
+    assert set(diffs.index) == {("plain-56", "plain-20"), ("ResNet-56 (A)", "ResNet-20 (A)"),
+                                ("ResNet-20 (A)", "plain-20"), ("ResNet-56 (A)", "plain-56")}
+    # plain-56 vs plain-20, test error: 15 vs 11, std sqrt(2) each over 2 seeds.
+    ci = scipy_stats.ttest_ind_from_stats(15.0, math.sqrt(2), 2, 11.0, math.sqrt(2), 2, equal_var=False)
+    se = math.sqrt(2 / 2 + 2 / 2)  # Welch: equal spreads and counts give df = 2 + 2 - 2 = 2
+    assert ci.statistic == pytest.approx(4.0 / se)
+    half = scipy_stats.t.ppf(0.975, 2) * se
+    assert diffs.loc[("plain-56", "plain-20"), "a − b (points, 95 % CI)"] == f"+4.00 ({4 - half:+.2f} to {4 + half:+.2f})"
+    assert diffs.loc[("plain-56", "plain-20"), "verdict"] == "no significant difference"
 
 
 def test_grid_follows_the_seed_filter_and_the_chosen_axes(fixture_db, monkeypatch):
@@ -285,7 +311,7 @@ def test_sql_page_runs_the_default_query_and_lists_tables_and_views(fixture_db, 
     result = at.dataframe[0].value
     assert len(result) == 4 and set(result["sweep"]) == {DEPTH_SWEEP}
     labels = [e.label for e in at.expander]
-    for name, kind in [("grid_results", "view"), ("trial_results", "view"), ("trials", "table"), ("metrics", "table")]:
+    for name, kind in [("grid_results", "view"), ("trial_results", "view"), ("trials", "table"), ("metrics", "view")]:
         assert f"**{name}** · {kind}" in labels
     assert "`final_test_err`" in " ".join(m.value for m in at.markdown)
 

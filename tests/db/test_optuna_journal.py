@@ -132,7 +132,7 @@ def test_a_database_at_0001_upgrades_to_one_with_the_journal(db_url):
     from alembic import command
 
     from db import migrate
-    from db.engine import create_store_engine, resolve_url
+    from db.engine import create_store_engine, resolve_url, upgrade
 
     engine = create_store_engine(resolve_url(db_url))
     with engine.begin() as conn:
@@ -142,7 +142,7 @@ def test_a_database_at_0001_upgrades_to_one_with_the_journal(db_url):
             "VALUES ('old', 'name: old', 'abc', CURRENT_TIMESTAMP, 'finished') RETURNING id"
         ).scalar()
     engine.dispose()
-    assert migrate.upgrade(db_url) == ("0001", migrate.head_revision())
+    assert upgrade(db_url) == ("0001", migrate.head_revision())
     engine = get_engine(db_url)
     backend = SqlJournalBackend(engine, sweep_id)
     backend.append_logs([{"op_code": 0}])

@@ -53,6 +53,29 @@ def test_trials_of_a_sweep_by_name_or_id(engine, known, statements):
     assert queries.trials(engine, "nope").empty
 
 
+def test_trials_filtered_in_sql_equal_the_whole_sweep_filtered_in_pandas(engine, known, statements):
+    make_sweep(engine, "other")  # same axes in another sweep: never mixed in
+    whole = queries.trials(engine, "known")
+    statements.clear()
+    got = queries.trials(engine, "known", depth=20, shortcut="A", seed=[0, np.int64(9)])
+    assert len(statements) == 1 and "shortcut IN" in statements[0]  # the filter is in the SQL
+    expected = whole[(whole.shortcut == "A") & whole.seed.isin([0, 9])].reset_index(drop=True)
+    assert list(got.trial_key) == ["A-0", "A-9"] and got.equals(expected)
+    assert list(queries.trials(engine, "known", status="terminated", shortcut="none").trial_key) == [
+        "none-0", "none-1", "none-2"]
+    assert queries.trials(engine, "known", depth=56).empty
+    assert queries.trials(engine, known.id, shortcut=None).equals(whole)  # None: no filter
+    with pytest.raises(ValueError, match=r"cannot filter trials on \['lr'\]"):
+        queries.trials(engine, "known", lr=0.1)
+
+
+def test_axis_values_lists_each_axis_without_reading_results(engine, known):
+    values = queries.axis_values(engine, "known")
+    assert values == {"dataset": ["cifar10"], "model": ["cifar"], "depth": [20], "block": ["basic"],
+                      "shortcut": ["A", "none"], "seed": [0, 1, 2, 8, 9]}
+    assert queries.axis_values(engine, "nope") == {a: [] for a in queries.AXES}
+
+
 def test_curves_of_many_trials_in_one_query(engine, known, statements):
     ids = list(known.trials.values())
     frame = queries.curves(engine, ids, ["test_err", "train_err"])
@@ -97,6 +120,14 @@ def test_sweep_details_has_the_spec_or_no_rows(engine, known):
     assert queries.sweep_details(engine, "nope").empty
 
 
+def test_a_sweep_is_read_by_name_or_id_as_one_row(engine, known):
+    row = queries.sweep(engine, "known")
+    assert (row.id, row.name, row.spec) == (known.id, "known", "name: known\n")
+    assert queries.sweep(engine, known.id) == row
+    assert queries.sweep(engine, "nope") is None and queries.sweep(engine, 10**9) is None
+    assert list(queries.sweep_details(engine, "known").iloc[0]) == [getattr(row, c) for c in queries.SWEEP_DETAIL_COLUMNS]
+
+
 def test_probed_epochs_of_many_trials(engine, known, statements):
     ids = [known.trials[k] for k in ("none-0", "A-2", "A-9")]
     assert queries.probed_epochs(engine, ids) == [1, 3]
@@ -109,7 +140,7 @@ def test_relations_lists_views_then_tables_without_alembic(engine):
     frame = queries.relations(engine)
     assert list(frame.columns) == queries.RELATION_COLUMNS
     assert list(dict.fromkeys(frame.relation)) == [
-        "grid_results", "trial_results", "layer_stats", "metrics", "sweeps", "trials",
-    ]  # fmt: skip
+        "grid_results", "metrics", "trial_results", "layer_stats", "sweeps", "trial_attempts", "trials",
+    ]  # fmt: skip  (metric_values and metric_names, the storage behind the metrics view, are left out)
     metrics = frame[frame.relation == "metrics"]
-    assert list(metrics.column) == ["trial_id", "name", "epoch", "value"] and set(metrics.kind) == {"table"}
+    assert list(metrics.column) == ["trial_id", "epoch", "name", "value"] and set(metrics.kind) == {"view"}

@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from db import migrate, views
-from db.engine import create_store_engine, get_engine, resolve_url
+from db.engine import create_store_engine, get_engine, resolve_url, upgrade
 from db.errors import NoDatabaseError, NotResweepError, SchemaAheadError, SchemaBehindError
 from db.models import Base
 
@@ -21,7 +21,7 @@ INITIAL = migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py"
 
 
 def test_migrated_empty_database_equals_the_models(db_url):
-    before, after = migrate.upgrade(db_url)
+    before, after = upgrade(db_url)
     assert (before, after) == (None, migrate.head_revision())
     engine = create_store_engine(resolve_url(db_url))
     with engine.connect() as conn:
@@ -39,18 +39,22 @@ def test_get_engine_creates_a_new_database_by_migrating(db_url):
 
 
 def test_head_migration_freezes_the_current_view_sql():
-    spec = importlib.util.spec_from_file_location("m0001", INITIAL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.VIEWS == views.VIEWS
-    source = INITIAL.read_text()
-    assert not re.search(r"^\s*(from|import) db\b", source, re.MULTILINE)  # frozen, not imported
+    # The newest migration that (re)creates the views holds the current copy of their SQL.
+    with_views = []
+    for path in sorted((migrate.MIGRATIONS_DIR / "versions").glob("[0-9]*.py")):
+        spec = importlib.util.spec_from_file_location(f"m{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert not re.search(r"^\s*(from|import) db\b", path.read_text(), re.MULTILINE)  # frozen, not imported
+        if hasattr(module, "VIEWS"):
+            with_views.append(module.VIEWS)
+    assert with_views[-1] == views.VIEWS
 
 
 def test_downgrade_to_nothing_and_back(db_url):
     from alembic import command
 
-    migrate.upgrade(db_url)
+    upgrade(db_url)
     engine = create_store_engine(resolve_url(db_url))
     with engine.begin() as conn:
         command.downgrade(migrate.alembic_config(connection=conn), "base")
@@ -58,7 +62,7 @@ def test_downgrade_to_nothing_and_back(db_url):
         names = set(sa.inspect(conn).get_table_names())
         assert not names & {"sweeps", "trials", "metrics", "layer_stats", "optuna_journal"}
     engine.dispose()
-    assert migrate.upgrade(db_url)[1] == migrate.head_revision()
+    assert upgrade(db_url)[1] == migrate.head_revision()
 
 
 def test_readers_do_not_create_databases(tmp_path):
@@ -99,19 +103,19 @@ def newer_code(tmp_path, monkeypatch):
 def test_database_behind_the_code_says_how_to_upgrade(db_url, monkeypatch, newer_code):
     with monkeypatch.context() as m:
         m.setattr(migrate, "MIGRATIONS_DIR", INITIAL.parent.parent)
-        migrate.upgrade(db_url)  # at this code's head
+        upgrade(db_url)  # at this code's head
     with pytest.raises(SchemaBehindError) as err:
         get_engine(db_url)
     message = str(err.value)
     assert f"revision {REAL_HEAD}" in message and f"needs {NEWER}" in message
     assert "python -m orchestrator db upgrade --db " in message
     assert "\n" not in message
-    assert migrate.upgrade(db_url) == (REAL_HEAD, NEWER)  # what the message says to run
+    assert upgrade(db_url) == (REAL_HEAD, NEWER)  # what the message says to run
     get_engine(db_url).dispose()
 
 
 def test_database_ahead_of_the_code_is_refused(db_url):
-    migrate.upgrade(db_url)
+    upgrade(db_url)
     engine = create_store_engine(resolve_url(db_url))
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
@@ -119,7 +123,7 @@ def test_database_ahead_of_the_code_is_refused(db_url):
     with pytest.raises(SchemaAheadError, match="revision 9999, newer than this resweep knows"):
         get_engine(db_url)
     with pytest.raises(SchemaAheadError):
-        migrate.upgrade(db_url)  # never "upgrades" a newer database either
+        upgrade(db_url)  # never "upgrades" a newer database either
 
 
 def test_database_with_our_table_names_but_no_version_is_refused(db_url):
@@ -130,4 +134,91 @@ def test_database_with_our_table_names_but_no_version_is_refused(db_url):
     with pytest.raises(NotResweepError, match="not a resweep database"):
         get_engine(db_url)
     with pytest.raises(NotResweepError):
-        migrate.upgrade(db_url)
+        upgrade(db_url)
+
+
+def test_0004_widens_block_and_keeps_every_row(db_url):
+    # A database at 0002 holding a sweep's results, upgraded in place: no row may be lost (a SQLite
+    # table rebuild with ON DELETE CASCADE children would empty metrics and layer_stats).
+    from alembic import command
+
+    from db import writes
+
+    engine = create_store_engine(resolve_url(db_url))
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(connection=conn), "0002")
+        # Rows as a database at 0002 holds them (today's writes target today's schema).
+        # (No explicit ids: on PostgreSQL they would not advance the id sequences; a new database's are 1.)
+        conn.exec_driver_sql("INSERT INTO sweeps (name, spec, spec_hash, status, created_at) "
+                             "VALUES ('old', 'name: old', '', 'running', CURRENT_TIMESTAMP)")
+        conn.exec_driver_sql("INSERT INTO trials (sweep_id, trial_key, status, dataset, model, depth, block, "
+                             "shortcut, seed, config) VALUES (1, 't0', 'running', 'digits', 'cifar', 20, "
+                             "'basic', 'A', 0, '{}')")
+        conn.exec_driver_sql("INSERT INTO metrics (trial_id, name, epoch, value) VALUES (1, 'train_err', 1, 0.5), "
+                             "(1, 'test_err', 1, 0.6)")
+        conn.exec_driver_sql("INSERT INTO layer_stats (trial_id, epoch, layer, name, stage, std, mean) "
+                             "VALUES (1, 1, 0, 'conv1', 0, 1.0, 0.0)")
+    sweep_id = 1
+    engine.dispose()
+    assert upgrade(db_url) == ("0002", migrate.head_revision())
+    engine = create_store_engine(resolve_url(db_url))
+    with engine.connect() as conn:
+        counts = {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                  for t in ("sweeps", "trials", "metrics", "layer_stats", "trial_results")}
+        assert counts == {"sweeps": 1, "trials": 1, "metrics": 2, "layer_stats": 1, "trial_results": 1}
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        block = next(c for c in sa.inspect(conn).get_columns("trials") if c["name"] == "block")
+        assert block["type"].length == 32
+    engine.dispose()
+    writes_engine = get_engine(db_url)
+    writes.upsert_trial(writes_engine, sweep_id, "t1", status="running",
+                        config={"dataset": "digits", "model": "cifar", "depth": 29, "block": "preact_bottleneck",
+                                "shortcut": "A", "seed": 0})
+    writes_engine.dispose()
+
+
+def test_lean_metrics_migration_keeps_every_value_and_the_views_and_downgrades_back(db_url):
+    """0002 -> 0007 moves metrics (names as text) into metric_values (names as ids), an unknown
+    name included, with `metrics` and the views reading the same; a downgrade restores the table."""
+    from alembic import command
+
+    engine = create_store_engine(resolve_url(db_url))
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(connection=conn), "0002")
+        conn.exec_driver_sql("INSERT INTO sweeps (id, name, spec, spec_hash, status, created_at) "
+                             "VALUES (1, 's', '', '', 'finished', CURRENT_TIMESTAMP)")
+        conn.exec_driver_sql("INSERT INTO trials (id, sweep_id, trial_key, status, dataset, model, depth, block, "
+                             "shortcut, seed, config) VALUES (1, 1, 'k', 'terminated', 'digits', 'cifar', 20, "
+                             "'basic', 'A', 0, '{}')")
+        values = [(1, n, e, 0.5 / e + i / 100) for i, n in enumerate(("train_err", "test_err", "grad_norm"))
+                  for e in (1, 2, 3)]
+        for row in values:
+            conn.exec_driver_sql("INSERT INTO metrics (trial_id, name, epoch, value) VALUES "
+                                 f"({row[0]}, '{row[1]}', {row[2]}, {row[3]!r})")
+        before = conn.exec_driver_sql("SELECT * FROM trial_results").all()
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(connection=conn), "0007")
+    with engine.connect() as conn:
+        got = conn.exec_driver_sql("SELECT trial_id, name, epoch, value FROM metrics ORDER BY name, epoch").all()
+        assert sorted(got, key=lambda r: (r[1], r[2])) == sorted(values, key=lambda r: (r[1], r[2]))
+        assert conn.exec_driver_sql("SELECT id FROM metric_names WHERE name = 'grad_norm'").scalar() == 11
+        assert conn.exec_driver_sql("SELECT * FROM trial_results").all() == before
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(connection=conn), "0002")
+    with engine.connect() as conn:
+        names = set(sa.inspect(conn).get_table_names())
+        assert "metrics" in names and not names & {"metric_values", "metric_names"}
+        back = conn.exec_driver_sql("SELECT trial_id, name, epoch, value FROM metrics").all()
+        assert sorted(back) == sorted(values)
+        assert conn.exec_driver_sql("SELECT * FROM trial_results").all() == before
+    engine.dispose()
+
+
+def test_the_migrated_metric_names_are_the_models_known_ids(db_url):
+    # Writes use db.models.METRIC_IDS without a lookup: the migration must seed exactly those.
+    from db.models import METRIC_IDS
+
+    engine = get_engine(db_url)
+    with engine.connect() as conn:
+        assert dict(conn.execute(sa.text("SELECT name, id FROM metric_names")).all()) == METRIC_IDS
+    engine.dispose()

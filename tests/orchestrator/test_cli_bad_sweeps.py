@@ -4,6 +4,7 @@ the database unchanged and Ray never started."""
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -66,7 +67,7 @@ def launch(tmp_path, url: str, text: str, *args: str):
 def test_unknown_key(tmp_path, db):
     (line,) = launch(tmp_path, db, GOOD.format(name="n") + "colour: red\n")
     assert line == f"error: {tmp_path / 'bad.yaml'}: colour: unknown key (allowed: name, dataset, data_dir, " \
-                   "model, grid, train, probes, resources, search, scheduler, fault_tolerance, synthetic, model_options)"
+                   "model, grid, train, probes, resources, search, scheduler, fault_tolerance, synthetic, model_options, loggers)"
 
 
 def test_wrong_type(tmp_path, db):
@@ -141,12 +142,92 @@ def test_unreachable_ray_address(tmp_path, db):
                            "start the head with `ray start --head`")
 
 
-def test_new_name_must_be_a_usable_name(tmp_path, db):
-    (line,) = launch(tmp_path, db, GOOD.format(name="taken"), "--new-name", "no spaces please")
-    assert line == ("error: --new-name 'no spaces please': 'no spaces please' is not a usable name "
-                    "(allowed: letters, digits, '.', '_', '-'; not starting with . _ -)")
+NAME_RULE = "not a usable sweep name (allowed: letters, digits, '.', '_', '-', not starting with . _ -, at most 100 characters)"
+
+
+@pytest.mark.parametrize("new_name", ["no spaces please", "x\\", "x\ndataset: digits", "x # comment", "", "-x", "a" * 101])
+def test_new_name_must_be_a_usable_name(tmp_path, db, new_name):
+    (line,) = launch(tmp_path, db, GOOD.format(name="taken"), "--new-name", new_name)
+    assert line.startswith("error: --new-name ") and line.endswith(NAME_RULE) and len(line) < 300
 
 
 def test_new_name_and_resume_exclude_each_other(tmp_path, db):
     (line,) = launch(tmp_path, db, GOOD.format(name="taken"), "--new-name", "other", "--resume")
     assert line.startswith("error: --resume and --new-name exclude each other")
+
+
+# --- hostile or broken input (issue 10, section 4) -----------------------------------------------
+
+BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] * 9)}]\n"
+               for p, a in zip([None, *"abcdefgh"], "abcdefghi"))  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["name", "grid axis"])
+def test_an_alias_bomb_is_refused_at_once_in_one_line(tmp_path, db, where):
+    """9 lines that expand to 9**9 = 387 million values; before, an error message rendered them."""
+    text = BOMB.replace("i: &i", "name: &i") if where == "name" else BOMB + GOOD.format(name="n").replace("[8]", "*i")
+    start = time.monotonic()
+    (line,) = launch(tmp_path, db, text)
+    assert time.monotonic() - start < 20
+    assert line.endswith("bad.yaml: expands to more than 100,000 values through its aliases (&anchor / *alias); "
+                         "write the values out, without nesting aliases")
+
+
+def test_values_shown_in_errors_are_bounded(tmp_path, db):
+    aliases = "".join(f"{a}: &{a} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] * 9)}]\n"
+                      for p, a in zip([None, "a", "b"], "abc"))  # fmt: skip: 729 values, under the cap
+    lines = launch(tmp_path, db, aliases + GOOD.format(name="n").replace("name: n", "name: *c"))
+    assert any("name: expected a string, got [[[" in line for line in lines)
+    assert all(len(line) < 400 for line in lines)
+
+
+def test_a_grid_above_the_trial_cap_is_refused_before_anything(tmp_path, db):
+    seeds = ", ".join(map(str, range(1000)))
+    text = GOOD.format(name="n").replace("depth: [8]", f"depth: [8]\n  seed: [{seeds}]") + "search: {num_samples: 1000}\n"
+    start = time.monotonic()
+    (line,) = launch(tmp_path, db, text)
+    assert time.monotonic() - start < 20
+    assert line.endswith("bad.yaml: grid: 2,000,000 trials is more than the cap of 100,000 (allowed: a smaller "
+                         "grid or num_samples, or --max-trials N to raise the cap)")
+    (line,) = launch(tmp_path, db, GOOD.format(name="n"), "--max-trials", "1")
+    assert "grid: 2 trials is more than the cap of 1" in line
+
+
+def test_a_sweep_file_that_is_not_utf8_is_one_line(tmp_path, db):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.format(name="caf\xe9").encode("latin-1"))
+    before = snapshot(db)
+    result = CliRunner().invoke(app, ["launch", str(path), "--db", db])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr == f"error: {path}: not UTF-8 text (line 2: byte 10 is b'\\xe9'); save the sweep file as UTF-8 YAML\n"
+    assert snapshot(db) == before
+
+
+def test_corrupt_cifar_files_are_found_before_ray_starts(tmp_path, db):
+    from trainers.data import cifar_files
+
+    data_dir = tmp_path / "cifar"
+    for name in cifar_files("cifar10"):
+        (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (data_dir / name).write_bytes(b"\x80\x04not a pickle" * 100)
+    text = GOOD.format(name="n").replace("dataset: synthetic", f"dataset: cifar10\ndata_dir: {data_dir}")
+    text = text.replace("synthetic: {num_train: 64, num_test: 32, image_size: 8}\n", "")
+    (line,) = launch(tmp_path, db, text)
+    assert line.startswith(f"error: data_dir {data_dir}: cifar10 files under cifar-10-batches-py/ are corrupted (")
+    assert "delete that folder so they are downloaded again" in line
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:pw@h:abc/db", "the port 'abc' is not a number"),
+    ("postgresql://u:p@ss@h/db", "the user or password holds an '@'; write it as %40"),
+    ("sqlite:///:memory:", "is an in-memory database, whose results are lost when the command ends"),
+    ("sqlite://", "is an in-memory database"),
+])  # fmt: skip
+def test_bad_database_urls_are_one_line_without_the_password(tmp_path, db, url, shown):
+    path = tmp_path / "good.yaml"
+    path.write_text(textwrap.dedent(GOOD.format(name="n")))
+    result = CliRunner().invoke(app, ["launch", str(path), "--db", url])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.stderr.splitlines()
+    assert shown in line and "pw" not in line and "ss@" not in line
+    assert not (tmp_path / "results").exists()

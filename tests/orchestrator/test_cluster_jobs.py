@@ -23,7 +23,8 @@ import requests
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from orchestrator import cluster, submit
+from db.engine import Database
+from orchestrator import jobs_api, remote_sweep
 from orchestrator.cli import app
 from orchestrator.errors import UserError
 from tests.orchestrator.cluster_support import write_sweep
@@ -271,7 +272,7 @@ def test_stop_ends_a_running_job(head, clean_env, monkeypatch):
     result = cli("stop", job_id, "--address", head.address)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"{job_id}: stop requested")
-    ray_cluster = submit.Cluster(head.address, submit.find_token())
+    ray_cluster = jobs_api.Cluster(head.address, jobs_api.find_token())
     assert ray_cluster.wait(job_id, timeout_s=30) == "STOPPED"
     again = cli("stop", job_id, "--address", head.address)
     assert again.exit_code == 0 and "already ended (STOPPED)" in again.stdout
@@ -289,7 +290,7 @@ def test_followed_logs_mask_the_token(head, clean_env, monkeypatch):
     job_id = head.client().submit_job(entrypoint='echo "the job says $ECHO_ME"',
                                       runtime_env={"env_vars": {"ECHO_ME": head.token}})
     chunks: list[str] = []
-    status = submit.Cluster(head.address, submit.find_token()).follow(job_id, chunks.append)
+    status = jobs_api.Cluster(head.address, jobs_api.find_token()).follow(job_id, chunks.append)
     text = "".join(chunks)
     assert status == "SUCCEEDED"
     assert "the job says ***" in text and head.token not in text
@@ -299,18 +300,18 @@ def test_followed_logs_mask_the_token(head, clean_env, monkeypatch):
 
 
 def test_token_sources_in_order(tmp_path, clean_env, monkeypatch):
-    assert submit.find_token() is None
+    assert jobs_api.find_token() is None
     (clean_env / ".ray").mkdir()
     (clean_env / ".ray" / "auth_token").write_text("from-home\n")
-    assert submit.find_token().value == "from-home"
+    assert jobs_api.find_token().value == "from-home"
     path_file = tmp_path / "by-path"
     path_file.write_text("from-path")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path_file))
-    assert submit.find_token().value == "from-path"
+    assert jobs_api.find_token().value == "from-path"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
-    assert submit.find_token().source == "$RAY_AUTH_TOKEN"
+    assert jobs_api.find_token().source == "$RAY_AUTH_TOKEN"
     flag = _token_file(tmp_path, "from-flag")
-    token = submit.find_token(flag)
+    token = jobs_api.find_token(flag)
     assert token.value == "from-flag" and token.source == f"--token-file {flag}"
     assert "from-flag" not in repr(token) and "from-flag" not in str(token)
 
@@ -334,11 +335,11 @@ def test_the_jobs_copy_of_the_project_leaves_out_results_data_and_secrets(tmp_pa
         (project / rel).parent.mkdir(parents=True, exist_ok=True)
         (project / rel).write_text("x")
     (project / "sweeps" / "mine.yaml").write_text(write_sweep(tmp_path).read_text())
-    monkeypatch.setattr(submit, "PROJECT_DIR", project)
-    monkeypatch.setattr(cluster, "PROJECT_DIR", project)
+    monkeypatch.setattr(jobs_api, "PROJECT_DIR", project)
+    monkeypatch.setattr(remote_sweep, "PROJECT_DIR", project)
 
-    inside = cluster.prepare(project / "sweeps" / "mine.yaml", f"sqlite:///{tmp_path}/r.db")
-    rel = submit.stage_project(inside, tmp_path / "staged")
+    inside = remote_sweep.prepare(project / "sweeps" / "mine.yaml", Database(f"sqlite:///{tmp_path}/r.db"))
+    rel = jobs_api.stage_project(inside, tmp_path / "staged")
     staged = {p.relative_to(tmp_path / "staged").as_posix() for p in (tmp_path / "staged").rglob("*") if p.is_file()}
     assert rel == "sweeps/mine.yaml"
     assert staged == {"pyproject.toml", "orchestrator/__init__.py", "trainers/a.py", "benchmarks/b.py",
@@ -346,21 +347,21 @@ def test_the_jobs_copy_of_the_project_leaves_out_results_data_and_secrets(tmp_pa
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    outside = cluster.prepare(write_sweep(elsewhere), f"sqlite:///{tmp_path}/r.db")
-    rel = submit.stage_project(outside, tmp_path / "staged2")
+    outside = remote_sweep.prepare(write_sweep(elsewhere), Database(f"sqlite:///{tmp_path}/r.db"))
+    rel = jobs_api.stage_project(outside, tmp_path / "staged2")
     assert rel == "sweeps/submitted/cluster-tiny.yaml"
     assert (tmp_path / "staged2" / rel).read_text() == outside.text
 
 
 def test_the_address_option_beats_ray_address_in_the_environment(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "http://10.0.0.9:8265")
-    assert submit.resolve_address("http://127.0.0.1:1234/") == "http://127.0.0.1:1234"
-    assert submit.resolve_address(None) == "http://10.0.0.9:8265"
+    assert jobs_api.resolve_address("http://127.0.0.1:1234/") == "http://127.0.0.1:1234"
+    assert jobs_api.resolve_address(None) == "http://10.0.0.9:8265"
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.9:6379")  # a GCS address, not a dashboard: ignored
-    assert submit.resolve_address(None) == submit.DEFAULT_ADDRESS
-    assert submit.resolve_address("head:8265") == "http://head:8265"
+    assert jobs_api.resolve_address(None) == jobs_api.DEFAULT_ADDRESS
+    assert jobs_api.resolve_address("head:8265") == "http://head:8265"
     with pytest.raises(UserError, match="not the head's dashboard URL"):
-        submit.resolve_address("ray://head:10001")
+        jobs_api.resolve_address("ray://head:10001")
 
 
 def test_a_token_split_across_log_chunks_is_still_masked():
@@ -374,9 +375,9 @@ def test_a_token_split_across_log_chunks_is_still_masked():
         def get_job_status(self, job_id):
             return JobStatus.SUCCEEDED
 
-    ray_cluster = object.__new__(submit.Cluster)  # no connection needed for this
+    ray_cluster = object.__new__(jobs_api.Cluster)  # no connection needed for this
     ray_cluster.address, ray_cluster.client = "http://x:8265", Client()
-    ray_cluster.token = submit.Token("abcdef123456", "t")
+    ray_cluster.token = jobs_api.Token("abcdef123456", "t")
     out: list[str] = []
     assert ray_cluster.follow("job", out.append) == "SUCCEEDED"
     assert "".join(out) == "line one\nthe token *** was here\nno newline at the end\n"

@@ -7,7 +7,7 @@ import io
 from ray.tune.experiment import Trial
 from rich.console import Console
 
-from orchestrator.progress import Progress, duration, trial_label
+from orchestrator.progress import Progress, duration
 
 
 def trials(n: int) -> list[Trial]:
@@ -21,10 +21,7 @@ def report(progress: Progress, all_trials: list[Trial], trial: Trial, epoch: int
     trial.update_last_result(result)
 
 
-def test_labels_name_nets_as_the_paper_does():
-    assert trial_label({"depth": 56, "block": "basic", "shortcut": "none", "seed": 1}) == "plain-56 seed 1"
-    assert trial_label({"depth": 110, "block": "basic", "shortcut": "A", "seed": 0}) == "ResNet-110 A seed 0"
-    assert trial_label({"depth": 56, "block": "bottleneck", "shortcut": "B", "seed": 2}) == "ResNet-56 bottleneck B seed 2"
+def test_durations_are_short():  # trial labels: tests/resweep/test_paper.py
     assert [duration(s) for s in (5, 65, 3725)] == ["5s", "1m05s", "1h02m"]
 
 
@@ -59,3 +56,34 @@ def test_log_output_prints_when_a_trial_ends_not_on_every_step():
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     assert [line.split("  ")[1].split(" · ")[0] for line in lines] == ["0/2 done", "1/2 done", "2/2 done"]
+
+
+def test_the_line_says_when_the_database_is_unreachable_and_logs_it_at_once(tmp_path):
+    """The store is a real outbox on a real SQLite file that another connection holds locked."""
+    import sqlite3
+
+    from db import writes
+    from db.engine import get_engine
+    from orchestrator.outbox import Outbox
+
+    engine = get_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    box = Outbox(engine, writes.create_sweep(engine, name="s", spec="", spec_hash="0" * 64))
+    out = io.StringIO()
+    ts = trials(1)
+    ts[0].set_status(Trial.RUNNING)
+    progress = Progress("demo", total=1, epochs=2, metric="test_err", mode="min", store=box,
+                        console=Console(file=out, force_terminal=False, width=300), log_every_s=3600)
+    progress.on_step_end(0, ts)
+    holder = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    box.put(["trial", "t0", {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic",
+                             "shortcut": "A", "seed": 0}, "running"])
+    progress.on_step_end(1, ts)
+    holder.execute("COMMIT")
+    assert box.flush(force=True)
+    progress.on_step_end(2, ts)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and "database unreachable for" in lines[1]
+    assert lines[1].endswith(", 1 result waiting")
+    assert "unreachable" not in lines[0] + lines[2]
+    engine.dispose()

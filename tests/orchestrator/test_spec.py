@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.spec import SpecError, depth_allowed, load_spec, parse_spec
+from resweep.config import TrialConfig
 
 SWEEPS = sorted((Path(__file__).resolve().parents[2] / "sweeps").glob("*.yaml"))
 
@@ -93,14 +94,90 @@ def test_responses_sweep_is_exactly_the_five_nets_of_fig7():
     assert spec.probes.every == 1
 
 
-def test_flat_trial_config_has_exactly_the_trainers_keys():
-    from trainers.trainable import DEFAULTS
-
-    spec = parse_spec(GOOD)
+def test_a_minimal_sweep_file_gives_every_other_key_the_trial_configs_default():
+    spec = parse_spec("name: m\ndataset: cifar10\nmodel: cifar\ngrid: {depth: [20]}\ntrain: {epochs: 3}\n")
     config = spec.trial_config(spec.points()[0])
-    assert set(config) == set(DEFAULTS)
-    assert config["synthetic"] == {"num_train": 64, "num_test": 32, "image_size": 8, "channels": 3, "num_classes": 4}
-    assert config["probes_every"] == 10 and config["checkpoint_every"] == 1
+    assert config == TrialConfig(dataset="cifar10", model="cifar", depth=20, epochs=3).as_dict()
+    assert list(config)[-4:] == ["depth", "block", "shortcut", "seed"]  # the Tune config's order: axes last
+
+
+# Every key of a sweep file that reaches the trial config, each away from its default, and the flat
+# config it must give. A new TrialConfig field fails the last assertion until it is added here.
+EVERY_KEY = """
+name: every
+dataset: synthetic
+data_dir: /tmp/resweep-every
+model: imagenet
+synthetic: {num_train: 64, num_test: 32, image_size: 64, channels: 1, num_classes: 4}
+grid: {depth: [50], block: [bottleneck], shortcut: [C], seed: [5]}
+train:
+  epochs: 7
+  batch_size: 32
+  lr: 0.2
+  momentum: 0.8
+  nesterov: true
+  weight_decay: 5.0e-4
+  lr_milestones: [3, 6]
+  warmup: {lr: 0.01, until_train_err: 0.7, max_iterations: 9}
+  precision: bf16
+  augment: false
+  val_size: 16
+  max_train_samples: 48
+probes: {every: 2}
+fault_tolerance: {checkpoint_every: 3}
+model_options: {stride_in: 3x3, zero_init_residual: true}
+"""
+EVERY_CONFIG = {
+    "dataset": "synthetic", "data_dir": "/tmp/resweep-every", "model": "imagenet", "epochs": 7, "batch_size": 32,
+    "lr": 0.2, "momentum": 0.8, "nesterov": True, "weight_decay": 5.0e-4, "lr_milestones": [3, 6], "warmup_lr": 0.01,
+    "warmup_until_train_err": 0.7, "warmup_max_iterations": 9, "precision": "bf16", "augment": False,
+    "val_size": 16, "max_train_samples": 48, "probes_every": 2, "checkpoint_every": 3, "stride_in": "3x3",
+    "zero_init_residual": True,
+    "synthetic": {"num_train": 64, "num_test": 32, "image_size": 64, "channels": 1, "num_classes": 4},
+    "depth": 50, "block": "bottleneck", "shortcut": "C", "seed": 5,
+}  # fmt: skip
+
+
+def test_every_trial_config_field_is_set_from_its_key_in_the_sweep_file():
+    spec = parse_spec(EVERY_KEY)
+    config = spec.trial_config(spec.points()[0])
+    assert config == EVERY_CONFIG
+    assert TrialConfig.from_dict(config).as_dict() == config  # what the trainer reads is what was stored
+    defaults = TrialConfig(synthetic={}).as_dict()
+    assert sorted(k for k in TrialConfig.model_fields if config[k] == defaults[k]) == []
+
+
+def test_nesterov_is_a_train_key_off_by_default_and_only_true_or_false():
+    assert parse_spec(GOOD).base_config()["nesterov"] is False  # a file without it: plain momentum, as before
+    on = parse_spec(edit(train="train:\n  epochs: 3\n  nesterov: true"))
+    assert all(on.trial_config(p)["nesterov"] is True for p in on.points())
+    assert problems(edit(train="train:\n  epochs: 3\n  nesterov: 'yes'")) == [
+        "bad.yaml: train.nesterov: expected true or false, got 'yes'"]
+    # torch.optim.SGD refuses Nesterov without momentum: said before any trial starts, not in each.
+    assert problems(edit(train="train:\n  epochs: 3\n  nesterov: true\n  momentum: 0")) == [
+        "bad.yaml: train.nesterov: true needs a momentum above 0 (train.momentum is 0.0; "
+        "allowed: nesterov false, or momentum > 0)"]
+
+
+def test_the_sweep_files_keys_take_type_bounds_and_default_from_the_trial_config():
+    from orchestrator import spec as spec_module
+
+    overridden = {"train.epochs", "train.warmup.lr", "train.warmup.until_train_err", "train.warmup.max_iterations"}
+    sections = {"train": spec_module.Train, "train.warmup": spec_module.Warmup, "probes": spec_module.Probes,
+                "fault_tolerance": spec_module.FaultTolerance, "model_options": spec_module.ModelOptions}
+    checked = 0
+    for field, info in TrialConfig.model_fields.items():
+        section, _, key = spec_module.file_key(field).rpartition(".")
+        if section not in sections:
+            continue
+        in_file = sections[section].model_fields[key]
+        assert in_file.metadata == info.metadata, field
+        if f"{section}.{key}" not in overridden:
+            assert in_file.default == info.default, field
+        checked += 1
+    assert checked == len(TrialConfig.model_fields) - 8  # all but dataset, data_dir, model, synthetic, the axes
+    assert spec_module.Train.model_fields["epochs"].is_required()
+    assert spec_module.Warmup.model_fields["max_iterations"].default == 400
 
 
 def test_grid_points_are_the_product_in_order():
@@ -122,6 +199,10 @@ def test_data_dir_is_made_absolute_for_the_workers():
     ("cifar", "bottleneck", 29, True), ("cifar", "bottleneck", 56, True), ("cifar", "bottleneck", 32, False),
     ("imagenet", "basic", 18, True), ("imagenet", "basic", 50, False), ("imagenet", "bottleneck", 152, True),
     ("imagenet", "bottleneck", 34, False), ("cifar", "basic", 2, False),
+    ("cifar", "preact", 110, True), ("cifar", "preact", 164, True), ("cifar", "preact", 1001, False),
+    ("cifar", "preact_bottleneck", 164, True), ("cifar", "preact_bottleneck", 1001, True),
+    ("cifar", "preact_bottleneck", 110, True), ("cifar", "preact_bottleneck", 1202, False),
+    ("imagenet", "preact_bottleneck", 50, False), ("imagenet", "preact", 18, False),
 ])
 def test_depth_rule_agrees_with_the_model_builder(model, block, depth, ok):
     from trainers.models import build_model
@@ -253,3 +334,107 @@ def test_missing_file_is_one_line(tmp_path):
     with pytest.raises(SpecError) as info:
         load_spec(tmp_path / "nope.yaml")
     assert info.value.problems == [f"{tmp_path / 'nope.yaml'}: no such file (give the path of a sweep YAML file)"]
+
+
+def test_rename_sets_the_parsed_name_and_keeps_every_other_byte():
+    from orchestrator.spec import rename
+
+    text = "# my sweep\nname: old   # the old name\ndataset: synthetic\nmodel: cifar\n" \
+           "grid: {depth: [8]}\ntrain: {epochs: 1}\n"
+    spec, new_text = rename(text, "s.yaml", "1e3")  # a name YAML would read as a number unquoted
+    assert spec.name == "1e3"
+    assert new_text == text.replace("name: old", 'name: "1e3"')
+
+
+@pytest.mark.parametrize("bad", ["x\\", "a\nb: 1", "x#y", "x y", "", ".hidden"])
+def test_rename_refuses_what_is_not_a_name(bad):
+    from orchestrator.errors import UserError
+    from orchestrator.spec import rename
+
+    with pytest.raises(UserError, match="not a usable sweep name"):
+        rename("name: old\n", "s.yaml", bad)
+
+# --- precision, warm-up cap, pre-activation blocks (issue 14) ---
+
+
+def test_precision_defaults_to_fp32_and_is_in_every_trial_config():
+    spec = parse_spec(GOOD)
+    assert spec.train.precision == "fp32"
+    assert {spec.trial_config(p)["precision"] for p in spec.points()} == {"fp32"}
+    bf16 = parse_spec(edit(train="train: {epochs: 3, precision: bf16}"))
+    assert bf16.trial_config(bf16.points()[0])["precision"] == "bf16"
+
+
+def test_unknown_precision_is_one_line_with_the_choices():
+    assert problems(edit(train="train: {epochs: 3, precision: fp16}")) == [
+        "bad.yaml: train.precision: 'fp16' is not allowed (allowed: fp32, bf16)"]
+
+
+def test_warmup_cap_defaults_to_400_and_follows_the_warmed_depths():
+    spec = parse_spec(edit(train="train: {epochs: 3, warmup: {lr: 0.01, until_train_err: 0.8, depths: [14]}}"))
+    configs = {p["depth"]: spec.trial_config(p) for p in spec.points()}
+    assert configs[14]["warmup_max_iterations"] == 400 and configs[14]["warmup_lr"] == 0.01
+    assert configs[8]["warmup_max_iterations"] is None and configs[8]["warmup_lr"] is None
+    capped = parse_spec(edit(train="train: {epochs: 3, warmup: {lr: 0.01, until_train_err: 0.8, max_iterations: 7}}"))
+    assert capped.base_config()["warmup_max_iterations"] == 7
+    uncapped = parse_spec(edit(train="train: {epochs: 3, warmup: {lr: 0.01, until_train_err: 0.8, max_iterations: null}}"))
+    assert uncapped.base_config()["warmup_max_iterations"] is None
+    assert problems(edit(train="train: {epochs: 3, warmup: {lr: 0.01, until_train_err: 0.8, max_iterations: 0}}")) == [
+        "bad.yaml: train.warmup.max_iterations: 0 is out of range (allowed: >= 1)"]
+
+
+def test_preact_blocks_validate_with_their_depth_rules():
+    spec = parse_spec(edit(grid="grid: {depth: [8, 11], block: [preact, preact_bottleneck], shortcut: [A],"
+                                " exclude: [{depth: 8, block: preact_bottleneck}, {depth: 11, block: preact}]}"))
+    assert {(p["depth"], p["block"]) for p in spec.points()} == {(8, "preact"), (11, "preact_bottleneck")}
+    assert problems(edit(grid="grid: {depth: [11], block: [preact]}")) == [
+        "bad.yaml: grid.depth: 11 is not a depth of cifar nets with preact blocks (allowed: 6n+2 = 8, 14, 20, 26, "
+        "32, 38, 44, 50, ...)"]
+
+
+def test_preact_on_imagenet_and_zero_init_with_preact_are_refused():
+    lines = problems("""
+        name: x
+        dataset: synthetic
+        model: imagenet
+        synthetic: {image_size: 32}
+        grid: {depth: [50], block: [preact_bottleneck]}
+        train: {epochs: 1}
+        model_options: {zero_init_residual: true}
+    """)
+    assert lines == [
+        "bad.yaml: grid.depth: 50 is not a depth of imagenet nets with preact_bottleneck blocks (allowed: none: "
+        "pre-activation units are for model cifar)",
+        "bad.yaml: model_options.zero_init_residual: zeroes the last BN of each residual branch, and "
+        "preact_bottleneck units end in a conv (allowed: false with pre-activation blocks)",
+    ]
+
+
+PAPER_FILES = ["depth.yaml", "shortcuts.yaml", "bottleneck.yaml", "responses.yaml", "resnet1202.yaml", "preact.yaml"]
+
+
+@pytest.mark.parametrize("name", PAPER_FILES)
+def test_paper_reproduction_files_train_in_fp32_and_cap_the_warmup_at_400(name):
+    spec, text = load_spec(next(p for p in SWEEPS if p.name == name))
+    assert spec.train.precision == "fp32" and "precision: fp32" in text
+    assert spec.train.epochs == 164 and spec.train.lr_milestones == [82, 123] and spec.train.batch_size == 128
+    if spec.train.warmup is not None:
+        assert spec.train.warmup.max_iterations == 400 and "max_iterations: 400" in text
+
+
+def test_resnet1202_file_is_table6s_last_row_with_its_warmup():
+    spec, _ = load_spec(next(p for p in SWEEPS if p.name == "resnet1202.yaml"))
+    assert {(p["depth"], p["block"], p["shortcut"]) for p in spec.points()} == {(110, "basic", "A"), (1202, "basic", "A")}
+    configs = [spec.trial_config(p) for p in spec.points()]
+    assert all(c["warmup_lr"] == 0.01 and c["warmup_until_train_err"] == 0.8 for c in configs)
+
+
+def test_preact_files_compare_original_and_preactivation_units():
+    spec, _ = load_spec(next(p for p in SWEEPS if p.name == "preact.yaml"))
+    assert spec.dataset == "cifar10"
+    assert {(p["depth"], p["block"]) for p in spec.points()} == {
+        (110, "basic"), (110, "preact"), (164, "bottleneck"), (164, "preact_bottleneck"),
+        (1001, "bottleneck"), (1001, "preact_bottleneck")}
+    small, _ = load_spec(next(p for p in SWEEPS if p.name == "preact-digits.yaml"))
+    assert small.dataset == "digits" and small.resources.gpu == 0 and len(small.grid.seed) == 3
+    assert {p["block"] for p in small.points()} == {"basic", "preact"} and len(small.grid.depth) == 2

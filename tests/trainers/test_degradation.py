@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.trainable import LocalReporter, run_trial
+from trainers.trainable import LocalReporter, train
 
 RECIPE = {"dataset": "digits", "epochs": 15, "seed": 0, "batch_size": 64, "lr": 0.1, "momentum": 0.9,
-          "weight_decay": 1e-4, "lr_milestones": [], "augment": False, "probes_every": 0, "checkpoint_every": 0}
+          "weight_decay": 1e-4, "lr_milestones": [], "augment": False, "probes_every": 15, "checkpoint_every": 15}
 
 
 def _final_train_err(depth: int, shortcut: str) -> float:
     reporter = LocalReporter()
-    run_trial({**RECIPE, "depth": depth, "shortcut": shortcut}, reporter)
+    train({**RECIPE, "depth": depth, "shortcut": shortcut}, reporter)
     return reporter.results[-1]["train_err"]
 
 

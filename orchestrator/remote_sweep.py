@@ -8,11 +8,10 @@ anything leaves this machine, what would otherwise fail there, hours later or si
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from db.engine import redact, resolve_url, sqlite_path
+from db.engine import Database, redact, sqlite_path
 from orchestrator.errors import UserError
 from orchestrator.provenance import PROJECT_DIR
 from orchestrator.spec import SweepSpec, load_spec
@@ -34,19 +33,19 @@ class RemoteSweep:
         return redact(self.db_url)
 
 
-def prepare(sweep: str | Path, db: str | None) -> RemoteSweep:
+def prepare(sweep: str | Path, db: Database) -> RemoteSweep:
     """Validate the sweep file and the database URL for a run on other machines."""
     spec, text = load_spec(sweep)
     return RemoteSweep(path=Path(sweep).resolve(), spec=spec, text=text, db_url=remote_db_url(db))
 
 
-def remote_db_url(db: str | None) -> str:
+def remote_db_url(db: Database) -> str:
     """The resolved database URL (--db, $RESWEEP_DB, default), refused if only this machine has it.
 
     The driver runs on the cluster's head node: a relative SQLite path (the default
     `sqlite:///resweep.db` included) would be resolved there, and the results would stay there.
     """
-    url = resolve_url(db)
+    url = db.url
     if url.startswith("sqlite"):
         path = sqlite_path(url)
         if path is None or not path.is_absolute():
@@ -65,10 +64,6 @@ def launch_command(sweep_arg: str, db_arg: str, *, resume: bool = False, results
     if results:
         argv += ["--results", results]
     return argv + (["--resume"] if resume else [])
-
-
-def shell_join(argv: list[str]) -> str:
-    return shlex.join(argv)
 
 
 def sweep_path_in_project(path: Path) -> str | None:

@@ -1,7 +1,6 @@
-"""What a report needs from the database, read through `db.queries` and shaped for plotting.
-
-`load` reads one sweep into a `ReportData`; the helpers below aggregate seeds into the mean and
-standard deviation that every figure, table and finding uses.
+"""What a report needs from the database: `load` reads one sweep, through `db.queries`, into a
+`ReportData`. Seeds are pooled by `resweep.pooling` (the figures, the findings) or by the
+`grid_results` view (the grid table), the same way.
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ import pandas as pd
 
 from db import queries
 from orchestrator.errors import UserError
+from resweep import pooling
 
-CONFIG = ["dataset", "model", "depth", "block", "shortcut"]  # one configuration = seeds pooled
-CURVE_METRICS = ["train_err", "test_err", "epoch_time_s"]
+CURVE_METRICS = ["train_err", "test_err", "epoch_time_s", "warmup_iterations"]
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,9 @@ class ReportData:
     git_dirty: bool | None
     created_at: datetime | None
     finished_at: datetime | None
-    trials: pd.DataFrame  # one row per trial: trial_id, CONFIG..., seed, status, epochs, params_count
+    trials: pd.DataFrame  # one row per trial: trial_id, the axes, status, epochs, params_count, ...
     curves: pd.DataFrame  # trial_id, epoch, name, value (CURVE_METRICS only)
-    grid: pd.DataFrame  # the grid_results view: CONFIG..., n_seeds, {train,test}_err_{mean,std}
+    grid: pd.DataFrame  # the grid_results view: GROUP_AXES..., n_seeds, {train,test}_err_{mean,std}
     layers: pd.DataFrame  # trial_id, epoch, layer, name, stage, std, mean (last probed epoch)
 
     @property
@@ -43,8 +42,11 @@ class ReportData:
     @property
     def training_time_s(self) -> float:
         """Seconds the trials spent in their epochs, summed over trials (from epoch_time_s)."""
-        t = self.curves[self.curves["name"] == "epoch_time_s"]["value"]
-        return float(t.sum())
+        return float(self.metric("epoch_time_s")["value"].sum())
+
+    def metric(self, name: str) -> pd.DataFrame:
+        """The curves of one metric: trial_id, epoch, name, value."""
+        return self.curves[self.curves["name"] == name]
 
 
 def load(engine, name: str, where: str) -> ReportData:
@@ -91,30 +93,15 @@ def _empty_curves() -> pd.DataFrame:
     return pd.DataFrame({"trial_id": [], "epoch": [], "name": [], "value": []})
 
 
-def curve_bands(data: ReportData, metric: str) -> pd.DataFrame:
-    """Per configuration and epoch: mean, std and count over seeds of `metric`."""
-    c = data.curves[data.curves["name"] == metric]
-    c = c.merge(data.trials[["trial_id", *CONFIG]], on="trial_id")
-    return (c.groupby([*CONFIG, "epoch"])["value"]
-             .agg(mean="mean", std="std", n="count").reset_index())
+def grid_with_best(data: ReportData) -> pd.DataFrame:
+    """The grid with `test_err_best`: the best (lowest) final test error over each cell's finished
+    seeds, for comparison with a paper's best-of-N number."""
+    if data.grid.empty:
+        return data.grid.assign(test_err_best=float("nan"))
+    best = pooling.final_errors(data.trials)[[*pooling.GROUP_AXES, "test_err_best"]]
+    return data.grid.merge(best, on=pooling.GROUP_AXES, how="left")
 
 
-def response_profiles(data: ReportData) -> pd.DataFrame:
-    """Per configuration and layer: the response std's mean and std over seeds."""
-    if data.layers.empty:
-        return pd.DataFrame(columns=[*CONFIG, "epoch", "layer", "mean", "std", "n"])
-    lay = data.layers.merge(data.trials[["trial_id", *CONFIG]], on="trial_id")
-    return (lay.groupby([*CONFIG, "layer"])
-               .agg(epoch=("epoch", "max"), mean=("std", "mean"), std=("std", "std"),
-                    n=("std", "count"))
-               .reset_index())
-
-
-def response_summary(data: ReportData) -> pd.DataFrame:
-    """Per configuration: the layers' mean response std, averaged over seeds (for findings)."""
-    if data.layers.empty:
-        return pd.DataFrame(columns=[*CONFIG, "std_mean", "std_std", "n_seeds"])
-    lay = data.layers.merge(data.trials[["trial_id", *CONFIG]], on="trial_id")
-    per_trial = lay.groupby([*CONFIG, "trial_id"])["std"].mean().reset_index()
-    return (per_trial.groupby(CONFIG)["std"]
-                     .agg(std_mean="mean", std_std="std", n_seeds="count").reset_index())
+def max_epochs(data: ReportData) -> int | None:
+    e = data.trials.get("epochs")
+    return None if e is None or e.dropna().empty else int(e.max())

@@ -16,19 +16,21 @@ Every read is a `db.queries` function; the SQL page's user statement goes throug
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 from sqlalchemy.engine import Engine
 
-from dashboard import aggregate
 from db import queries, readonly
 from db.engine import get_engine, redact, resolve_url
+from resweep import pooling
 
 TTL_S = 5  # how stale the trials table may be: a running sweep reports an epoch every few seconds
 LIVE_TTL_S = 2  # the Sweeps page refreshes itself; its counts should move with it
 KEPT_S = 3600  # content-keyed entries cannot go stale; the limit only frees memory
 BLOCK = 256  # trial ids per cached block of curves
-CONTENT = ["trial_id", "epochs", *aggregate.GROUP_AXES]  # what content-keyed reads are keyed by
+CONTENT = ["trial_id", "epochs", *pooling.GROUP_AXES]  # what content-keyed reads are keyed by
 
 
 def database_url() -> str:
@@ -57,21 +59,31 @@ def sweeps(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def trials(url: str, sweep: str) -> pd.DataFrame:
-    """The trials of a sweep with their axes and final results (no config column)."""
-    return queries.trials(engine(url), sweep).drop(columns=["config"])
+def trials(url: str, sweep: str, filters: tuple[tuple[str, tuple], ...] = ()) -> pd.DataFrame:
+    """The trials of a sweep with their axes and final results, and `config` as JSON text of the
+    hyperparameters besides the axes (hashable, unlike the dict); `filters` ((axis, values) pairs,
+    empty values: no filter) are applied in SQL by db.queries."""
+    frame = queries.trials(engine(url), sweep, **{a: list(v) for a, v in filters if v})
+    hyperparameters = [{k: v for k, v in (c or {}).items() if k not in queries.AXES} for c in frame["config"]]
+    return frame.assign(config=[json.dumps(h) for h in hyperparameters])
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def axis_values(url: str, sweep: str) -> dict[str, list]:
+    """Each grid axis's values in the sweep (the sidebar's filter menus), without reading results."""
+    return queries.axis_values(engine(url), sweep)
 
 
 def curve_bands(url: str, selected: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
-    """Mean, std and n over the seeds of each group's curves (aggregate.bands_from_sums)."""
+    """Mean, std and n over the seeds of each group's curves (resweep.pooling.bands_from_sums)."""
     blocks = selected[CONTENT].groupby(selected["trial_id"] // BLOCK, sort=True)
     sums = [_curve_sums(url, block.reset_index(drop=True), names) for _, block in blocks]
-    return aggregate.bands_from_sums(pd.concat(sums, ignore_index=True))
+    return pooling.bands_from_sums(pd.concat(sums, ignore_index=True))
 
 
 @st.cache_data(ttl=KEPT_S, max_entries=512, show_spinner=False)
 def _curve_sums(url: str, block: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
-    return aggregate.curve_sums(queries.curves(engine(url), block["trial_id"], names), block)
+    return pooling.curve_sums(queries.curves(engine(url), block["trial_id"], names), block)
 
 
 @st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
@@ -86,13 +98,14 @@ def probed_epochs(url: str, selected: pd.DataFrame) -> list[int]:
 
 @st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
 def _layer_profiles(url: str, selected: pd.DataFrame, epoch: int | None) -> tuple[pd.DataFrame, int]:
-    stats = queries.layer_stats(engine(url), selected["trial_id"], epoch)
-    return aggregate.layer_profiles(stats, selected), stats["trial_id"].nunique()
+    layers = queries.layer_stats(engine(url), selected["trial_id"], epoch)
+    return pooling.layer_profiles(layers, selected), layers["trial_id"].nunique()
 
 
 def layer_profiles(url: str, selected: pd.DataFrame, epoch: int | None) -> tuple[pd.DataFrame, int]:
-    """Per group and layer, the response std averaged over the seeds of the selected trials at
-    `epoch` (None: each trial's last probe), and how many trials had a probe there."""
+    """Per group and layer, the response std pooled over the seeds of the selected trials at
+    `epoch` (None: each trial's last probe; resweep.pooling.layer_profiles), and how many trials
+    had a probe there."""
     return _layer_profiles(url, selected[CONTENT].reset_index(drop=True), epoch)
 
 

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import time
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from typing import Callable, Iterator
 
 import requests
 
-from orchestrator.cluster import PACKAGES, PROJECT_DIR, RemoteSweep, launch_command, shell_join, sweep_path_in_project
+from orchestrator.remote_sweep import PACKAGES, PROJECT_DIR, RemoteSweep, launch_command, sweep_path_in_project
 from orchestrator.errors import UserError
 from orchestrator.provenance import git_state
 
@@ -175,7 +176,7 @@ class Cluster:
         with tempfile.TemporaryDirectory(prefix="resweep-job-") as tmp:
             workdir = Path(tmp) / "resweep"
             sweep_rel = stage_project(sweep, workdir)
-            entrypoint = shell_join(launch_command(sweep_rel, sweep.db_url, resume=resume, results=results,
+            entrypoint = shlex.join(launch_command(sweep_rel, sweep.db_url, resume=resume, results=results,
                                                    python=python))
             job_id = f"resweep-{sweep.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
             with self.errors():
@@ -245,6 +246,30 @@ class Cluster:
             return UserError(f"{self.address}: no job {job_id} (list them with: python -m orchestrator jobs "
                              f"--address {self.address})")
         return UserError(f"{self.address}: {_first_line(exc)}")
+
+    def alive_nodes(self) -> int:
+        """How many nodes of the cluster are alive (Ray's state API on the dashboard)."""
+        try:
+            r = requests.get(f"{self.address}/api/v0/nodes", params={"limit": 10000},
+                             headers=self.token.headers if self.token else None, timeout=CONNECT_TIMEOUT_S * 2)
+            rows = r.json()["data"]["result"]["result"]
+        except (requests.exceptions.RequestException, ValueError, KeyError, TypeError):
+            return 0  # unknown: the driver's own pre-flight check on the cluster still runs
+        return sum(row.get("state") == "ALIVE" for row in rows)
+
+    def results_for(self, results: str | None) -> str:
+        """--results (or $RESWEEP_RESULTS) as given; without one, the head's ~/resweep-results,
+        which only a one-node cluster can use: refused on more nodes."""
+        results = results or os.environ.get("RESWEEP_RESULTS") or None
+        if results:
+            return results
+        nodes = self.alive_nodes()
+        if nodes > 1:
+            raise UserError(f"{self.address}: the cluster has {nodes} nodes, and the default --results "
+                            f"{DEFAULT_RESULTS} is a directory on the head that its workers cannot see; pass "
+                            "--results s3://BUCKET/PREFIX (object storage, AWS_* set on every node) or "
+                            "--results /PATH on a filesystem every node mounts")
+        return DEFAULT_RESULTS
 
     def mask(self, text: str) -> str:
         return text.replace(self.token.value, "***") if self.token else text

@@ -1,0 +1,196 @@
+"""The only Ray Tune `Tuner`: built for a new sweep, restored for a resumed one, and fitted.
+
+The recorder (orchestrator.recorder) is the only writer of results and the progress line the
+only display; Tune's own reporter stays silent. A fit ends in an `Outcome`: finished, failed
+(some trials errored), or interrupted (Ctrl-C, SIGTERM, or a database that failed for good),
+after which `resume NAME` continues from Tune's saved state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from rich.console import Console
+from sqlalchemy.engine import Engine
+
+from db import writes
+from orchestrator import storage, summary
+from orchestrator.errors import UserError
+from orchestrator.outbox import SPILL_FILE
+from orchestrator.progress import Progress
+from orchestrator.recorder import Recorder
+from orchestrator.space import tune_space
+from orchestrator.spec import SweepSpec
+from orchestrator.stops import STOPS
+from orchestrator.trackers import logger_callbacks
+
+
+@dataclass
+class Outcome:
+    """How a launch or resume ended."""
+
+    name: str
+    status: str  # finished | failed | interrupted | already-finished
+    trials: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    recorder: Recorder | None = field(default=None, repr=False)
+    signal: int | None = None  # the stop signal that interrupted it, if one did
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "interrupted":
+            return 128 + (self.signal or 2)  # 130 for SIGINT (and Tune's own stops), 143 for SIGTERM
+        return {"finished": 0, "already-finished": 0, "failed": 1}[self.status]
+
+
+def new_tuner(
+    spec: SweepSpec, trainable: Any, location: str, callbacks: list, engine: Engine, sweep_id: int
+) -> tune.Tuner:
+    """The Tuner of a new sweep (recorded already as `sweep_id`); its experiment state goes to
+    `<location>/<name>` (a path or a URI)."""
+    space = tune_space(spec, optuna_storage=_optuna_storage(spec, engine, sweep_id))
+    return tune.Tuner(
+        trainable,
+        param_space=space.param_space,
+        tune_config=tune.TuneConfig(
+            num_samples=space.num_samples,
+            search_alg=space.search_alg,
+            scheduler=space.scheduler,
+            metric=space.metric,
+            mode=space.mode,
+            # A finished trial's worker runs the next one: torch, the trainers and the dataset
+            # (trainers.data.cached_data) are loaded once per worker, not once per trial. The
+            # trainable seeds every RNG and builds model and optimizer afresh for each trial.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=location,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=spec.fault_tolerance.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),  # pruned when finished: storage.prune_checkpoints
+            verbose=0,
+        ),
+    )
+
+
+def restored_tuner(experiment_dir: str, trainable: Any) -> tune.Tuner:
+    """The Tuner of a resumed sweep: unfinished trials continue from their last checkpoints,
+    errored ones are retried from theirs. Restore it inside `journal_attached`, then give it
+    this run's callbacks (`replace_callbacks`)."""
+    return tune.Tuner.restore(experiment_dir, trainable, resume_unfinished=True, resume_errored=True)
+
+
+def replace_callbacks(tuner: tune.Tuner, callbacks: list) -> None:
+    # The restored RunConfig holds the callbacks pickled at launch, cut off from the database
+    # (see Recorder.__getstate__); this run's recorder and progress line take their place.
+    tuner._local_tuner.get_run_config().callbacks = callbacks
+
+
+def can_restore(experiment_dir: str) -> bool:
+    try:
+        return tune.Tuner.can_restore(experiment_dir)
+    except Exception as exc:  # an object store that cannot be reached, or refuses the credentials
+        raise UserError(f"{experiment_dir}: cannot read the sweep's results there ({storage.first_line(exc)}); "
+                        "check the location and, for object storage, AWS_ENDPOINT_URL and the AWS_* "
+                        "credentials") from None
+
+
+def fit(
+    tuner: tune.Tuner, spec: SweepSpec, engine: Engine, sweep_id: int, recorder: Recorder,
+    progress: Progress, console: Console, db_flag: str,
+) -> Outcome:
+    """Run the Tuner to its end; `db_flag` is the ` --db ...` advice lines repeat
+    (db.engine.Database.flag)."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
+    start = time.monotonic()
+    STOPS.reset()
+    STOPS.on_stop(recorder.stopping)
+    try:
+        with STOPS.armed():
+            grid = tuner.fit()
+    except KeyboardInterrupt:
+        # A second stop signal: Tune skipped its last checkpoint, but its periodic one is on disk.
+        progress.close()
+        recorder.interrupted()
+        console.print(f"\nInterrupted. Resume with: python -m orchestrator resume {spec.name}{db_flag}",
+                      highlight=False, soft_wrap=True)
+        return Outcome(spec.name, "interrupted", seconds=time.monotonic() - start, recorder=recorder,
+                       signal=STOPS.first)
+    except BaseException:
+        progress.close()
+        writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
+        raise
+    seconds = time.monotonic() - start
+    if recorder.stop_reason is not None and recorder.final_status not in ("finished", "failed"):
+        # The store failed for good: Tune stopped and saved its state; the database may not answer,
+        # so no summary from it, only what happened and how to go on. (A stop that came after the
+        # last trial ended and everything was written is no stop: the summary follows.)
+        progress.close()
+        console.print(summary.store_stop_line(spec.name, recorder.stop_reason,
+                                              Path(recorder.outbox.spill_path or "").parent, db_flag),
+                      highlight=False, soft_wrap=True)
+        return Outcome(spec.name, "interrupted", seconds=seconds, recorder=recorder)
+    status = recorder.final_status or "interrupted"
+    if status == "finished":  # no resume reads Tune's snapshot again: each trial's newest checkpoint is kept
+        storage.prune_checkpoints(grid.experiment_path, grid.filesystem)
+    errors = sum(r.error is not None for r in grid)
+    summary.print_summary(console, engine, spec, grid, status, seconds, db_flag)
+    return Outcome(spec.name, status, trials=len(grid), errors=errors, seconds=seconds, recorder=recorder,
+                   signal=STOPS.first if status == "interrupted" else None)
+
+
+def callbacks(
+    spec: SweepSpec, engine: Engine, sweep_id: int, console: Console, experiment_dir: str, db_wait: float
+) -> tuple[Recorder, Progress, list]:
+    """This run's recorder, its progress line, and every Tune callback (those two, then the
+    spec's logger mirrors)."""
+    recorder = Recorder(engine, sweep_id, epochs=spec.train.epochs, expected_trials=spec.num_trials,
+                        db_wait_s=db_wait, spill_path=_spill_path(experiment_dir, spec.name))
+    progress = Progress(spec.name, total=spec.num_trials, epochs=spec.train.epochs, metric=spec.metric,
+                        mode=spec.mode, console=console, store=recorder)
+    return recorder, progress, [recorder, progress, *logger_callbacks(spec)]
+
+
+def _spill_path(experiment_dir: str, name: str) -> Path:
+    """Where results that wait through a database outage spill: beside Tune's state when that is a
+    local (or shared) path; for results on an object store, a local directory of this user's."""
+    if storage.is_uri(experiment_dir):
+        return Path("~/.cache/resweep/pending").expanduser() / name / SPILL_FILE
+    return Path(experiment_dir) / SPILL_FILE
+
+
+def _optuna_storage(spec: SweepSpec, engine: Engine, sweep_id: int) -> Any:
+    """Where an Optuna sweep keeps its study: a journal in the database, under the sweep's row.
+
+    Optuna's relational storage cannot share resweep's database (both have a `trials` and an
+    `alembic_version` table); its journal storage can, through `db.optuna_journal`. The sweep's
+    row must exist (the journal's rows point at it); a resume reuses it, and the study with it.
+    """
+    if spec.search.algorithm != "optuna":
+        return None
+    import optuna
+    from optuna.storages import JournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from db.optuna_journal import SqlJournalBackend
+
+    return JournalStorage(SqlJournalBackend(engine, sweep_id))
+
+
+def journal_attached(spec: SweepSpec, engine: Engine) -> AbstractContextManager:
+    """An Optuna searcher comes back from Tune's pickles with its study's journal backend cut
+    off from the database (no password is pickled, see db.optuna_journal); attached, it uses
+    this engine, so the study continues in the same rows (same sweep id)."""
+    if spec.search.algorithm != "optuna":
+        return nullcontext()  # and Optuna stays unimported
+    from db import optuna_journal
+
+    return optuna_journal.attach(engine)

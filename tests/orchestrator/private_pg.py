@@ -1,0 +1,92 @@
+"""A private PostgreSQL server for fault tests: its own data directory and port, so a test can
+stop and restart it (the shared server on 5432 must never be touched).
+
+Run as the `postgres` OS user (initdb refuses root), trust authentication on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+def _pg_bin() -> Path:
+    """initdb and pg_ctl of the PostgreSQL the machine has (Debian keeps them per version)."""
+    if os.environ.get("RESWEEP_PG_BIN"):
+        return Path(os.environ["RESWEEP_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivatePostgres:
+    def __init__(self) -> None:
+        self.user = pwd.getpwnam("postgres")
+        self.root = Path(tempfile.mkdtemp(prefix="rspg-", dir="/tmp"))
+        os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self._as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                           "--no-sync", "-E", "UTF8"])
+        self.start()
+
+    def _as_postgres(self, cmd: list[str], timeout: float = 120) -> None:
+        def demote() -> None:
+            os.setgid(self.user.pw_gid)
+            os.setuid(self.user.pw_uid)
+
+        done = subprocess.run(cmd, preexec_fn=demote if os.getuid() == 0 else None, capture_output=True, text=True,
+                              timeout=timeout, cwd=self.root, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        if done.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+                           str(self.root / "log"), "-w", "-t", "60", "start"])
+
+    def stop(self) -> None:
+        self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+    def restart(self, down_s: float) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def url(self, database: str = "postgres", password: str | None = None) -> str:
+        auth = f"postgres:{password}" if password else "postgres"
+        return f"postgresql+psycopg://{auth}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh database on this server; returns its name."""
+        name = f"rs_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        return name
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        except Exception:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)

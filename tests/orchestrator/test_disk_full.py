@@ -1,0 +1,72 @@
+"""A filesystem filling up mid-sweep (the database's, or the results directory's): a clean stop as
+interrupted with one line naming that filesystem, and a resume that finishes with nothing lost.
+
+The small filesystem is a real tmpfs mounted for the test (needs root, as the CI container runs);
+it is filled with a real file, not simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from orchestrator.outbox import MIN_FREE_BYTES
+from tests.orchestrator.conftest import run_cli, start_cli, wait_for
+from tests.orchestrator.test_store_faults import count
+from tests.orchestrator.test_sweeps_e2e import assert_every_epoch_once, rows, sweep_file
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root with CAP_SYS_ADMIN needed): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(mount, leave: int) -> os.PathLike:
+    """Fill the filesystem at `mount` until `leave` bytes are free; returns the filler file."""
+    filler = mount / "filler"
+    size = shutil.disk_usage(mount).free - leave
+    with open(filler, "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, size)
+    return filler
+
+
+@pytest.mark.parametrize("full", ["database", "results"])
+def test_a_full_filesystem_stops_the_sweep_cleanly_and_resume_finishes(tmp_path, ray_cluster, small_fs, full):
+    db_dir = small_fs if full == "database" else tmp_path
+    results = small_fs / "results" if full == "results" else tmp_path / "results"
+    url = f"sqlite:///{db_dir / 'resweep.db'}"
+    path = sweep_file(tmp_path, "full", epochs=40, image=16, num_train=512)
+    driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, "--results", str(results),
+                       cwd=tmp_path)
+    wait_for(lambda: count(url, "SELECT max(epoch) FROM metrics") >= 2, timeout=180,
+             what="a trial's second epoch", proc=driver)
+    filler = fill(small_fs, leave=MIN_FREE_BYTES // 2)
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130, out
+    assert "Traceback" not in out
+    (line,) = [line for line in out.splitlines() if line.startswith("Stopped:")]
+    assert f"the filesystem {small_fs} (of the {'database' if full == 'database' else 'results directory'}" in line
+    assert "is full" in line and "python -m orchestrator resume full" in line
+    assert rows(url, "SELECT status FROM sweeps") == [("interrupted",)]  # low space, not none: the last word went in
+    assert {s for (s,) in rows(url, "SELECT status FROM trials")} <= {"pending", "terminated"}
+
+    os.unlink(filler)
+    done = run_cli("resume", "full", "--db", url, "--address", ray_cluster.address, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
+    assert rows(url, "SELECT status FROM trials") == [("terminated",)] * 2
+    assert_every_epoch_once(url, "full", epochs=40)

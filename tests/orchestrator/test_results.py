@@ -1,0 +1,247 @@
+"""Results out of a real sweep: trained models back, exports, and the trackers' mirrors.
+
+One tiny sweep on scikit-learn's digits (two 8-layer nets, plain and residual, 2 epochs) runs once
+for the module through the real command line on the session's Ray cluster, with every logger on:
+TensorBoard (tensorboardX event files, read back with TensorBoard's own EventAccumulator), MLflow
+(a local SQLite store, MLflow 3's local default: its file store is refused
+since 3.7; read back with MlflowClient) and W&B in offline mode (its run files).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+import torch
+
+from tests.orchestrator.conftest import cli_env
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+NAME = "results-digits"
+EPOCHS = 2
+METRICS = ["epoch_time_s", "images_per_s", "lr", "test_err", "test_loss", "train_err", "train_loss"]
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env={**cli_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def rows(url: str, sql: str, **params) -> list:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).all()
+    finally:
+        engine.dispose()
+
+
+class Sweep:
+    def __init__(self, root: Path, url: str, mlflow_uri: str, wandb_dir: Path):
+        self.root, self.url, self.mlflow_uri, self.wandb_dir = root, url, mlflow_uri, wandb_dir
+        self.results = root / "results" / NAME
+
+    def trials(self) -> list:
+        return rows(self.url, "SELECT r.trial_id, r.shortcut, r.final_test_err, t.checkpoint_uri, t.config "
+                              "FROM trial_results r JOIN trials t ON t.id = r.trial_id ORDER BY r.shortcut")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, ray_cluster) -> Sweep:
+    root = tmp_path_factory.mktemp("results")
+    path = root / f"{NAME}.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: {NAME}
+        dataset: digits
+        model: cifar
+        grid: {{depth: [8], shortcut: [none, A], seed: [0]}}
+        train: {{epochs: {EPOCHS}, batch_size: 64, lr: 0.05, augment: false}}
+        probes: {{every: 1}}
+        resources: {{cpu: 1}}
+        fault_tolerance: {{max_failures: 0, checkpoint_every: 1}}
+        loggers: [tensorboard, mlflow, wandb]
+        """))
+    done = Sweep(root, f"sqlite:///{root / 'resweep.db'}", f"sqlite:///{root / 'mlflow.db'}", root / "wandb")
+    done.wandb_dir.mkdir()
+    env = {"MLFLOW_TRACKING_URI": done.mlflow_uri, "WANDB_MODE": "offline", "WANDB_DIR": str(done.wandb_dir),
+           "WANDB_SILENT": "true"}
+    launched = cli("launch", str(path), "--db", done.url, "--address", ray_cluster.address, cwd=root, env=env)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    return done
+
+
+def test_each_trial_records_its_final_checkpoint(sweep):
+    trials = sweep.trials()
+    assert len(trials) == 2
+    for _, _, _, uri, _ in trials:
+        assert uri and Path(uri).is_relative_to(sweep.results)
+        assert Path(uri).name == f"checkpoint_{EPOCHS - 1:06d}"  # Tune numbers from 0: the last epoch's
+        assert (Path(uri) / "checkpoint.pt").is_file()
+
+
+def _test_error(model: torch.nn.Module, config: dict) -> float:
+    """The model's error on the trial's test split, loaded as the trial loaded it."""
+    from trainers.data import load_data
+    from trainers.trainable import TrialConfig
+
+    cfg = TrialConfig.from_dict(config)
+    data = load_data(cfg.dataset, cfg.data_dir, val_size=cfg.val_size, max_train_samples=cfg.max_train_samples,
+                     augment=False, synthetic=cfg.synthetic)
+    wrong = 0
+    with torch.no_grad():
+        for start in range(0, len(data.test), 512):
+            x, y = data.test.x[start:start + 512], data.test.y[start:start + 512]
+            wrong += int((model(x).argmax(1) != y).sum())
+    return wrong / len(data.test)
+
+
+def test_loaded_model_reproduces_the_recorded_final_test_error_exactly(sweep):
+    import resweep
+
+    for trial_id, shortcut, final_test_err, _, config in sweep.trials():
+        model = resweep.load_model(trial_id, db=sweep.url)
+        assert isinstance(model, torch.nn.Module) and not model.training
+        assert _test_error(model, json.loads(config)) == final_test_err, shortcut
+    untrained = _test_error(_fresh(json.loads(config)), json.loads(config))
+    assert untrained != final_test_err  # the weights matter: a new net of the same config does worse
+
+
+def _fresh(config: dict) -> torch.nn.Module:
+    from trainers.models import build_model
+
+    torch.manual_seed(123)
+    return build_model(config["model"], config["depth"], config["block"], config["shortcut"], 10, 1).eval()
+
+
+def test_model_command_writes_one_file_torch_loads_with_weights_only(sweep):
+    from trainers.restore import load_model_file
+
+    trial_id, shortcut, final_test_err, uri, config = sweep.trials()[1]
+    out = sweep.root / "models" / "plain8.pt"
+    done = cli("model", str(trial_id), "--db", sweep.url, "--out", str(out), cwd=sweep.root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert str(out) in done.stdout and uri in done.stdout
+
+    saved = torch.load(out, weights_only=True)
+    assert saved["format"] == "resweep-model/1" and saved["trial_id"] == trial_id and saved["sweep"] == NAME
+    assert saved["config"] == json.loads(config) and saved["epoch"] == EPOCHS
+    assert saved["input_mean"].shape == (1, 1, 8, 8)
+    assert all(isinstance(v, torch.Tensor) for v in saved["state_dict"].values())
+    assert _test_error(load_model_file(out), saved["config"]) == final_test_err
+    assert not list(out.parent.glob(".*partial"))
+
+
+def test_model_of_a_missing_checkpoint_is_one_line_saying_where_it_looked(sweep):
+    trial_id, _, _, uri, _ = sweep.trials()[0]
+    moved = sweep.results.with_name(NAME + "-moved")
+    os.rename(sweep.results, moved)
+    try:
+        out = sweep.root / "gone.pt"
+        done = cli("model", str(trial_id), "--db", sweep.url, "--out", str(out), cwd=sweep.root)
+    finally:
+        os.rename(moved, sweep.results)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {uri}/checkpoint.pt: no checkpoint there") and "moved or removed" in line
+    assert not out.exists()
+
+    unknown = cli("model", "9999", "--db", sweep.url, "--out", str(out), cwd=sweep.root)
+    assert unknown.returncode == 2 and unknown.stderr.strip() == (
+        f"error: trial 9999: no such trial in {sweep.url} "
+        "(db.trials(SWEEP) or `python -m orchestrator status NAME` list them)")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json"])
+def test_export_writes_trials_metrics_long_and_wide_layers_and_sweep_json(sweep, fmt):
+    out = sweep.root / f"export-{fmt}"
+    done = cli("export", NAME, "--format", fmt, "--out", str(out), "--db", sweep.url, cwd=sweep.root)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted([f"trials.{fmt}", f"metrics.{fmt}", f"metrics_wide.{fmt}", f"layer_stats.{fmt}",
+                            "sweep.json"])
+    # pandas reads JSON floats to 15 digits unless asked for precise_float; the file has every digit.
+    read = {"csv": pd.read_csv, "parquet": pd.read_parquet,
+            "json": functools.partial(pd.read_json, precise_float=True)}[fmt]
+
+    trials = read(out / f"trials.{fmt}")
+    assert sorted(trials["shortcut"]) == ["A", "none"] and set(trials["status"]) == {"terminated"}
+    config = trials["config"][0]
+    assert (json.loads(config) if isinstance(config, str) else config)["dataset"] == "digits"
+
+    long = read(out / f"metrics.{fmt}")
+    assert list(long.columns) == ["trial_id", "epoch", "name", "value"]
+    assert len(long) == rows(sweep.url, "SELECT count(*) FROM metrics")[0][0] == 2 * EPOCHS * len(METRICS)
+    wide = read(out / f"metrics_wide.{fmt}")
+    assert list(wide.columns) == ["trial_id", "dataset", "model", "depth", "block", "shortcut", "seed", "epoch",
+                                  *METRICS]
+    assert len(wide) == 2 * EPOCHS
+    final = wide[wide["epoch"] == EPOCHS].set_index("trial_id")["test_err"]
+    recorded = {t: err for t, _, err, _, _ in sweep.trials()}
+    assert final.to_dict() == recorded
+
+    layers = read(out / f"layer_stats.{fmt}")
+    assert list(layers.columns) == ["trial_id", "epoch", "layer", "name", "stage", "std", "mean"]
+    assert len(layers) == rows(sweep.url, "SELECT count(*) FROM layer_stats")[0][0] == 2 * EPOCHS * 7  # 7 3x3 conv layers in an 8-layer net
+
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["name"] == NAME and info["status"] == "finished" and "loggers:" in info["spec"]
+    assert info["spec_parsed"]["grid"]["shortcut"] == ["none", "A"]
+    assert len(info["git_commit"]) == 40 and isinstance(info["git_dirty"], bool)
+    assert info["export"]["rows"]["metrics"] == len(long)
+
+
+def test_export_of_an_unknown_sweep_is_one_line_and_writes_nothing(sweep):
+    out = sweep.root / "export-none"
+    done = cli("export", "nope", "--out", str(out), "--db", sweep.url, cwd=sweep.root)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: export: no sweep named 'nope' in {sweep.url} (`python -m orchestrator status` lists the sweeps)"]
+    assert not out.exists()
+
+
+def test_tensorboard_event_files_hold_each_epochs_results(sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recorded = dict(rows(sweep.url, "SELECT trial_key, id FROM trials"))
+    for trial_dir in [p for p in sweep.results.iterdir() if p.is_dir()]:
+        (events,) = list(trial_dir.glob("events.out.tfevents.*"))
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        scalars = acc.Scalars("ray/tune/test_err")
+        trial_key = json.loads((trial_dir / "result.json").read_text().splitlines()[0])["trial_id"]
+        db_values = rows(sweep.url, "SELECT value FROM metrics WHERE trial_id = :t AND name = 'test_err' "
+                                    "ORDER BY epoch", t=recorded[trial_key])
+        assert [s.step for s in scalars] == list(range(1, EPOCHS + 1))
+        assert [s.value for s in scalars] == pytest.approx([v for (v,) in db_values], rel=1e-6)  # float32
+
+
+def test_mlflow_has_one_run_per_trial_with_its_params_and_metrics(sweep):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sweep.mlflow_uri)
+    experiment = client.get_experiment_by_name(NAME)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.data.params["shortcut"] for r in runs) == ["A", "none"]
+    by_shortcut = {sc: err for _, sc, err, _, _ in sweep.trials()}
+    for run in runs:
+        history = client.get_metric_history(run.info.run_id, "test_err")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, EPOCHS + 1))
+        assert run.data.metrics["test_err"] == by_shortcut[run.data.params["shortcut"]]
+        assert run.data.tags["resweep.sweep"] == NAME
+
+
+def test_wandb_offline_writes_one_run_per_trial(sweep):
+    runs = sorted((sweep.wandb_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2
+    for run in runs:
+        assert list(run.glob("run-*.wandb")), sorted(p.name for p in run.iterdir())
