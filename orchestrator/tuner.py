@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
@@ -110,6 +111,9 @@ def fit(
     """Run the Tuner to its end; `db_flag` is the ` --db ...` advice lines repeat
     (db.engine.Database.flag)."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
+    # Tune's CSV and JSON loggers come from `callbacks` (db import reads result.json); its
+    # automatic TensorBoard logger (1.5 s of imports a sweep) only with `loggers: [tensorboard]`.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     start = time.monotonic()
     STOPS.reset()
     STOPS.on_stop(recorder.stopping)
@@ -150,13 +154,14 @@ def fit(
 def callbacks(
     spec: SweepSpec, engine: Engine, sweep_id: int, console: Console, experiment_dir: str, db_wait: float
 ) -> tuple[Recorder, Progress, list]:
-    """This run's recorder, its progress line, and every Tune callback (those two, then the
-    spec's logger mirrors)."""
+    """This run's recorder, its progress line, and every Tune callback (those two, Tune's CSV and
+    JSON result files in each trial's directory, then the spec's logger mirrors)."""
     recorder = Recorder(engine, sweep_id, epochs=spec.train.epochs, expected_trials=spec.num_trials,
                         db_wait_s=db_wait, spill_path=_spill_path(experiment_dir, spec.name))
     progress = Progress(spec.name, total=spec.num_trials, epochs=spec.train.epochs, metric=spec.metric,
                         mode=spec.mode, console=console, store=recorder)
-    return recorder, progress, [recorder, progress, *logger_callbacks(spec)]
+    files = [CSVLoggerCallback(), JsonLoggerCallback()]
+    return recorder, progress, [recorder, progress, *files, *logger_callbacks(spec)]
 
 
 def _spill_path(experiment_dir: str, name: str) -> Path:

@@ -70,6 +70,19 @@ def test_import_rebuilds_the_sweep_row_for_row_and_fills_gaps_without_duplicates
     assert_every_epoch_once(db_url, "tiny", epochs=3)
 
 
+def test_each_trial_directory_holds_tunes_result_files_and_no_event_files_unasked(launched):
+    """Tune's result.json (what `db import` reads) and progress.csv in every trial's directory;
+    TensorBoard event files only with `loggers: [tensorboard]` (test_results.py), not by default."""
+    _, _, results = launched
+    trial_dirs = sorted(p for p in results.iterdir() if p.is_dir() and (p / "params.json").exists())
+    assert len(trial_dirs) == 2
+    for trial_dir in trial_dirs:
+        lines = (trial_dir / "result.json").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+        assert len((trial_dir / "progress.csv").read_text().splitlines()) == 1 + 3  # header and 3 epochs
+        assert list(trial_dir.glob("events.out.tfevents.*")) == []
+
+
 def test_import_refuses_a_directory_without_tune_state_in_one_line(tmp_path):
     done = run_cli("db", "import", str(tmp_path / "nowhere"), "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no such directory" in done.stderr
