@@ -15,6 +15,7 @@ from typing import Iterator
 import typer
 
 from db.errors import StoreError
+from orchestrator import stops
 from orchestrator.errors import UserError
 
 app = typer.Typer(
@@ -53,7 +54,11 @@ DbOption = typer.Option(
 
 
 def main() -> None:
-    app(prog_name="python -m orchestrator")
+    try:
+        app(prog_name="python -m orchestrator")
+    except SystemExit as done:
+        stops.exiting(done.code)  # a Ctrl-C from here on ends it with this status, not a traceback
+        raise
 
 
 # Commands live in these modules; importing them registers them on `app` / `db_app`.

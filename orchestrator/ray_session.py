@@ -29,9 +29,14 @@ def ray_session(address: str | None, token_file: str | os.PathLike | None = None
     started = start_ray(address, token_file)
     try:
         with STOPS.handling(), pid_file():  # after ray.init, whose SIGTERM handler exits at once
-            yield
+            try:
+                yield
+            finally:
+                STOPS.ending()  # a stop signal while Ray shuts down is a late one, not a traceback
+                if started:
+                    ray.shutdown()
     finally:
-        if started:
+        if started and ray.is_initialized():  # handling itself failed
             ray.shutdown()
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -60,6 +61,7 @@ class Stops:
         self._previous_wakeup = -1
         self._depth = 0
         self._late = False  # a stop signal came after the sweep had stopped, while the driver ends
+        self._ending = False  # the sweep's state is settled: the driver only prints, shuts down, exits
         # Read when this module is imported, before ray.init replaces the SIGTERM handler.
         self.ignore_term = _main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
 
@@ -78,6 +80,7 @@ class Stops:
         self._unseen.clear()
         self._seen.clear()
         self._late = False
+        self._ending = False
         self._read_pipe()  # signals from before the reset are not this run's
         self._seen.clear()
         self._on_stop.clear()
@@ -162,6 +165,19 @@ class Stops:
             raise SystemExit(self.exit_code)
         self._late = True
 
+    def ending(self) -> None:
+        """Inside `handling`: the sweep's state is recorded and its Tuner has returned (or Ray is
+        being shut down), so the driver only prints its last lines, shuts Ray down and exits. A stop
+        signal from here on is a late one (`_handle_late`): the first lets the driver end as it
+        would have, with the exit status it would have had (0 for a finished sweep: nothing was
+        stopped), and another one ends it at once. Without this, a Ctrl-C in those last seconds
+        stopped the summary or ray.shutdown with a KeyboardInterrupt (click's "Aborted!", exit 1)."""
+        if self._pipe is None or not _main_thread():
+            return
+        self._ending = True
+        if self.first is None:
+            self._install(self._handle_late)
+
     def _install(self, handler: Callable[[int, Any], None]) -> None:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, signal.SIG_IGN if self.ignore_term else handler)
@@ -192,7 +208,7 @@ class Stops:
             if self.first is not None:
                 self._install(self._handle_late)
             elif self._depth > 0:
-                self._install(self._handle)
+                self._install(self._handle_late if self._ending else self._handle)
             else:
                 self.restore()
 
@@ -207,6 +223,7 @@ class Stops:
         for fd in self._pipe:
             os.close(fd)
         self._pipe = None
+        self._ending = False
 
     @contextmanager
     def armed(self) -> Iterator[None]:
@@ -253,3 +270,24 @@ def _main_thread() -> bool:
 
 
 STOPS = Stops()
+
+
+def exiting(code: int | str | None) -> None:
+    """The command is done and the process exits with `code` (SystemExit's): a stop signal from
+    now on ends it at once with that status, its output flushed, instead of a KeyboardInterrupt
+    traceback during the interpreter's shutdown. For the process's entry point only."""
+    if not _main_thread():
+        return
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+
+    def at_once(signum: int, frame: Any) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    signal.signal(signal.SIGINT, at_once)
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, at_once)

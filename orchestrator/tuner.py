@@ -120,6 +120,7 @@ def fit(
     try:
         with STOPS.armed():
             grid = tuner.fit()
+        STOPS.ending()  # from here a stop signal changes nothing: the driver prints and ends
     except KeyboardInterrupt:
         # A second stop signal: Tune skipped its last checkpoint, but its periodic one is on disk.
         progress.close()

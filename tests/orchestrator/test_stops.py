@@ -30,7 +30,9 @@ GRID = 4  # shortcut x seed below
 
 
 def grid_sweep(tmp_path: Path, name: str) -> Path:
-    path = sweep_file(tmp_path, name, epochs=EPOCHS, image=8, num_train=256)
+    # Enough data that the sweep is still running when the test's signal lands (256 images: the
+    # whole sweep once ended within the half second the test waits between polls).
+    path = sweep_file(tmp_path, name, epochs=EPOCHS, image=8, num_train=2048)
     path.write_text(path.read_text().replace("seed: [0]", "seed: [0, 1]"))
     return path
 
@@ -218,6 +220,58 @@ def test_a_signal_after_tune_has_returned_keeps_the_first_signals_exit_status():
     assert done.stdout.split() == ["summary", "15", "[15,", "2]"], done.stdout + done.stderr
     assert done.returncode == 143, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_signal_after_a_finished_sweep_lets_it_end_as_finished_and_a_second_ends_it_at_once():
+    """No stop while Tune ran: the sweep finished. A Ctrl-C while the driver prints its summary or
+    shuts Ray down (after `ending`) stops nothing and changes no exit status; once it stopped the
+    summary with a KeyboardInterrupt (click's "Aborted!", exit 1). A second one ends it at once."""
+    done = run_child("""
+        import os, signal, sys, time
+        from orchestrator.stops import STOPS
+        STOPS.reset()
+        with STOPS.handling():
+            with STOPS.armed():
+                pass  # Tune ran to its end
+            STOPS.ending()
+            os.kill(os.getpid(), signal.SIGINT)  # the summary is being printed
+            time.sleep(0.1)
+            print("summary", STOPS.first, STOPS.requested, flush=True)
+        print("ended", signal.getsignal(signal.SIGINT) is signal.default_int_handler, flush=True)
+        """)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["summary", "None", "False", "ended", "True"], done.stdout + done.stderr
+
+    twice = run_child("""
+        import os, signal, time
+        from orchestrator.stops import STOPS
+        STOPS.reset()
+        with STOPS.handling():
+            STOPS.ending()
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+            print("not reached")
+        """)
+    assert (twice.returncode, twice.stdout) == (130, ""), twice.stdout + twice.stderr
+    assert "Traceback" not in twice.stderr, twice.stderr
+
+
+def test_a_signal_after_the_command_is_done_ends_it_with_the_commands_status():
+    """`python -m orchestrator` once done (stops.exiting, from cli.main): a Ctrl-C during the
+    interpreter's shutdown ends the process at once with the command's status, output flushed."""
+    done = run_child("""
+        import os, signal, sys, time
+        from orchestrator import stops
+        print("summary")
+        stops.exiting(0)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        print("not reached")
+        """)
+    assert (done.returncode, done.stdout) == (0, "summary\n"), done.stdout + done.stderr
+    assert done.stderr == "", done.stderr
 
 
 def test_without_a_stop_the_previous_handlers_and_wakeup_fd_come_back():
