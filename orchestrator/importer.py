@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine
 from db import queries, writes
 from db.models import METRIC_NAMES
 from orchestrator.errors import UserError
+from orchestrator.recorder import checkpoint_uri
 
 SWEEP_RECORD = "resweep-sweep.json"  # beside Tune's experiment state: what `db import` needs of the sweep
 BATCH = 500  # results per transaction
@@ -242,6 +243,9 @@ def _import_sweep(fs: pafs.FileSystem, path: str, source: str, engine: Engine) -
         out.epochs += len({res.epoch for res in batch})
         for start in range(0, len(batch), BATCH):
             out.metric_rows += writes.record_results(engine, batch[start:start + BATCH])
+        checkpoint = getattr(trial, "checkpoint", None)  # Tune's latest, as its experiment state holds it
+        if checkpoint is not None:
+            writes.set_checkpoint_uri(engine, trial_id, checkpoint_uri(checkpoint))
         if ended:
             last = results[-1] if results else {}
             writes.set_trial_status(engine, trial_id, status, ended=True, ended_at=_when(last.get("timestamp")),

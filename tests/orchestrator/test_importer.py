@@ -7,6 +7,7 @@ a fresh database and compares with what the recorder wrote.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -53,6 +54,10 @@ def test_import_rebuilds_the_sweep_row_for_row_and_fills_gaps_without_duplicates
     assert sweep_row(db_url) == sweep_row(recorded)
     assert snapshot(db_url) == snapshot(recorded)
     assert_every_epoch_once(db_url, "tiny", epochs=3)
+    # Each trial's latest checkpoint, which `model` loads: where the recorder put it, and there.
+    where_saved = "SELECT trial_key, checkpoint_uri FROM trials ORDER BY trial_key"
+    assert rows(db_url, where_saved) == rows(recorded, where_saved)
+    assert all(uri and Path(uri).is_dir() for _, uri in rows(db_url, where_saved))
 
     # A database holding only part of the sweep: the gaps are filled, nothing doubles. (metric_values
     # is the table behind the metrics view.)

@@ -156,7 +156,9 @@ def test_a_worker_host_killed_mid_trial_continues_on_the_other_from_its_checkpoi
     db = f"sqlite:///{work / 'r.db'}"
     name, epochs = "host-kill", 6
     log = work / "driver.log"
-    driver = cluster.start_cli("launch", str(sweep_file(work, name, seeds=(0,), epochs=epochs, num_train=512)),
+    # 4,096 images: epochs long enough that the trial is still running when the test sees epoch 3
+    # (with 512, a quiet machine ran epochs 3 to 6 within one half-second poll and the sweep ended).
+    driver = cluster.start_cli("launch", str(sweep_file(work, name, seeds=(0,), epochs=epochs, num_train=4096)),
                                "--db", db, "--address", cluster.address, "--results", str(work / "results"),
                                cwd=work, log=log)
     killed = None
