@@ -59,12 +59,13 @@ def group_label(row: Mapping[str, Any], varying_axes: Iterable[str]) -> str:
 
 
 def trial_label(config: Mapping[str, Any] | None) -> str:
-    """One trial on the console: plain-56 seed 1, ResNet-110 A seed 0, ResNet-56 bottleneck B seed 2."""
+    """One trial on the console: plain-56 seed 1, ResNet-110 A seed 0, ResNet-56 bottleneck B seed 2,
+    ResNet-56 preact A seed 0 (every block but the basic one is named)."""
     if not config:  # Tune's Result of a trial that never reported has no config
         return "a trial that never reported"
     label = net_name(config.get("depth"), config.get("shortcut"))
-    if config.get("block") == "bottleneck":
-        label += " bottleneck"
+    if config.get("block") not in (None, "basic"):
+        label += f" {config.get('block')}"
     if config.get("shortcut") != PLAIN:
         label += f" {config.get('shortcut')}"
     return f"{label} seed {config.get('seed')}"

@@ -32,6 +32,7 @@ def test_the_console_names_a_trial_with_its_seed():
     assert trial_label({"depth": 56, "block": "basic", "shortcut": "none", "seed": 1}) == "plain-56 seed 1"
     assert trial_label({"depth": 110, "block": "basic", "shortcut": "A", "seed": 0}) == "ResNet-110 A seed 0"
     assert trial_label({"depth": 56, "block": "bottleneck", "shortcut": "B", "seed": 2}) == "ResNet-56 bottleneck B seed 2"
+    assert trial_label({"depth": 56, "block": "preact", "shortcut": "A", "seed": 0}) == "ResNet-56 preact A seed 0"
     assert trial_label(None) == "a trial that never reported"  # Result.config is None: no traceback
 
 
