@@ -57,7 +57,7 @@ def main() -> None:
     try:
         app(prog_name="python -m orchestrator")
     except SystemExit as done:
-        stops.exiting(done.code)  # a Ctrl-C from here on ends it with this status, not a traceback
+        stops.exiting(done.code)  # the status is decided: a Ctrl-C from here on changes nothing
         raise
 
 

@@ -272,22 +272,14 @@ def _main_thread() -> bool:
 STOPS = Stops()
 
 
-def exiting(code: int | str | None) -> None:
-    """The command is done and the process exits with `code` (SystemExit's): a stop signal from
-    now on ends it at once with that status, its output flushed, instead of a KeyboardInterrupt
-    traceback during the interpreter's shutdown. For the process's entry point only."""
+def exiting(code: int | str | None = None) -> None:
+    """The command is done and the process exits (SystemExit's `code`, already decided): stop
+    signals are ignored from now on. Python's own shutdown puts the default action back for any
+    signal with a Python handler, so a Ctrl-C arriving then killed the driver by the signal
+    (exit -2) after it had printed that the sweep was interrupted with 143; an ignored signal
+    survives the shutdown. (SIGKILL still ends a process that would hang here.) For the process's
+    entry point only."""
     if not _main_thread():
         return
-    status = code if isinstance(code, int) else (0 if code is None else 1)
-
-    def at_once(signum: int, frame: Any) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(status)
-
-    signal.signal(signal.SIGINT, at_once)
-    if signal.getsignal(signal.SIGTERM) != signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, at_once)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -258,19 +258,23 @@ def test_a_signal_after_a_finished_sweep_lets_it_end_as_finished_and_a_second_en
     assert "Traceback" not in twice.stderr, twice.stderr
 
 
-def test_a_signal_after_the_command_is_done_ends_it_with_the_commands_status():
-    """`python -m orchestrator` once done (stops.exiting, from cli.main): a Ctrl-C during the
-    interpreter's shutdown ends the process at once with the command's status, output flushed."""
+def test_a_signal_after_the_command_is_done_changes_nothing():
+    """`python -m orchestrator` once done (stops.exiting, from cli.main): a stop signal is ignored,
+    also through Python's own shutdown, which would otherwise restore the default action and let
+    it kill the process (exit -2) after its status was decided."""
     done = run_child("""
-        import os, signal, sys, time
+        import atexit, os, signal, sys, time
         from orchestrator import stops
-        print("summary")
+        print("summary", flush=True)
         stops.exiting(0)
         os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)
-        print("not reached")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))  # during the interpreter's shutdown
+        print("ended", signal.getsignal(signal.SIGINT) is signal.SIG_IGN, flush=True)
+        sys.exit(143)
         """)
-    assert (done.returncode, done.stdout) == (0, "summary\n"), done.stdout + done.stderr
+    assert (done.returncode, done.stdout.split()) == (143, ["summary", "ended", "True"]), done.stdout + done.stderr
     assert done.stderr == "", done.stderr
 
 
