@@ -56,8 +56,8 @@ DbOption = typer.Option(
 def main() -> None:
     try:
         app(prog_name="python -m orchestrator")
-    except SystemExit as done:
-        stops.exiting(done.code)  # the status is decided: a Ctrl-C from here on changes nothing
+    except SystemExit:
+        stops.exiting()  # the status is decided: a Ctrl-C from here on changes nothing
         raise
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -272,9 +271,9 @@ def _main_thread() -> bool:
 STOPS = Stops()
 
 
-def exiting(code: int | str | None = None) -> None:
-    """The command is done and the process exits (SystemExit's `code`, already decided): stop
-    signals are ignored from now on. Python's own shutdown puts the default action back for any
+def exiting() -> None:
+    """The command is done and the process exits with the status it has decided: stop signals
+    are ignored from now on. Python's own shutdown puts the default action back for any
     signal with a Python handler, so a Ctrl-C arriving then killed the driver by the signal
     (exit -2) after it had printed that the sweep was interrupted with 143; an ignored signal
     survives the shutdown. (SIGKILL still ends a process that would hang here.) For the process's

@@ -266,7 +266,7 @@ def test_a_signal_after_the_command_is_done_changes_nothing():
         import atexit, os, signal, sys, time
         from orchestrator import stops
         print("summary", flush=True)
-        stops.exiting(0)
+        stops.exiting()
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.1)
