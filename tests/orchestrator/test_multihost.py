@@ -263,7 +263,9 @@ def test_object_store_results_survive_a_host_kill_and_a_driver_kill(cluster, wor
     name, epochs = "s3-sweep", 6
     results = f"s3://{cluster.s3_bucket}/sweeps"
     log = work / "driver.log"
-    driver = cluster.start_cli("launch", str(sweep_file(work, name, epochs=epochs, num_train=512)), "--db", db,
+    # 4,096 images, as in the host-kill test: the retry must still be running when the test looks for it
+    # (with 512, CI's machine ran the whole retry between two polls and the sweep ended, exit 0).
+    driver = cluster.start_cli("launch", str(sweep_file(work, name, epochs=epochs, num_train=4096)), "--db", db,
                                "--address", cluster.address, "--results", results, cwd=work, log=log)
     killed = None
     try:
