@@ -154,7 +154,7 @@ def test_trials_run_on_both_worker_hosts(cluster, work):
 
 def test_a_worker_host_killed_mid_trial_continues_on_the_other_from_its_checkpoint(cluster, work):
     db = f"sqlite:///{work / 'r.db'}"
-    name, epochs = "host-kill", 6
+    name, epochs = "host-kill", 8
     log = work / "driver.log"
     # 4,096 images: epochs long enough that the trial is still running when the test sees epoch 3
     # (with 512, a quiet machine ran epochs 3 to 6 within one half-second poll and the sweep ended).

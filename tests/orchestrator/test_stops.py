@@ -31,8 +31,9 @@ GRID = 4  # shortcut x seed below
 
 def grid_sweep(tmp_path: Path, name: str) -> Path:
     # Enough data that the sweep is still running when the test's signal lands (256 images: the
-    # whole sweep once ended within the half second the test waits between polls).
-    path = sweep_file(tmp_path, name, epochs=EPOCHS, image=8, num_train=2048)
+    # whole sweep once ended within the half second the test waits between polls; 4,096 leaves
+    # several seconds of the grid after the results waited for, on a machine twice as fast).
+    path = sweep_file(tmp_path, name, epochs=EPOCHS, image=8, num_train=4096)
     path.write_text(path.read_text().replace("seed: [0]", "seed: [0, 1]"))
     return path
 

@@ -183,7 +183,9 @@ def optuna_study(url: str, sweep_name: str):
 
 
 def test_optuna_with_asha_stops_some_and_keeps_its_study_across_interrupt_and_resume(tmp_path, ray_cluster):
-    path = sweep_file(tmp_path, "searched", epochs=4, shortcut="[none, A]", extra="""\
+    # 2,048 images: the 4 trials still to run after two ended take seconds, not the half second
+    # 128 images took (a faster machine could finish the search before the Ctrl-C).
+    path = sweep_file(tmp_path, "searched", epochs=4, shortcut="[none, A]", num_train=2048, extra="""\
         search:
           algorithm: optuna
           num_samples: 6
