@@ -8,9 +8,12 @@ after which `resume NAME` continues from Tune's saved state.
 
 from __future__ import annotations
 
+import collections
 import os
+import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +121,7 @@ def fit(
     STOPS.reset()
     STOPS.on_stop(recorder.stopping)
     try:
-        with STOPS.armed():
+        with STOPS.armed(), _callbacks_counted_by_name():
             grid = tuner.fit()
         STOPS.ending()  # from here a stop signal changes nothing: the driver prints and ends
     except KeyboardInterrupt:
@@ -150,6 +153,55 @@ def fit(
     summary.print_summary(console, engine, spec, grid, status, seconds, db_flag)
     return Outcome(spec.name, status, trials=len(grid), errors=errors, seconds=seconds, recorder=recorder,
                    signal=STOPS.first if status == "interrupted" else None)
+
+
+# Ray Tune's usage tag of a run's callbacks (ray.air._internal.usage: tag_callbacks, which calls
+# _count_callbacks) tells its built-in tracker loggers apart by importing each integration,
+# and with it wandb and mlflow when they are installed: ~1 s of the driver's main thread before
+# the first trial, every sweep, telemetry on or off. A callback can only be an instance of one
+# of these classes if its module was imported, so while none is, the same counts come from the
+# class names alone; once one is (`loggers: [wandb]`), Ray's own count runs.
+TRACKER_CALLBACKS = {
+    "ray.air.integrations.wandb": "WandbLoggerCallback",
+    "ray.air.integrations.mlflow": "MLflowLoggerCallback",
+    "ray.air.integrations.comet": "CometLoggerCallback",
+    "ray.tune.logger.aim": "AimLoggerCallback",
+}
+
+
+def count_callbacks_by_name(callbacks: list | None) -> dict[str, int]:
+    """Ray's `_count_callbacks` for callbacks none of which is a tracker integration's."""
+    from ray.tune import Callback
+    from ray.tune.logger import LoggerCallback
+    from ray.tune.utils.callback import DEFAULT_CALLBACK_CLASSES
+
+    built_in = {*TRACKER_CALLBACKS.values(), *(cls.__name__ for cls in DEFAULT_CALLBACK_CLASSES)}
+    counts: collections.defaultdict[str, int] = collections.defaultdict(int)
+    for callback in callbacks or []:
+        if not isinstance(callback, Callback):
+            continue
+        name = type(callback).__name__
+        if name in built_in:
+            counts[name] += 1
+        else:
+            counts["CustomLoggerCallback" if isinstance(callback, LoggerCallback) else "CustomCallback"] += 1
+    return counts
+
+
+@contextmanager
+def _callbacks_counted_by_name() -> Iterator[None]:
+    """For the block, Ray's callback count (see TRACKER_CALLBACKS) without the tracker imports."""
+    from ray.air._internal import usage
+
+    ray_count = getattr(usage, "_count_callbacks", None)
+    if ray_count is None or any(module in sys.modules for module in TRACKER_CALLBACKS):
+        yield
+        return
+    usage._count_callbacks = count_callbacks_by_name
+    try:
+        yield
+    finally:
+        usage._count_callbacks = ray_count
 
 
 def callbacks(

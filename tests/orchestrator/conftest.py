@@ -59,9 +59,11 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """`python -m orchestrator ARGS` in its own process; returns when it exits."""
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=cli_env(),
+def run_cli(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+    """`python -m orchestrator ARGS` in its own process (`env`: variables added to its
+    environment); returns when it exits."""
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env={**cli_env(), **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -25,8 +25,11 @@ def launched(tmp_path_factory, ray_cluster):
     where = tmp_path_factory.mktemp("imported")
     path = sweep_file(where, "tiny", epochs=3)
     url = f"sqlite:///{where / 'recorded.db'}"
-    done = run_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=where)
-    assert done.returncode == 0, done.stdout + done.stderr
+    # With Python's import profile on stderr, for the test of what the driver imports.
+    done = run_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=where,
+                   env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    (where / "driver-imports.txt").write_text(done.stderr)
     return where, url, where / "results" / "tiny"
 
 
@@ -86,6 +89,18 @@ def test_each_trial_directory_holds_tunes_result_files_and_no_event_files_unaske
         assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
         assert len((trial_dir / "progress.csv").read_text().splitlines()) == 1 + 3  # header and 3 epochs
         assert list(trial_dir.glob("events.out.tfevents.*")) == []
+
+
+def test_the_driver_imports_no_tracker_the_sweep_did_not_ask_for(launched):
+    """wandb and mlflow are installed here (the tracker tests use them): Ray Tune's usage tag of
+    the callbacks imported both in every driver, ~1 s a sweep, until orchestrator.tuner counted
+    the callbacks by name (TRACKER_CALLBACKS)."""
+    where, _, _ = launched
+    imported = {line.rsplit("|", 1)[-1].strip() for line in (where / "driver-imports.txt").read_text().splitlines()
+                if line.startswith("import time:")}
+    assert {"ray.tune", "sqlalchemy"} <= imported  # the profile covers the whole launch
+    trackers = ("wandb", "mlflow", "comet_ml", "aim", "ray.air.integrations", "ray.tune.logger.aim")
+    assert sorted(m for m in imported if any(m == t or m.startswith(f"{t}.") for t in trackers)) == []
 
 
 def test_import_refuses_a_directory_without_tune_state_in_one_line(tmp_path):

@@ -77,3 +77,35 @@ def test_launch_with_a_missing_logger_package_stops_before_ray_and_writes_nothin
         f'error: {sweep}: loggers[0]: wandb needs the wandb package, which is not installed '
         '(pip install -e ".[wandb]", or remove it from loggers)']
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tracked.yaml"]  # no database, no results
+
+
+def test_callbacks_counted_by_name_match_ray_tunes_own_count():
+    """orchestrator.tuner counts a run's callbacks for Ray's usage tag without importing the
+    tracker integrations; the counts must be Ray's, for resweep's callbacks, the trackers' (by
+    class, as `loggers:` makes them), Tune's file loggers, and anything else."""
+    from ray.air._internal.usage import _count_callbacks
+    from ray.tune import Callback
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
+
+    from orchestrator.progress import Progress
+    from orchestrator.recorder import Recorder
+    from orchestrator.trackers import logger_callbacks
+    from orchestrator.tuner import TRACKER_CALLBACKS, count_callbacks_by_name
+
+    class Mine(Callback):
+        pass
+
+    class MyLogger(LoggerCallback):
+        pass
+
+    trackers = logger_callbacks(parse_spec(GOOD + "loggers: [tensorboard, mlflow, wandb]\n"))
+    assert {type(c).__name__ for c in trackers} >= {"MLflowLoggerCallback", "WandbLoggerCallback"}
+    ours = [Recorder.__new__(Recorder), Progress.__new__(Progress), CSVLoggerCallback(), JsonLoggerCallback()]
+    for callbacks in ([], ours, [*ours, *trackers], [Mine(), MyLogger(), MyLogger(), object(), *trackers]):
+        assert count_callbacks_by_name(callbacks) == _count_callbacks(callbacks), callbacks
+    assert count_callbacks_by_name(ours) == {"CustomCallback": 2, "CSVLoggerCallback": 1, "JsonLoggerCallback": 1}
+    # Each integration module named holds the class named (so an import of one turns Ray's count back on).
+    import importlib
+
+    for module, name in TRACKER_CALLBACKS.items():
+        assert hasattr(importlib.import_module(module), name), (module, name)
