@@ -254,7 +254,7 @@ def test_a_token_cluster_joined_without_a_token_says_so_in_one_line(cluster, wor
     assert all(word in lines[0] for word in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "--token-file"))
     assert "InvalidAuthToken" not in proc.stderr + proc.stdout
     assert cluster.token_file.read_text() not in proc.stderr + proc.stdout
-    assert seconds < 30  # the command's start (Ray, torch imports) included; the check itself is one call
+    assert seconds < 10  # as the issue asks, the command's start included (the check itself is two gRPC calls)
     note(f"no token: rc 2 in {seconds:.1f} s (whole command), one line")
 
 
@@ -303,6 +303,14 @@ def test_object_store_results_survive_a_host_kill_and_a_driver_kill(cluster, wor
     per_trial = sorted(sum(1 for t, _ in checkpoints if t == trial) for trial in {t for t, _ in checkpoints})
     assert per_trial == [1, 1], sorted(checkpoints)  # the finished sweep keeps each trial's newest only
     assert not (work / "results").exists()  # nothing on the head's disk
+    # The object store's secret reaches every node through the environment, and never the
+    # driver's output or the database (every text column of the sweep, its trials and attempts).
+    secret = cluster.env["AWS_SECRET_ACCESS_KEY"]
+    assert secret not in log.read_text() + proc.stdout + proc.stderr
+    stored = rows(db, "SELECT s.name, s.spec, s.storage_path, t.trial_key, t.config, t.error, t.checkpoint_uri, "
+                      "a.error FROM sweeps s JOIN trials t ON t.sweep_id = s.id "
+                      "LEFT JOIN trial_attempts a ON a.trial_id = t.id")
+    assert stored and not [row for row in stored if secret in repr(tuple(row))]
     total = rows(db, "SELECT count(*) FROM metrics")[0][0]
     note(f"s3: killed {killed.name} at epoch >= 2, driver SIGKILLed after the retry started, resume rc 0; "
          f"epochs {recorded}; attempts of the killed trial {len(attempts)}; {total} metric rows; "
