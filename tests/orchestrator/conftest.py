@@ -67,9 +67,10 @@ def run_cli(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | N
                           capture_output=True, text=True, timeout=timeout)
 
 
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
-    """`python -m orchestrator ARGS` in the background (to be killed or interrupted)."""
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=cli_env(),
+def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m orchestrator ARGS` in the background (to be killed or interrupted); `env`:
+    variables added to its environment."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env={**cli_env(), **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

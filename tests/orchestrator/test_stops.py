@@ -51,10 +51,11 @@ def assert_every_trial_has_every_epoch(url: str, sweep: str) -> None:
             assert epochs == list(range(1, EPOCHS + 1)), (trial_id, name, epochs)
 
 
-def stop_after_results(tmp_path, ray_cluster, name: str, signals: list[int], results: int, gap: float = 0.2):
+def stop_after_results(tmp_path, ray_cluster, name: str, signals: list[int], results: int, gap: float = 0.2,
+                       env: dict[str, str] | None = None):
     path = grid_sweep(tmp_path, name)
     url = f"sqlite:///{tmp_path / 'resweep.db'}"
-    driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
+    driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=tmp_path, env=env)
     wait_for(lambda: count(url, "SELECT count(*) FROM metrics WHERE name = 'test_err'") >= results,
              timeout=180, what=f"{results} results", proc=driver)
     for sig in signals:
@@ -107,6 +108,24 @@ def test_ctrl_c_on_a_grid_sweep_interrupts_it_and_resume_finishes_every_trial(tm
     started = count(url, "SELECT count(*) FROM trials WHERE started_at IS NOT NULL")
     assert f"({GRID - started} never started)" in out
     resume_to_the_end(tmp_path, url, "grid-int", ray_cluster)
+
+
+@ray_test
+def test_grid_points_tune_never_created_are_counted_and_resume_creates_them(tmp_path, ray_cluster):
+    """Ray Tune creates a grid's trials only as its pending-trial limit allows; with the limit at
+    one, a Ctrl-C after the first two results leaves the last grid point never created (no row,
+    no trial in Tune's state). The stop counts it, and resume creates and runs it."""
+    url, rc, out, _ = stop_after_results(tmp_path, ray_cluster, "grid-lazy", [signal.SIGINT], results=2,
+                                         env={"TUNE_MAX_PENDING_TRIALS_PG": "1"})
+    assert rc == 130, out
+    created = count(url, "SELECT count(*) FROM trials")
+    assert created < GRID, (created, out)
+    assert_interrupted_and_resumable(url, "grid-lazy", out)
+    ended = count(url, "SELECT count(*) FROM trials WHERE status = 'terminated'")
+    started = count(url, "SELECT count(*) FROM trials WHERE started_at IS NOT NULL")
+    assert f"{ended} of {GRID} trials ended, {GRID - ended} to continue on resume ({GRID - started} never started)" \
+        in out, out
+    resume_to_the_end(tmp_path, url, "grid-lazy", ray_cluster)  # every grid point, each with every epoch once
 
 
 @ray_test
