@@ -176,3 +176,42 @@ def snapshot(url: str) -> dict[str, list]:
         "layer_stats": rows(url, "SELECT t.trial_key, l.epoch, l.layer, l.name, l.stage, l.std, l.mean "
                                  "FROM layer_stats l JOIN trials t ON t.id = l.trial_id ORDER BY 1, 2, 3"),
     }
+
+
+def test_a_postgres_database_dropped_mid_sweep_stops_it_and_import_then_resume_rebuild_it(tmp_path, ray_cluster,
+                                                                                          server):
+    name = server.new_database()
+    url = server.url(name, password=PASSWORD)
+    path = slow_sweep(tmp_path, "dropped", epochs=10)
+    driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
+    wait_for(lambda: count(url, "SELECT max(epoch) FROM metrics") >= 2, timeout=180,
+             what="a trial's second epoch", proc=driver)
+    admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))  # the driver's connections too
+        started = time.monotonic()
+        out = finish(driver)
+        seconds = time.monotonic() - started
+        assert driver.returncode == 130, out
+        assert "Traceback" not in out and "finished" not in out and PASSWORD not in out
+        (line,) = [line for line in out.splitlines() if line.startswith("Stopped:")]
+        assert "is gone" in line and "does not exist" in line and "db import" in line and "***" in line, line
+        assert seconds < 120  # at once, not after --db-wait's 10 minutes: a dropped database does not come back
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))  # empty, under the same name
+    finally:
+        admin.dispose()
+
+    results = tmp_path / "results" / "dropped"
+    imported = run_cli("db", "import", str(results), "--db", url, cwd=tmp_path)
+    assert imported.returncode == 0, imported.stdout + imported.stderr
+    assert PASSWORD not in imported.stdout + imported.stderr
+    assert "dropped: imported from" in imported.stdout and "python -m orchestrator resume dropped" in imported.stdout
+    assert rows(url, "SELECT status, storage_path FROM sweeps") == [("interrupted", str(results))]
+    assert snapshot(url)["metrics"]
+    done = run_cli("resume", "dropped", "--db", url, "--address", ray_cluster.address, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
+    assert rows(url, "SELECT status FROM trials") == [("terminated",)] * 2
+    assert_every_epoch_once(url, "dropped", epochs=10)
