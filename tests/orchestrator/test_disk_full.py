@@ -8,14 +8,18 @@ it is filled with a real file, not simulated.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from orchestrator.outbox import MIN_FREE_BYTES
 from tests.orchestrator.conftest import run_cli, start_cli, wait_for
-from tests.orchestrator.test_store_faults import count
+from tests.orchestrator.test_store_faults import PASSWORD, count, server  # noqa: F401 (server: a fixture)
 from tests.orchestrator.test_sweeps_e2e import assert_every_epoch_once, rows, sweep_file
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -70,3 +74,63 @@ def test_a_full_filesystem_stops_the_sweep_cleanly_and_resume_finishes(tmp_path,
     assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
     assert rows(url, "SELECT status FROM trials") == [("terminated",)] * 2
     assert_every_epoch_once(url, "full", epochs=40)
+
+
+@pytest.fixture
+def small_fs_for_postgres():
+    """`small_fs` where the postgres user can reach it (pytest's tmp_path is root's alone)."""
+    mount = Path(tempfile.mkdtemp(prefix="rs-small-", dir="/tmp"))
+    mount.chmod(0o755)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=755", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root with CAP_SYS_ADMIN needed): {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+@pytest.mark.postgres
+def test_a_full_postgresql_tablespace_stops_the_sweep_cleanly_and_resume_finishes(tmp_path, ray_cluster,
+                                                                                  small_fs_for_postgres, server):
+    """The database's files on a tablespace that fills up (a real tmpfs, on the module's private
+    server): PostgreSQL refuses to extend a table (SQLSTATE 53100), and the sweep stops as it does
+    for SQLite, with one line saying the database's filesystem is full."""
+    small_fs = small_fs_for_postgres
+    location = small_fs / "tablespace"
+    location.mkdir()
+    postgres = pwd.getpwnam("postgres")
+    os.chown(location, postgres.pw_uid, postgres.pw_gid)
+    name = f"full_{os.getpid()}"
+    admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE TABLESPACE {name} LOCATION '{location}'"))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}" TABLESPACE {name}'))
+        url = server.url(name, password=PASSWORD)
+        path = sweep_file(tmp_path, "pgfull", epochs=40, image=16, num_train=512)
+        driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
+        wait_for(lambda: count(url, "SELECT max(epoch) FROM metrics") >= 2, timeout=180,
+                 what="a trial's second epoch", proc=driver)
+        filler = fill(small_fs, leave=0)
+        out, _ = driver.communicate(timeout=300)
+        assert driver.returncode == 130, out
+        assert "Traceback" not in out and PASSWORD not in out
+        (line,) = [line for line in out.splitlines() if line.startswith("Stopped:")]
+        assert "of the database postgresql+psycopg://postgres:***@" in line and "is full" in line, line
+        assert "No space left on device" in line and "python -m orchestrator resume pgfull" in line, line
+        print(f"\n[postgresql tablespace full] {line}")
+
+        os.unlink(filler)
+        done = run_cli("resume", "pgfull", "--db", url, "--address", ray_cluster.address, cwd=tmp_path, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
+        assert rows(url, "SELECT status FROM trials") == [("terminated",)] * 2
+        assert_every_epoch_once(url, "pgfull", epochs=40)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f"DROP TABLESPACE IF EXISTS {name}"))
+        admin.dispose()
