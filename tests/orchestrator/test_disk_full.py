@@ -94,7 +94,7 @@ def small_fs_for_postgres():
 
 @pytest.mark.postgres
 def test_a_full_postgresql_tablespace_stops_the_sweep_cleanly_and_resume_finishes(tmp_path, ray_cluster,
-                                                                                  small_fs_for_postgres, server):
+                                                                                  small_fs_for_postgres, server):  # noqa: F811
     """The database's files on a tablespace that fills up (a real tmpfs, on the module's private
     server): PostgreSQL refuses to extend a table (SQLSTATE 53100), and the sweep stops as it does
     for SQLite, with one line saying the database's filesystem is full."""
