@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine
 from db import queries, writes
 from db.models import METRIC_NAMES
 from orchestrator.errors import UserError
-from orchestrator.recorder import checkpoint_uri
+from orchestrator.storage import checkpoint_uri
 
 SWEEP_RECORD = "resweep-sweep.json"  # beside Tune's experiment state: what `db import` needs of the sweep
 BATCH = 500  # results per transaction

@@ -46,6 +46,7 @@ from db.errors import StoreError
 from db.models import METRIC_NAMES
 from orchestrator.outbox import MEMORY_OPS, Outbox
 from orchestrator.stops import STOPS
+from orchestrator.storage import checkpoint_uri
 
 ERROR_CHARS = 4000  # the tail of a trial's error text kept in trials.error
 ORPHAN_ERROR = ("lost: its driver was killed before Ray Tune saved this trial in the experiment state, "
@@ -280,17 +281,6 @@ class Recorder(Callback):
                                             error=ORPHAN_ERROR)
         except StoreError:
             pass  # the database went away just now: the next run's end looks again
-
-
-def checkpoint_uri(checkpoint: Any) -> str:
-    """A Tune checkpoint's location as one string: its path on the local filesystem, else a URI
-    of its filesystem's scheme (`s3://bucket/prefix/...`) that `pyarrow.fs.FileSystem.from_uri`
-    opens again."""
-    filesystem, path = checkpoint.filesystem, str(checkpoint.path)
-    scheme = getattr(filesystem, "type_name", "local")
-    if scheme == "local" or "://" in path:
-        return path
-    return f"{scheme}://{path.lstrip('/')}"
 
 
 _ERROR_IP = re.compile(r"\bip[=:]\s*(\d{1,3}(?:\.\d{1,3}){3})\b")

@@ -9,7 +9,7 @@ S3's endpoint and credentials come from the standard AWS_* variables (AWS_ENDPOI
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), which pyarrow reads itself on every node;
 resweep never prints or stores them (a URI with credentials inside it is refused).
 
-Checkpoints: Tune keeps every checkpoint of a trial while the sweep runs (launch.py's
+Checkpoints: Tune keeps every checkpoint of a trial while the sweep runs (orchestrator/tuner.py's
 CheckpointConfig(num_to_keep=None)). Tune's own pruning (num_to_keep=N) deletes a checkpoint as
 soon as N newer ones are registered, while its last uploaded experiment snapshot, written every
 10 s or more, can still name the deleted one; a driver killed then cannot be resumed ("Could not
@@ -105,3 +105,14 @@ def prune_checkpoints(experiment_dir: str, fs: Any = None) -> tuple[int, int]:
 def first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return (lines[0] if lines else type(exc).__name__)[:240]
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """A Tune checkpoint's location as one string: its path on the local filesystem, else a URI
+    of its filesystem's scheme (`s3://bucket/prefix/...`) that `pyarrow.fs.FileSystem.from_uri`
+    opens again."""
+    filesystem, path = checkpoint.filesystem, str(checkpoint.path)
+    scheme = getattr(filesystem, "type_name", "local")
+    if scheme == "local" or "://" in path:
+        return path
+    return f"{scheme}://{path.lstrip('/')}"

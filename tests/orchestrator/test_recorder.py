@@ -214,7 +214,7 @@ def test_a_checkpoint_in_an_object_store_is_recorded_as_its_uri():
     import pyarrow.fs
     from ray.tune import Checkpoint
 
-    from orchestrator.recorder import checkpoint_uri
+    from orchestrator.storage import checkpoint_uri
 
     # Constructing the filesystem contacts nothing; only its scheme and the path are read.
     s3 = pyarrow.fs.S3FileSystem(region="us-east-1", anonymous=True)
