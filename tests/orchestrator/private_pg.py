@@ -73,15 +73,20 @@ class PrivatePostgres:
         auth = f"postgres:{password}" if password else "postgres"
         return f"postgresql+psycopg://{auth}@127.0.0.1:{self.port}/{database}"
 
+    def admin(self, *statements: str) -> None:
+        """Run each statement as the superuser, outside a transaction (CREATE/DROP DATABASE, ...)."""
+        engine = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                for sql in statements:
+                    conn.execute(sa.text(sql))
+        finally:
+            engine.dispose()
+
     def new_database(self) -> str:
         """A fresh database on this server; returns its name."""
         name = f"rs_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        finally:
-            admin.dispose()
+        self.admin(f'CREATE DATABASE "{name}"')
         return name
 
     def close(self) -> None:

@@ -12,10 +12,11 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from orchestrator.outbox import MIN_FREE_BYTES
 from tests.orchestrator.conftest import run_cli, start_cli, wait_for
@@ -25,11 +26,10 @@ from tests.orchestrator.test_sweeps_e2e import assert_every_epoch_once, rows, sw
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture
-def small_fs(tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount)], capture_output=True,
+@contextmanager
+def tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at the directory `mount` for the block (`options`: mount's -o)."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True,
                           text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (root with CAP_SYS_ADMIN needed): {done.stderr.strip()}")
@@ -37,6 +37,14 @@ def small_fs(tmp_path):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    with tmpfs(mount, "size=160m") as mounted:
+        yield mounted
 
 
 def fill(mount, leave: int) -> os.PathLike:
@@ -81,14 +89,10 @@ def small_fs_for_postgres():
     """`small_fs` where the postgres user can reach it (pytest's tmp_path is root's alone)."""
     mount = Path(tempfile.mkdtemp(prefix="rs-small-", dir="/tmp"))
     mount.chmod(0o755)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=755", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (root with CAP_SYS_ADMIN needed): {done.stderr.strip()}")
     try:
-        yield mount
+        with tmpfs(mount, "size=64m,mode=755") as mounted:
+            yield mounted
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
         shutil.rmtree(mount, ignore_errors=True)
 
 
@@ -104,11 +108,8 @@ def test_a_full_postgresql_tablespace_stops_the_sweep_cleanly_and_resume_finishe
     postgres = pwd.getpwnam("postgres")
     os.chown(location, postgres.pw_uid, postgres.pw_gid)
     name = f"full_{os.getpid()}"
-    admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT")
+    server.admin(f"CREATE TABLESPACE {name} LOCATION '{location}'", f'CREATE DATABASE "{name}" TABLESPACE {name}')
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE TABLESPACE {name} LOCATION '{location}'"))
-            conn.execute(sa.text(f'CREATE DATABASE "{name}" TABLESPACE {name}'))
         url = server.url(name, password=PASSWORD)
         path = sweep_file(tmp_path, "pgfull", epochs=40, image=16, num_train=512)
         driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
@@ -130,7 +131,4 @@ def test_a_full_postgresql_tablespace_stops_the_sweep_cleanly_and_resume_finishe
         assert rows(url, "SELECT status FROM trials") == [("terminated",)] * 2
         assert_every_epoch_once(url, "pgfull", epochs=40)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(sa.text(f"DROP TABLESPACE IF EXISTS {name}"))
-        admin.dispose()
+        server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f"DROP TABLESPACE IF EXISTS {name}")

@@ -186,22 +186,16 @@ def test_a_postgres_database_dropped_mid_sweep_stops_it_and_import_then_resume_r
     driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
     wait_for(lambda: count(url, "SELECT max(epoch) FROM metrics") >= 2, timeout=180,
              what="a trial's second epoch", proc=driver)
-    admin = sa.create_engine(server.url(), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))  # the driver's connections too
-        started = time.monotonic()
-        out = finish(driver)
-        seconds = time.monotonic() - started
-        assert driver.returncode == 130, out
-        assert "Traceback" not in out and "finished" not in out and PASSWORD not in out
-        (line,) = [line for line in out.splitlines() if line.startswith("Stopped:")]
-        assert "is gone" in line and "does not exist" in line and "db import" in line and "***" in line, line
-        assert seconds < 120  # at once, not after --db-wait's 10 minutes: a dropped database does not come back
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))  # empty, under the same name
-    finally:
-        admin.dispose()
+    server.admin(f'DROP DATABASE "{name}" WITH (FORCE)')  # the driver's connections too
+    started = time.monotonic()
+    out = finish(driver)
+    seconds = time.monotonic() - started
+    assert driver.returncode == 130, out
+    assert "Traceback" not in out and "finished" not in out and PASSWORD not in out
+    (line,) = [line for line in out.splitlines() if line.startswith("Stopped:")]
+    assert "is gone" in line and "does not exist" in line and "db import" in line and "***" in line, line
+    assert seconds < 120  # at once, not after --db-wait's 10 minutes: a dropped database does not come back
+    server.admin(f'CREATE DATABASE "{name}"')  # empty, under the same name
 
     results = tmp_path / "results" / "dropped"
     imported = run_cli("db", "import", str(results), "--db", url, cwd=tmp_path)
