@@ -51,26 +51,27 @@ def fault_dir(ray_cluster) -> Path:
         marker.unlink()
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment for a `python -m orchestrator` child, then the variables of `extra`."""
     env = dict(os.environ)
     env.pop("RESWEEP_DB", None)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
+    return {**env, **(extra or {})}
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess:
     """`python -m orchestrator ARGS` in its own process (`env`: variables added to its
     environment); returns when it exits."""
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env={**cli_env(), **(env or {})},
+    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=cli_env(env),
                           capture_output=True, text=True, timeout=timeout)
 
 
 def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m orchestrator ARGS` in the background (to be killed or interrupted); `env`:
     variables added to its environment."""
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env={**cli_env(), **(env or {})},
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=cli_env(env),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

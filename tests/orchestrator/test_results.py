@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 import torch
 
-from tests.orchestrator.conftest import cli_env
+from tests.orchestrator.conftest import run_cli
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -32,8 +31,7 @@ METRICS = ["epoch_time_s", "images_per_s", "lr", "test_err", "test_loss", "train
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env={**cli_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cli(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def rows(url: str, sql: str, **params) -> list:
