@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -34,10 +35,10 @@ def ray_session(address: str | None, token_file: str | os.PathLike | None = None
             finally:
                 STOPS.ending()  # a stop signal while Ray shuts down is a late one, not a traceback
                 if started:
-                    ray.shutdown()
+                    stop_local_ray()
     finally:
         if started and ray.is_initialized():  # handling itself failed
-            ray.shutdown()
+            stop_local_ray()
 
 
 def start_ray(address: str | None, token_file: str | os.PathLike | None = None) -> bool:
@@ -71,6 +72,28 @@ def start_ray(address: str | None, token_file: str | os.PathLike | None = None) 
         if hidden is not None:
             os.environ[ENV_VAR] = hidden
     return True
+
+
+def stop_local_ray() -> None:
+    """`ray.shutdown()` of the local Ray this process started, less its autoscaler's stall.
+
+    ray.shutdown stops the node's processes one at a time, the raylet and the GCS first, each
+    given a second to exit on SIGTERM. Ray's autoscaler monitor, signalled after the GCS is gone,
+    spends all of its second reporting its own end to that GCS and is then killed: 1.0 s of the
+    1.3 s the shutdown took (Ray 2.60; docs/performance.md). A single-node Ray's monitor has
+    nothing to scale and nothing to save, so it is killed first; the rest is ray.shutdown's own.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)  # private: Ray is pinned to 2.60.x
+    monitors = getattr(node, "all_processes", {}).get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, [])
+    for info in monitors:
+        process = getattr(info, "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+            try:
+                process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass  # ray.shutdown reaps it
+    ray.shutdown()
 
 
 def check_reachable(address: str) -> None:

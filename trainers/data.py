@@ -9,15 +9,19 @@ the same code runs on CPU tensors.
 Datasets:
 - ``cifar10`` / ``cifar100``: torchvision's dataset classes reading ``data_dir`` (downloaded there when
   the network allows).
-- ``digits``: scikit-learn's bundled 8x8 grayscale digits (1,797 images), a fixed stratified split.
+- ``digits``: scikit-learn's bundled 8x8 grayscale digits (1,797 images), a fixed stratified split,
+  made once with scikit-learn and kept in ``data_dir`` (``_load_digits``).
 - ``synthetic``: deterministic random images whose label is learnable, any shape.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +97,7 @@ def load_data(
         train_x, train_y, test_x, test_y, num_classes = _load_cifar(dataset, _data_dir(data_dir), download)
         aug = Augment(pad=4, flip=True)
     elif dataset == "digits":
-        train_x, train_y, test_x, test_y, num_classes = _load_digits()
+        train_x, train_y, test_x, test_y, num_classes = _load_digits(_data_dir(data_dir))
         aug = Augment(pad=1, flip=False)  # 8x8 images: a 1-pixel shift; a mirrored digit is another glyph
     elif dataset == "synthetic":
         spec = Synthetic.model_validate(synthetic or {}).model_dump()  # its defaults filled in
@@ -243,7 +247,34 @@ def make_synthetic(
     return x[:num_train], y[:num_train], x[num_train:], y[num_train:], num_classes
 
 
-def _load_digits() -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+DIGITS_SPLIT = ("train_x", "train_y", "test_x", "test_y")
+_DIGITS_TRAIN = 1797 - DIGITS_TEST_SIZE
+DIGITS_SHAPES = {
+    "train_x": ((_DIGITS_TRAIN, 1, 8, 8), np.float32), "train_y": ((_DIGITS_TRAIN,), np.int64),
+    "test_x": ((DIGITS_TEST_SIZE, 1, 8, 8), np.float32), "test_y": ((DIGITS_TEST_SIZE,), np.int64),
+}  # fmt: skip
+
+
+def _load_digits(root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """The digits split (train_x, train_y, test_x, test_y, classes).
+
+    scikit-learn makes it (`_split_digits`), once: the arrays are kept in `root`, in a file named
+    by scikit-learn's version and the split's size and seed (`digits_cache`), and later loads read
+    them with numpy alone. Importing scikit-learn's datasets costs a worker's first trial about a
+    second (docs/performance.md); the file is 0.5 MB. A file that is missing, unreadable or not
+    the split's shapes is made again; a `root` that cannot be written only means no file.
+    """
+    path = digits_cache(root)
+    arrays = _read_digits(path) if path is not None else None
+    if arrays is None:
+        arrays = _split_digits()
+        if path is not None:
+            _write_digits(path, arrays)
+    train_x, train_y, test_x, test_y = (torch.from_numpy(arrays[k]) for k in DIGITS_SPLIT)
+    return train_x, train_y, test_x, test_y, 10
+
+
+def _split_digits() -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -253,8 +284,43 @@ def _load_digits() -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
     train_x, test_x, train_y, test_y = train_test_split(
         x, y, test_size=DIGITS_TEST_SIZE, stratify=y, random_state=SPLIT_SEED
     )
-    as_t = torch.from_numpy
-    return as_t(train_x), as_t(train_y), as_t(test_x), as_t(test_y), 10
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
+
+
+def digits_cache(root: Path) -> Path | None:
+    """Where the digits split made by this scikit-learn is kept (None without scikit-learn)."""
+    try:
+        version = importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return root / f"digits-split-sklearn{version}-test{DIGITS_TEST_SIZE}-seed{SPLIT_SEED}.npz"
+
+
+def _read_digits(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in DIGITS_SPLIT}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing, cut short, not an .npz
+        return None
+    if any((a.shape, a.dtype) != DIGITS_SHAPES[k] for k, a in arrays.items()):
+        return None
+    return arrays
+
+
+def _write_digits(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the file whole or not at all (a temp file renamed over it): workers that load digits
+    at once each write the same bytes, and a reader never sees half of them."""
+    temp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+            temp = Path(f.name)
+            np.savez(f, **arrays)
+        temp.chmod(0o644)  # as any cache file: a data_dir shared by several users serves them all
+        os.replace(temp, path)
+    except OSError:  # a read-only or full data_dir: the split is made again next time
+        if temp is not None:
+            temp.unlink(missing_ok=True)
 
 
 def _data_dir(data_dir: str | os.PathLike | None) -> Path:

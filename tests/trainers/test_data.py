@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torchvision.datasets.cifar
+
+import trainers.data as data_module
 
 from trainers.data import (
     Data,
@@ -132,6 +136,60 @@ def test_digits_is_a_fixed_stratified_split():
     assert torch.equal(a.test.x, b.test.x) and torch.equal(a.train.y, b.train.y)
     per_class = torch.bincount(a.test.y, minlength=10)
     assert per_class.min() >= 35 and per_class.max() <= 37  # ~36 of each digit: stratified
+
+
+def _split_of(data: Data) -> dict[str, np.ndarray]:
+    """The split as stored, from a Data (load_data subtracts the training mean: added back)."""
+    return {"train_x": (data.train.x + data.mean).numpy(), "train_y": data.train.y.numpy(),
+            "test_x": (data.test.x + data.mean).numpy(), "test_y": data.test.y.numpy()}  # fmt: skip
+
+
+def test_the_digits_split_is_kept_in_data_dir_and_read_back_bit_for_bit(tmp_path):
+    made = data_module._split_digits()  # scikit-learn's own split
+    first = load_data("digits", tmp_path, augment=False)
+    [kept] = tmp_path.iterdir()
+    assert kept == data_module.digits_cache(tmp_path) and kept.name.startswith("digits-split-sklearn")
+    assert oct(kept.stat().st_mode & 0o777) == "0o644"
+    stored = np.load(kept)
+    for key in data_module.DIGITS_SPLIT:
+        assert np.array_equal(stored[key], made[key]) and stored[key].dtype == made[key].dtype, key
+    second = load_data("digits", tmp_path, augment=False)  # read from the file
+    for key, array in _split_of(second).items():
+        assert np.array_equal(array, _split_of(first)[key]), key
+    assert torch.equal(second.mean, first.mean) and torch.equal(second.train.x, first.train.x)
+
+
+def test_with_the_digits_file_kept_a_worker_never_imports_scikit_learn(tmp_path):
+    load_data("digits", tmp_path, augment=False)
+    script = ("import sys, torch; from trainers.data import load_data; "
+              f"d = load_data('digits', {str(tmp_path)!r}, augment=False); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')), float(d.test.x.sum()))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    imported, total = out.stdout.split("] ")
+    assert imported == "[" and float(total) == float(load_data("digits", tmp_path, augment=False).test.x.sum())
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an npz", "wrong shape"])
+def test_a_damaged_digits_file_is_made_again(tmp_path, damage):
+    good = _split_of(load_data("digits", tmp_path, augment=False))
+    kept = data_module.digits_cache(tmp_path)
+    if damage == "truncated":
+        kept.write_bytes(kept.read_bytes()[:1000])
+    elif damage == "not an npz":
+        kept.write_text("hello")
+    else:
+        np.savez(kept, **{**good, "test_y": good["test_y"][:10]})
+    again = _split_of(load_data("digits", tmp_path, augment=False))
+    assert all(np.array_equal(again[k], good[k]) for k in good)
+    with np.load(kept) as stored:  # and the file is whole again
+        assert all(np.array_equal(stored[k], good[k]) for k in good)
+
+
+def test_a_data_dir_that_cannot_be_written_still_loads_digits(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")  # mkdir under it fails, even for root
+    data = load_data("digits", blocked / "data", augment=False)
+    assert len(data.test) == DIGITS_TEST_SIZE and list(tmp_path.iterdir()) == [blocked]
 
 
 def test_synthetic_is_deterministic_shaped_as_asked_and_learnable():
