@@ -16,6 +16,9 @@ Three measurements, each beside its baseline in the same run:
 - asha: an Optuna + ASHA search of 32 trials on digits (ResNet-20, grace period 1, at most 4
   epochs): wall time against the sum of the trials' epoch times divided by the slots (goal: at
   most 1.3x).
+- warm: the overhead sweep again, joining a local Ray started before it (`ray start --head`;
+  `launch --address`), against the bare script: the overhead left when Ray's start and shutdown
+  are paid once for many sweeps.
 
 Every process is started as a user would (its own interpreter, a fresh SQLite database, a local
 Ray); wall time is taken around it. The bare script loads digits as a hand-written one would
@@ -31,12 +34,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -151,7 +159,7 @@ def run_bare(work: Path, spec: dict) -> dict:
     return {"wall_s": wall, "load": f"{load0} -> {_load()}", **json.loads(out.strip().splitlines()[-1])}
 
 
-def run_launch(work: Path, spec: dict) -> dict:
+def run_launch(work: Path, spec: dict, address: str | None = None) -> dict:
     name = spec["name"]
     path, db = work / f"{name}.yaml", work / f"{name}.db"
     timeline = work / f"timeline-{name}"
@@ -159,8 +167,10 @@ def run_launch(work: Path, spec: dict) -> dict:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     env = dict(env_without_ray_noise(), RESWEEP_TIMELINE_DIR=str(timeline))
     load0, start, t0 = _load(), time.time(), time.perf_counter()
+    joining = ["--address", address] if address else []
     subprocess.run([sys.executable, "-m", "orchestrator", "launch", str(path), "--db", f"sqlite:///{db}",
-                    "--results", str(work / "results")], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+                    "--results", str(work / "results"), *joining], cwd=REPO, env=env, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
     wall, end = time.perf_counter() - t0, time.time()
     return {"wall_s": wall, "start": start, "end": end, "load": f"{load0} -> {_load()}",
             **read_run(db, timeline)}
@@ -286,7 +296,61 @@ def measure_asha(work: Path, quick: bool) -> tuple[list[dict], dict]:
     ], {"costs": costs}
 
 
-MEASURES = {"overhead": measure_overhead, "quickstart": measure_quickstart, "asha": measure_asha}
+@contextmanager
+def running_ray() -> Iterator[str]:
+    """A local Ray started before the sweep (`ray start --head`, 2 CPUs, its own temp dir and port,
+    no token: nothing else can reach this machine), as a user keeps one for many sweeps; its
+    address. Ended by killing its processes (never `ray stop`, which ends every Ray here)."""
+    temp = Path(tempfile.mkdtemp(prefix="rwwarm", dir="/tmp"))  # short: Ray's socket paths are capped
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(env_without_ray_noise(), RAY_AUTH_MODE="disabled")
+    subprocess.run(["ray", "start", "--head", "--num-cpus", str(SLOTS), "--port", str(port), "--temp-dir", str(temp),
+                    "--include-dashboard", "false", "--disable-usage-stats"], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        for pid in _processes_naming(str(temp), f":{port}"):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _processes_naming(*marks: str) -> list[int]:
+    """Pids whose command line has an argument containing (or ending in, for ':PORT') a mark."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # gone meanwhile
+            continue
+        if any(m in a if not m.startswith(":") else a.endswith(m) for a in args for m in marks):
+            found.append(int(entry.name))
+    return found
+
+
+def measure_warm(work: Path, quick: bool) -> tuple[list[dict], dict]:
+    """The overhead sweep joining a Ray that is already running (`launch --address`): what is left
+    of the overhead once Ray's own start and shutdown are paid once for many sweeps."""
+    trials, epochs = (4, 2) if quick else (12, 3)
+    spec = overhead_spec("overhead_warm", trials, epochs)
+    bare = run_bare(work, spec)
+    with running_ray() as address:
+        launched = run_launch(work, spec, address=address)
+    costs = slot_costs(launched)
+    return [
+        result("warm: the overhead sweep joining a running Ray (launch --address): launch, wall", launched["wall_s"],
+               "s", "bare script, same grid points in 2 processes", bare["wall_s"],
+               note=f"goal (overhead's) <= 1.3x; load average {launched['load']} (launch), {bare['load']} (bare)"),
+        result("warm: fixed cost per trial, median", statistics.median(c["fixed_s"] for c in costs), "s"),
+    ], {"bare": bare, "launch": {k: v for k, v in launched.items() if k != "marks"}, "costs": costs}
+
+
+MEASURES = {"overhead": measure_overhead, "quickstart": measure_quickstart, "asha": measure_asha, "warm": measure_warm}
 
 
 def keep_digits_split() -> None:
