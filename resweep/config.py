@@ -46,7 +46,7 @@ class TrialConfig(BaseModel):
 
     # What is trained: the data and the net (depth, block, shortcut, seed are the grid's axes).
     dataset: Dataset = "cifar10"
-    data_dir: str | None = None  # where CIFAR lives or is downloaded to; None: ~/.cache/resweep
+    data_dir: str | None = None  # CIFAR (read or downloaded) and the digits split live here; None: ~/.cache/resweep
     model: ModelFamily = "cifar"
     depth: int = 20  # weighted layers (convs and the fc); resweep.paper says which each family has
     block: Block = "basic"  # preact, preact_bottleneck: pre-activation units (He et al., ECCV 2016)
