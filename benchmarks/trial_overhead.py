@@ -23,8 +23,9 @@ Three measurements, each beside its baseline in the same run:
 Every process is started as a user would (its own interpreter, a fresh SQLite database, a local
 Ray); wall time is taken around it. The bare script loads digits as a hand-written one would
 (scikit-learn's split, in each process); launch's workers read the split that the first sweep on
-digits keeps in the data directory (made before the runs if missing). The machine's load average goes with every figure: on a
-machine other work loads, both sides slow down, but not always alike.
+digits keeps in the data directory (made before the runs if missing). The machine's load
+average goes with every figure: on a machine other work loads, both sides slow down, but not
+always alike.
 
 `--quick`: 4 trials x 2 epochs, the quickstart at 4 trials x 2 epochs, ASHA with 6 trials.
 """

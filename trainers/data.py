@@ -247,12 +247,12 @@ def make_synthetic(
     return x[:num_train], y[:num_train], x[num_train:], y[num_train:], num_classes
 
 
-DIGITS_SPLIT = ("train_x", "train_y", "test_x", "test_y")
 _DIGITS_TRAIN = 1797 - DIGITS_TEST_SIZE
-DIGITS_SHAPES = {
+DIGITS_SHAPES = {  # the kept split's arrays, in the order _load_digits returns them
     "train_x": ((_DIGITS_TRAIN, 1, 8, 8), np.float32), "train_y": ((_DIGITS_TRAIN,), np.int64),
     "test_x": ((DIGITS_TEST_SIZE, 1, 8, 8), np.float32), "test_y": ((DIGITS_TEST_SIZE,), np.int64),
 }  # fmt: skip
+DIGITS_SPLIT = tuple(DIGITS_SHAPES)
 
 
 def _load_digits(root: Path) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:

@@ -76,12 +76,18 @@ def test_a_full_filesystem_stops_the_sweep_cleanly_and_resume_finishes(tmp_path,
     assert rows(url, "SELECT status FROM sweeps") == [("interrupted",)]  # low space, not none: the last word went in
     assert {s for (s,) in rows(url, "SELECT status FROM trials")} <= {"pending", "terminated"}
 
+    free_and_resume(filler, "full", url, ray_cluster.address, tmp_path, epochs=40)
+
+
+def free_and_resume(filler: Path, sweep: str, url: str, address: str, cwd: Path, epochs: int) -> None:
+    """Space freed (the filler removed), `resume` finishes the stopped sweep: both trials
+    terminated, every one of their epochs recorded once."""
     os.unlink(filler)
-    done = run_cli("resume", "full", "--db", url, "--address", ray_cluster.address, cwd=tmp_path, timeout=300)
+    done = run_cli("resume", sweep, "--db", url, "--address", address, cwd=cwd, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
     assert rows(url, "SELECT status FROM trials") == [("terminated",)] * 2
-    assert_every_epoch_once(url, "full", epochs=40)
+    assert_every_epoch_once(url, sweep, epochs=epochs)
 
 
 @pytest.fixture
@@ -124,11 +130,6 @@ def test_a_full_postgresql_tablespace_stops_the_sweep_cleanly_and_resume_finishe
         assert "No space left on device" in line and "python -m orchestrator resume pgfull" in line, line
         print(f"\n[postgresql tablespace full] {line}")
 
-        os.unlink(filler)
-        done = run_cli("resume", "pgfull", "--db", url, "--address", ray_cluster.address, cwd=tmp_path, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
-        assert rows(url, "SELECT status FROM trials") == [("terminated",)] * 2
-        assert_every_epoch_once(url, "pgfull", epochs=40)
+        free_and_resume(filler, "pgfull", url, ray_cluster.address, tmp_path, epochs=40)
     finally:
         server.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f"DROP TABLESPACE IF EXISTS {name}")
