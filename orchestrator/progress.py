@@ -22,18 +22,8 @@ from rich.live import Live
 from rich.text import Text
 
 from orchestrator.stops import STOPS
+from orchestrator.summary import duration
 from resweep.paper import trial_label  # a trial as the console names it (also launch's summary)
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 class Progress(Callback):

@@ -3,20 +3,58 @@ grid (orchestrator.tables), and the commands that look at the results or continu
 
 Every command it suggests repeats the --db the run was given as `db_flag`
 (db.engine.Database.flag): text that works when pasted, never the password.
+
+`Outcome` (how a launch or resume ended) and `duration` live here rather than beside the Tuner
+and the progress line, so that orchestrator.launch imports Ray Tune only once it needs it: while
+a new local Ray starts (orchestrator.ray_session's background imports).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
 from db import queries
-from orchestrator.progress import duration, trial_label
 from orchestrator.spec import SweepSpec
 from orchestrator.tables import grid_table
+from resweep.paper import trial_label
+
+if TYPE_CHECKING:
+    from orchestrator.recorder import Recorder
+
+
+@dataclass
+class Outcome:
+    """How a launch or resume ended."""
+
+    name: str
+    status: str  # finished | failed | interrupted | already-finished
+    trials: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    recorder: Recorder | None = field(default=None, repr=False)
+    signal: int | None = None  # the stop signal that interrupted it, if one did
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "interrupted":
+            return 128 + (self.signal or 2)  # 130 for SIGINT (and Tune's own stops), 143 for SIGTERM
+        return {"finished": 0, "already-finished": 0, "failed": 1}[self.status]
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def print_summary(

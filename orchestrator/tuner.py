@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,26 +31,8 @@ from orchestrator.recorder import Recorder
 from orchestrator.space import tune_space
 from orchestrator.spec import SweepSpec
 from orchestrator.stops import STOPS
+from orchestrator.summary import Outcome  # also orchestrator.tuner.Outcome
 from orchestrator.trackers import logger_callbacks
-
-
-@dataclass
-class Outcome:
-    """How a launch or resume ended."""
-
-    name: str
-    status: str  # finished | failed | interrupted | already-finished
-    trials: int = 0
-    errors: int = 0
-    seconds: float = 0.0
-    recorder: Recorder | None = field(default=None, repr=False)
-    signal: int | None = None  # the stop signal that interrupted it, if one did
-
-    @property
-    def exit_code(self) -> int:
-        if self.status == "interrupted":
-            return 128 + (self.signal or 2)  # 130 for SIGINT (and Tune's own stops), 143 for SIGTERM
-        return {"finished": 0, "already-finished": 0, "failed": 1}[self.status]
 
 
 def new_tuner(

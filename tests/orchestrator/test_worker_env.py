@@ -80,3 +80,67 @@ def test_a_local_ray_ends_whole_with_its_autoscaler_monitor_killed_before_the_re
     assert at_shutdown["monitor"] == [-9], at_shutdown
     assert at_shutdown["raylet"] == [None] and at_shutdown["gcs_server"] == [None], at_shutdown
     assert all(code is not None for codes in after.values() for code in codes), after
+
+
+WARM_SCRIPT = textwrap.dedent("""
+    import sys, time, ray
+    from orchestrator.ray_session import start_ray
+
+    times = {}
+    real_init = ray.init
+
+    def timed_init(*args, **kwargs):
+        times["init started"] = time.monotonic()
+        try:
+            return real_init(*args, **kwargs)
+        finally:
+            times["init returned"] = time.monotonic()
+
+    ray.init = timed_init
+    assert start_ray(None, warm=("warm_probe", "broken_probe"))
+    times["start_ray returned"] = time.monotonic()
+    assert "warm_probe" in sys.modules  # imported whole before start_ray returned
+    import warm_probe
+    try:
+        import broken_probe
+    except ImportError as exc:
+        print("broken:", exc)
+    print("thread:", warm_probe.THREAD)
+    times.update({"probe started": warm_probe.STARTED, "probe done": warm_probe.DONE})
+    print("order:", sorted(times, key=times.get))
+    ray.shutdown()
+""")
+
+PROBES = {
+    "warm_probe.py": "import threading, time\nSTARTED = time.monotonic()\nTHREAD = threading.current_thread().name\n"
+                     "time.sleep(0.3)\nDONE = time.monotonic()\n",
+    "broken_probe.py": "raise ImportError('broken_probe cannot be imported')\n",
+}  # fmt: skip
+
+
+def test_the_modules_named_warm_are_imported_in_a_thread_while_ray_init_starts_a_local_ray(tmp_path):
+    """start_ray(..., warm=...): the import runs off the main thread, begins before ray.init has
+    returned (it overlaps Ray's start) and is complete when start_ray returns; a module that fails
+    to import there fails again, with its own error, where the caller imports it."""
+    for name, text in PROBES.items():
+        (tmp_path / name).write_text(text)
+    with tempfile.TemporaryDirectory(prefix="rw", dir="/tmp") as temp_dir:
+        env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+               "RAY_ADDRESS": "", "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", WARM_SCRIPT], env=env, capture_output=True, text=True, check=False,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "thread: resweep-warm-imports" in out.stdout
+    assert "broken: broken_probe cannot be imported" in out.stdout
+    order = ast.literal_eval(out.stdout.split("order: ", 1)[1].strip())
+    assert order.index("probe started") < order.index("init returned")  # overlapping Ray's start
+    assert order.index("probe done") < order.index("start_ray returned")
+
+
+def test_importing_launch_leaves_ray_tune_to_the_background_import():
+    """orchestrator.launch imports no Ray Tune itself (else there is nothing left to overlap with
+    Ray's start): its TUNER_MODULES come in through ray_session's warm imports."""
+    script = ("import sys, orchestrator.launch as launch; "
+              "print(sorted(m for m in sys.modules if m == 'ray.tune' or m in launch.TUNER_MODULES))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
