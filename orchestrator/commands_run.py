@@ -109,19 +109,22 @@ def status(
     with user_errors():
         database = Database(db)
         engine = database.engine(create=False)
-        if name is None:
-            frame = queries.sweeps(engine)
-            if frame.empty:
-                console.print(f"No sweeps in {database.shown} yet: python -m orchestrator launch SWEEP.yaml")
+        try:
+            if name is None:
+                frame = queries.sweeps(engine)
+                if frame.empty:
+                    console.print(f"No sweeps in {database.shown} yet: python -m orchestrator launch SWEEP.yaml")
+                    return
+                console.print(tables.sweeps_table(frame))
                 return
-            console.print(tables.sweeps_table(frame))
-            return
-        frame = queries.trials(engine, name)
-        details = queries.sweep(engine, name)
-        if details is None:
-            from orchestrator.errors import UserError
+            frame = queries.trials(engine, name)
+            details = queries.sweep(engine, name)
+            if details is None:
+                from orchestrator.errors import UserError
 
-            raise UserError(f"status: no sweep named {name!r} in {database.shown} "
-                            "(`python -m orchestrator status` lists the sweeps)")
+                raise UserError(f"status: no sweep named {name!r} in {database.shown} "
+                                "(`python -m orchestrator status` lists the sweeps)")
+        finally:
+            engine.dispose()
     console.print(f"[bold]{name}[/]  {details.status}  ({len(frame)} trials)", highlight=False)
     console.print(tables.trials_table(frame))
