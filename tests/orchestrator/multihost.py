@@ -253,7 +253,10 @@ class MultiHostCluster:
         for d in (data, sock):
             d.mkdir(mode=0o700)
             shutil.chown(d, "postgres")
-        self.pg_port = 20000 + secrets.randbelow(20000)
+        # Below the kernel's ephemeral range (32768-60999), where the head's Ray processes bind
+        # their own ports (port 0), and above Ray's worker ports (10002-19999). A start on 35540
+        # once failed, most likely on such a port (its log went with the temp dir: now shown).
+        self.pg_port = 20000 + secrets.randbelow(12000)
         sh("runuser", "-u", "postgres", "--", str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
            "-U", "postgres", timeout=120)
         with open(data / "pg_hba.conf", "a") as f:  # the nodes, over the bridge (only our namespaces see it)
@@ -262,7 +265,9 @@ class MultiHostCluster:
                                     "-l", str(sock / "pg.log"), "-w", "-t", "120", "-o",
                                     f"-h {self.head.ip} -p {self.pg_port} -k {sock}", "start"], timeout=180)
         if proc.returncode != 0:
-            raise RuntimeError(f"PostgreSQL did not start: {proc.stderr}{proc.stdout}")
+            log = sock / "pg.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            raise RuntimeError(f"PostgreSQL did not start on port {self.pg_port}: {proc.stderr}{proc.stdout}\n{tail}")
         return f"postgresql://postgres@{self.head.ip}:{self.pg_port}/postgres"
 
     @property
