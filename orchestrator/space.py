@@ -3,11 +3,12 @@
 Pure: nothing here starts Ray, touches the database or the disk. `launch.py` hands in the Optuna
 storage it opened and passes the result to the one Tuner it builds.
 
-- The plain grid: every grid axis is a `tune.grid_search`, so Tune's variant generator makes the
-  cartesian product, `search.num_samples` times.
-- A grid that is not a full product (`grid.exclude`) or whose points carry depth-dependent values
-  (`train.warmup.depths`): the same grid_search axes, plus Tune's `BasicVariantGenerator` given the
-  exact list of points; each preset point collapses the grid to itself, so one trial per point.
+- A grid: every grid axis is a `tune.grid_search`, and Tune's `BasicVariantGenerator` is given the
+  exact list of points (`search.num_samples` times each, exclusions left out, depth-dependent
+  values such as `train.warmup.depths` filled in); each preset point collapses the grid to itself,
+  so one trial per point. The points go deepest first: the longest trials start first, so the
+  slots end together instead of one slot running the last deep net alone (Tune's own product
+  order alternates the depths; docs/performance.md, "slots unbalanced by the grid's order").
 - `search.algorithm: optuna`: an `OptunaSearch` whose define-by-run space draws the grid axes as
   categorical dimensions and the searched hyperparameters from their distributions; its study
   lives in the storage `launch.py` opens, under a name derived from the sweep's.
@@ -70,14 +71,15 @@ def tune_space(spec: SweepSpec, optuna_storage: Any = None) -> TuneSpace:
     for key, dist in spec.search.space.items():
         param_space[key] = _tune_domain(dist)
 
-    search_alg = None
-    num_samples = spec.search.num_samples
-    full_product = not spec.grid.exclude and all(set(p) == set(AXES) for p in points)
-    if not full_product:
-        presets = points * spec.search.num_samples
-        search_alg = BasicVariantGenerator(points_to_evaluate=presets)
-        num_samples = len(presets)
-    return TuneSpace(param_space, num_samples, spec.metric, spec.mode, search_alg, scheduler)
+    presets = longest_first(points * spec.search.num_samples)
+    search_alg = BasicVariantGenerator(points_to_evaluate=presets)
+    return TuneSpace(param_space, len(presets), spec.metric, spec.mode, search_alg, scheduler)
+
+
+def longest_first(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points deepest first (a trial's time grows with its depth), the grid's order kept
+    among equal depths: the longest-first rule that keeps parallel slots ending together."""
+    return sorted(points, key=lambda p: -p["depth"])
 
 
 def _scheduler(spec: SweepSpec) -> TrialScheduler | None:

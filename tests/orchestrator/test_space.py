@@ -47,15 +47,19 @@ def axes(config: dict) -> tuple:
     return config["depth"], config["block"], config["shortcut"], config["seed"]
 
 
-def test_plain_grid_is_grid_search_axes_and_gives_one_trial_per_point():
+def test_plain_grid_is_grid_search_axes_and_gives_one_trial_per_point_deepest_first():
     spec = spec_of()
     space = tune_space(spec)
     assert space.param_space["depth"] == {"grid_search": [8, 20, 110]}
     assert space.param_space["shortcut"] == {"grid_search": ["none", "A"]}
-    assert space.num_samples == 1 and space.search_alg is None and space.scheduler is None
+    assert space.num_samples == 12 and isinstance(space.search_alg, BasicVariantGenerator)
+    assert space.scheduler is None
     configs = generated_configs(space)
     assert sorted(map(axes, configs)) == sorted(map(axes, spec.points()))
     assert configs[0] == spec.trial_config({k: configs[0][k] for k in ("depth", "block", "shortcut", "seed")})
+    # The longest trials first, the grid's order kept within a depth, so parallel slots end together.
+    assert [axes(c) for c in configs] == [(d, "basic", s, seed) for d in (110, 20, 8) for s in ("none", "A")
+                                          for seed in (0, 1)]
 
 
 def test_num_samples_repeats_the_grid():
@@ -84,7 +88,9 @@ def test_warmup_limited_to_some_depths_reaches_only_their_trials():
 def test_warmup_for_every_depth_is_a_constant():
     spec = spec_of(base=BASE.replace("  lr_milestones: [2]", "  lr_milestones: [2]\n  warmup: {lr: 0.01, until_train_err: 0.8}"))
     space = tune_space(spec)
-    assert space.param_space["warmup_lr"] == 0.01 and space.search_alg is None
+    assert space.param_space["warmup_lr"] == 0.01
+    configs = generated_configs(space)
+    assert len(configs) == 12 and all(c["warmup_lr"] == 0.01 for c in configs)
 
 
 def test_searched_values_on_the_grid_are_drawn_from_their_distributions():
