@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from db.engine import get_engine
 from orchestrator.cli import app
 from tests.db.known import make_sweep
+from tests.orchestrator.conftest import cli_env
 
 runner = CliRunner()
 
@@ -116,8 +117,6 @@ def test_the_command_line_leaves_its_objects_to_the_process_end_with_its_databas
     otherwise walk every object the command made or imported: ~0.6 s after a launch). What the
     collector used to close must be closed by the command itself: `status` disposes its engine,
     so SQLite's last connection checkpoints and removes the -wal and -shm files as before."""
-    from tests.orchestrator.conftest import cli_env
-
     url = f"sqlite:///{tmp_path / 'r.db'}"
     get_engine(url).dispose()
     code = f"""\
