@@ -1,7 +1,8 @@
 """The tables of resweep's result store: the only definition of the schema.
 
 One row per sweep, one per trial, one per attempt of a trial, one per (trial, metric, epoch), one
-per (trial, epoch, layer), and one per log of an optuna sweep's study journal. The `metrics`
+per (trial, epoch, layer), one summary per trial (derived from its metric values, kept on
+every write), and one per log of an optuna sweep's study journal. The `metrics`
 relation users query (trial_id, epoch, name, value) is a view (db/views.py) over metric_values
 and metric_names.
 Every table's natural key is unique, so every write can be an upsert (see `db.writes`); the
@@ -240,6 +241,35 @@ class MetricValue(Base):
 # As the migration seeds them: in alphabetical order, so that a curve read in key order (trial,
 # name_id, epoch) is also in (trial, name, epoch) order, with no sort (db.queries.curves).
 METRIC_IDS = {name: i for i, name in enumerate(sorted(METRIC_NAMES), start=1)}
+
+
+class TrialSummary(Base):
+    """A trial's results at a glance, derived from its metric_values: what `trial_results` shows.
+
+    Kept by `db.writes.record_results` in the same transaction as the values it summarises: a
+    result that appends epochs updates it from the new values, any rewrite of an epoch already
+    stored recomputes it from metric_values, so it stays exact through replays and retries.
+    Reading these few columns instead of aggregating a trial's curve is what makes filtering
+    trials by axis cost one row per trial (docs/performance.md). Definitions as in db/views.py.
+    """
+
+    __tablename__ = "trial_summaries"
+    __table_args__ = (
+        {"comment": "Per-trial epochs, final and best errors, derived from metric_values on every write."},
+    )
+
+    trial_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("trials.id", ondelete="CASCADE"), primary_key=True, autoincrement=False,
+        comment="The trial summarised.",
+    )  # fmt: skip
+    epochs: Mapped[int] = mapped_column(comment="Recorded epochs: the trial's train_err rows.")
+    final_epoch: Mapped[int | None] = mapped_column(comment="The last of them (NULL: none recorded).")
+    final_train_err: Mapped[float | None] = mapped_column(comment="train_err at final_epoch.")
+    final_test_err: Mapped[float | None] = mapped_column(comment="test_err at final_epoch (NULL: not reported).")
+    best_test_err: Mapped[float | None] = mapped_column(comment="The minimum test_err over all epochs.")
+    last_epoch: Mapped[int | None] = mapped_column(
+        comment="The latest epoch with a train_err or test_err row: a write after it only appends."
+    )
 
 
 class LayerStat(Base):

@@ -275,8 +275,11 @@ def probed_epochs(engine: Engine, trial_ids: Iterable[int]) -> list[int]:
 
 RELATION_COLUMNS = ["relation", "kind", "column", "type"]
 # Alembic's version and Optuna's journal are bookkeeping; metric_values and metric_names are the
-# storage behind the `metrics` view, which is what users query.
-BOOKKEEPING_TABLES = frozenset({"alembic_version", "optuna_journal", "metric_values", "metric_names"})
+# storage behind the `metrics` view, and trial_summaries behind `trial_results`: the views are
+# what users query.
+BOOKKEEPING_TABLES = frozenset(
+    {"alembic_version", "optuna_journal", "metric_values", "metric_names", "trial_summaries"}
+)
 
 
 def relations(engine: Engine) -> pd.DataFrame:

@@ -4,8 +4,10 @@ over seeds).
 
 `metrics` is the documented relation of every stored value, by name; the values themselves live
 in `metric_values` with the name as a small integer (`metric_names`), which halves the bytes a
-point costs. The views below read `metric_values` directly, naming each metric through a constant
-subquery on `metric_names` (evaluated once per statement on both backends).
+point costs. `trial_results` reads each trial's epochs, final and best errors from
+`trial_summaries`, one row per trial that `db.writes` recomputes from the trial's metric_values in
+the transaction that writes them: a filter over thousands of trials then reads one row per trial,
+not each trial's curve (migration 0009; before it the view aggregated metric_values itself).
 
 The SQL is portable: the same text runs on SQLite (the library and the `sqlite3` shell) and
 PostgreSQL (`psql`). Migrations create the views from a frozen copy of this text; a change here
@@ -14,11 +16,10 @@ migration's copy equals this one).
 
 Definitions:
 - A trial's recorded epochs are those with a `train_err` row: every reported result carries
-  `train_err` (see the report contract), and anchoring on one metric keeps the view a few index
-  lookups per trial instead of a scan of all its metrics. The final values are joined rows, not
-  scalar subqueries, so grid_results reading them several times looks them up once.
-- `epochs` counts them; "final" values are those at the last of them (NULL if that epoch lacks
-  the metric); `best_test_err` is the minimum `test_err` over all epochs.
+  `train_err` (see the report contract). `epochs` counts them (0 for a trial with none);
+  "final" values are those at the last of them (NULL if that epoch lacks the metric);
+  `best_test_err` is the minimum `test_err` over all epochs (`db.writes.SUMMARY_SQL` computes
+  them).
 - `grid_results` aggregates the final values of the finished trials (status `terminated`):
   `n_seeds` counts them, `*_std` is the sample standard deviation (n - 1; NULL for one seed),
   computed in two passes (mean by a window, then squared deviations) so it is exact and needs
@@ -45,25 +46,14 @@ SELECT
     t.shortcut,
     t.seed,
     t.status,
-    (SELECT count(*) FROM metric_values AS m
-      WHERE m.trial_id = t.id AND m.name_id = (SELECT id FROM metric_names WHERE name = 'train_err')) AS epochs,
-    final_train.value AS final_train_err,
-    final_test.value AS final_test_err,
-    (SELECT min(m.value) FROM metric_values AS m
-      WHERE m.trial_id = t.id AND m.name_id = (SELECT id FROM metric_names WHERE name = 'test_err')) AS best_test_err,
+    coalesce(f.epochs, 0) AS epochs,
+    f.final_train_err,
+    f.final_test_err,
+    f.best_test_err,
     t.params_count
 FROM trials AS t
 JOIN sweeps AS s ON s.id = t.sweep_id
-LEFT JOIN metric_values AS final_train
-       ON final_train.trial_id = t.id
-      AND final_train.name_id = (SELECT id FROM metric_names WHERE name = 'train_err')
-      AND final_train.epoch = (SELECT max(e.epoch) FROM metric_values AS e
-                                WHERE e.trial_id = t.id
-                                  AND e.name_id = (SELECT id FROM metric_names WHERE name = 'train_err'))
-LEFT JOIN metric_values AS final_test
-       ON final_test.trial_id = t.id
-      AND final_test.name_id = (SELECT id FROM metric_names WHERE name = 'test_err')
-      AND final_test.epoch = final_train.epoch"""
+LEFT JOIN trial_summaries AS f ON f.trial_id = t.id"""
 
 GRID_RESULTS = """\
 CREATE VIEW grid_results AS

@@ -30,6 +30,7 @@ from db.engine import redact, transaction, translate_errors
 from db.errors import SweepExistsError
 from db.models import (
     METRIC_IDS, SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, MetricName, MetricValue, Sweep, Trial,
+    TrialSummary,
 )
 from resweep.paper import AXES  # the trials' grid axes, each a column of trials
 
@@ -318,18 +319,105 @@ def _upsert(conn: Connection, table: sa.Table, rows: list[tuple]) -> None:
     conn.exec_driver_sql(_upsert_sql(conn.dialect.name, table.name), rows)
 
 
+# --- trial summaries ------------------------------------------------------------------------
+#
+# trial_summaries holds what `trial_results` shows of a trial's curve (db.views): the recorded
+# epochs (its train_err rows), the final train_err and test_err (at the last of them) and the
+# best test_err, plus last_epoch, the latest epoch with either. record_results keeps it in the
+# transaction that writes the values. A result that only appends (every train_err/test_err epoch
+# it writes is after last_epoch: nothing it writes was there before) updates the row from the
+# stored one and the new values; any other write (a replayed epoch, a trial restored from a
+# checkpoint, a bulk load, a trial not summarised yet) recomputes the row from metric_values.
+
+SUMMARY_SQL = """\
+INSERT INTO trial_summaries
+    (trial_id, epochs, final_epoch, final_train_err, final_test_err, best_test_err, last_epoch)
+SELECT a.id, a.epochs, a.final_epoch,
+       (SELECT v.value FROM metric_values AS v
+         WHERE v.trial_id = a.id AND v.name_id = {train} AND v.epoch = a.final_epoch),
+       (SELECT v.value FROM metric_values AS v
+         WHERE v.trial_id = a.id AND v.name_id = {test} AND v.epoch = a.final_epoch),
+       (SELECT min(v.value) FROM metric_values AS v WHERE v.trial_id = a.id AND v.name_id = {test}),
+       CASE WHEN a.test_epoch IS NULL OR a.final_epoch >= a.test_epoch THEN coalesce(a.final_epoch, a.test_epoch)
+            ELSE a.test_epoch END
+FROM (SELECT t.id,
+             (SELECT count(*) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {train}) AS epochs,
+             (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {train}) AS final_epoch,
+             (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {test}) AS test_epoch
+      FROM trials AS t WHERE t.id = {param}) AS a
+WHERE true
+ON CONFLICT (trial_id) DO UPDATE SET
+    epochs = excluded.epochs, final_epoch = excluded.final_epoch, final_train_err = excluded.final_train_err,
+    final_test_err = excluded.final_test_err, best_test_err = excluded.best_test_err,
+    last_epoch = excluded.last_epoch"""
+# One trial's row recomputed from its metric_values. Each subquery reads a range of metric_values'
+# key (trial, name_id, epoch). `WHERE true` lets SQLite parse INSERT ... SELECT ... ON CONFLICT.
+
+
+def refresh_summaries(conn: Connection, trial_ids: Iterable[int]) -> None:
+    """Recompute the trial_summaries rows of these trials from their metric_values (one
+    executemany, in id order so PostgreSQL writers lock rows alike). For whatever writes
+    metric_values around `record_results` (a bulk load): call it after."""
+    ids = sorted({int(t) for t in trial_ids})
+    if ids:
+        conn.exec_driver_sql(_summary_sql(conn.dialect.name), [(t,) for t in ids])
+
+
+@functools.cache
+def _summary_sql(dialect: str) -> str:
+    param = "%s" if dialect == "postgresql" else "?"
+    return SUMMARY_SQL.format(train=METRIC_IDS["train_err"], test=METRIC_IDS["test_err"], param=param)
+
+
+def _summarise(conn: Connection, metric_rows: list[tuple]) -> None:
+    """Bring the summaries of the trials whose train_err or test_err a batch wrote up to date
+    (metric_rows: (trial_id, name, epoch, value), already written; see the section comment)."""
+    new: dict[int, tuple[dict[int, float | None], dict[int, float | None]]] = {}
+    for trial_id, name, epoch, value in metric_rows:
+        if name == "train_err" or name == "test_err":
+            new.setdefault(trial_id, ({}, {}))[name == "test_err"][epoch] = value
+    if not new:
+        return
+    ids = sorted(new)
+    postgres = conn.dialect.name == "postgresql"
+    marks = ", ".join(["%s" if postgres else "?"] * len(ids))
+    lock = " FOR UPDATE" if postgres else ""  # SQLite's writer already holds the database
+    stored = {row[0]: row for row in conn.exec_driver_sql(
+        f"SELECT trial_id, epochs, final_epoch, final_train_err, final_test_err, best_test_err, last_epoch "
+        f"FROM trial_summaries WHERE trial_id IN ({marks}){lock}", tuple(ids))}  # fmt: skip
+    appended, rewritten = [], []
+    for trial_id in ids:
+        train, test = new[trial_id]
+        old = stored.get(trial_id)
+        if old is None or old[6] is None or min((*train, *test)) <= old[6]:
+            rewritten.append(trial_id)  # not summarised from values yet, or a rewrite: recompute
+            continue
+        _, epochs, final_epoch, final_train, final_test, best, _ = old
+        if train:
+            final_epoch = max(train)
+            final_train, final_test = train[final_epoch], test.get(final_epoch)
+        best = min((v for v in (best, *test.values()) if v is not None), default=None)
+        appended.append((trial_id, epochs + len(train), final_epoch, final_train, final_test, best,
+                         max(max(train, default=0), max(test, default=0))))  # fmt: skip
+    if appended:
+        _upsert(conn, TrialSummary.__table__, appended)
+    refresh_summaries(conn, rewritten)
+
+
 def record_results(engine: Engine, results: Iterable[Result]) -> int:
     """Write a batch of results in one transaction; returns the number of metric rows.
 
     Numeric entries of each result's `metrics` become metric rows (NaN is stored as NULL;
     `epoch` and non-numbers are skipped; `params_count` updates the trial instead). Layer
-    records are upserted on (trial, epoch, layer).
+    records are upserted on (trial, epoch, layer). The summaries of the trials whose train_err
+    or test_err were written are recomputed in the same transaction.
     """
     metric_rows, layer_rows, params = _rows(results, ordered=engine.dialect.name == "postgresql")
     trials = Trial.__table__
     with transaction(engine) as conn:
         if metric_rows:
             _upsert(conn, MetricValue.__table__, _with_name_ids(conn, metric_rows))
+            _summarise(conn, metric_rows)
         if layer_rows:
             _upsert(conn, LayerStat.__table__, layer_rows)
         for trial_id in sorted(params):

@@ -224,24 +224,69 @@ def test_the_migrated_metric_names_are_the_models_known_ids(db_url):
     engine.dispose()
 
 
+def test_trial_summaries_migration_summarises_existing_trials_and_downgrades_back(db_url):
+    """0008 -> 0009 summarises the trials already stored (trial_summaries from their
+    metric_values): trial_results and grid_results read the same rows before, after, and after a
+    downgrade back to 0008's views."""
+    from alembic import command
+
+    engine = create_store_engine(resolve_url(db_url))
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(connection=conn), "0008")
+        conn.exec_driver_sql("INSERT INTO sweeps (id, name, spec, spec_hash, status, created_at) "
+                             "VALUES (1, 's', '', '', 'finished', CURRENT_TIMESTAMP)")
+        for tid, seed, status in ((1, 0, "terminated"), (2, 1, "terminated"), (3, 2, "running"), (4, 3, "error")):
+            conn.exec_driver_sql("INSERT INTO trials (id, sweep_id, trial_key, status, dataset, model, depth, block, "
+                                 f"shortcut, seed, config) VALUES ({tid}, 1, 'k{tid}', '{status}', 'digits', "
+                                 f"'cifar', 20, 'basic', 'A', {seed}, '{{}}')")
+        # train_err is id 6, test_err 4 (0007's seed); trial 3 has test_err alone, trial 4 nothing
+        values = [(t, n, e, round(0.9 / e + t / 10 + n / 100, 6)) for t in (1, 2) for n in (4, 6) for e in (1, 2, 3)]
+        values += [(1, 4, 2, 0.05), (3, 4, 1, 0.6)]  # trial 1's best is not its final
+        values = list({row[:3]: row for row in values}.values())
+        for row in values:
+            conn.exec_driver_sql(f"INSERT INTO metric_values (trial_id, name_id, epoch, value) VALUES {row}")
+    read = {v: f"SELECT * FROM {v} ORDER BY 1, 2" for v in ("trial_results", "grid_results")}
+    with engine.connect() as conn:
+        before = {v: conn.exec_driver_sql(sql).all() for v, sql in read.items()}
+    assert [r.best_test_err for r in before["trial_results"]] == [0.05, 0.54, 0.6, None]
+    with engine.begin() as conn:
+        command.upgrade(migrate.alembic_config(connection=conn), "0009")
+    with engine.connect() as conn:
+        assert {v: conn.exec_driver_sql(sql).all() for v, sql in read.items()} == before
+        assert conn.exec_driver_sql("SELECT count(*) FROM trial_summaries").scalar() == 4
+    with engine.begin() as conn:
+        command.downgrade(migrate.alembic_config(connection=conn), "0008")
+    with engine.connect() as conn:
+        assert {v: conn.exec_driver_sql(sql).all() for v, sql in read.items()} == before
+        assert "trial_summaries" not in sa.inspect(conn).get_table_names()
+    engine.dispose()
+
+
 @pytest.mark.postgres
-def test_on_postgresql_the_views_read_a_trials_values_from_the_key_alone(pg_url):
-    """Migration 0008: metric_values' key carries the value (INCLUDE), so `trial_results`' best and
-    final values come from index-only scans, not a heap page per epoch (the filter by axis at
-    2,000 trials x 200 epochs: 43 ms before, 4 ms after; docs/performance.md)."""
+def test_on_postgresql_curves_read_from_the_key_alone_and_trial_results_reads_no_curve(pg_url):
+    """Migration 0008: metric_values' key carries the value (INCLUDE), so a trial's curve and its
+    summary's recomputation are index-only scans, not a heap page per epoch. Migration 0009:
+    `trial_results` reads one trial_summaries row per trial and never metric_values (the filter
+    by axis at 2,000 trials x 200 epochs; docs/performance.md)."""
+    from db.writes import _summary_sql
     from tests.db.known import make_sweep
 
     engine = get_engine(pg_url)
     try:
-        make_sweep(engine)
+        sweep = make_sweep(engine)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE metric_values")  # index-only scans need the visibility map
+            conn.exec_driver_sql("VACUUM ANALYZE")  # index-only scans need the visibility map
             index = conn.exec_driver_sql("SELECT pg_get_indexdef('pk_metric_values'::regclass)").scalar()
             assert index.endswith("(trial_id, name_id, epoch) INCLUDE (value)"), index
             conn.exec_driver_sql("SET enable_seqscan = off")  # the plan for a big table, on a few rows
-            plan = "\n".join(conn.exec_driver_sql(
+            view_plan = "\n".join(conn.exec_driver_sql(
                 "EXPLAIN SELECT best_test_err, final_test_err FROM trial_results WHERE depth = 20").scalars())
-        assert "Index Only Scan using pk_metric_values" in plan, plan
-        assert not re.search(r"(?<!Only )Index Scan using pk_metric_values|Bitmap Heap Scan on metric_values", plan), plan
+            one = sweep.trials["A-0"]
+            summary_plan = "\n".join(conn.exec_driver_sql(
+                "EXPLAIN " + _summary_sql("postgresql").replace("%s", str(one))).scalars())
+        assert "trial_summaries" in view_plan and "metric_values" not in view_plan, view_plan
+        assert "Index Only Scan using pk_metric_values" in summary_plan, summary_plan
+        assert not re.search(r"(?<!Only )Index Scan using pk_metric_values|Bitmap Heap Scan on metric_values",
+                             summary_plan), summary_plan
     finally:
         engine.dispose()

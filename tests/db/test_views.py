@@ -73,3 +73,71 @@ def test_one_seed_has_no_std_and_equal_seeds_have_zero(engine):
     got = {r["depth"]: r for r in rows(engine, "SELECT * FROM grid_results")}
     assert (got[20]["n_seeds"], got[20]["test_err_std"]) == (1, None)
     assert (got[32]["n_seeds"], got[32]["test_err_std"]) == (2, pytest.approx(0.0))
+
+
+def _lean_trial_results() -> str:
+    """Migration 0007's `trial_results` (it aggregated metric_values itself), frozen there: the
+    definition trial_summaries must keep, created beside the real view as `reference_results`."""
+    import importlib.util
+
+    from db import migrate
+
+    path = migrate.MIGRATIONS_DIR / "versions" / "0007_lean_metrics.py"
+    spec = importlib.util.spec_from_file_location("m0007_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TRIAL_RESULTS.replace("CREATE VIEW trial_results", "CREATE VIEW reference_results", 1)
+
+
+def test_trial_summaries_stay_the_views_definition_through_replays_rewrites_and_gaps(engine):
+    """trial_results reads trial_summaries, which db.writes recomputes on every write: after
+    replayed epochs that change the best and the final value, NaN, a metric missing at the last
+    epoch, a trial with only test_err and one with no metrics, it equals the view that
+    aggregated metric_values itself (migration 0007's) row for row."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(_lean_trial_results())
+    sql = "SELECT * FROM {} ORDER BY trial_id"
+
+    def write(trial: str, epoch: int, metrics: dict) -> None:  # then the two views agree
+        writes.record_result(engine, tid[trial], epoch, metrics)
+        assert rows(engine, sql.format("trial_results")) == rows(engine, sql.format("reference_results"))
+
+    sweep_id = writes.create_sweep(engine, name="replays", spec="", spec_hash="")
+    tid = {k: writes.upsert_trial(engine, sweep_id, k, status="running", config=trial_config(seed=i))
+           for i, k in enumerate(["replayed", "nan", "test-only", "empty", "batched"])}  # fmt: skip
+    for epoch, test in enumerate([0.5, 0.2, 0.4, 0.35], start=1):
+        write("replayed", epoch, {"train_err": test + 0.1, "test_err": test})
+    # The trial is restored from its checkpoint at epoch 1 and reports epochs 2-3 again, worse:
+    # the old best (0.2 at epoch 2) is gone, and epoch 4 stays the last; then it goes on.
+    write("replayed", 2, {"train_err": 0.6, "test_err": 0.55})
+    write("replayed", 3, {"train_err": 0.5, "test_err": 0.45})
+    write("replayed", 5, {"train_err": 0.3, "test_err": 0.3})
+    write("replayed", 6, {"train_err": 0.25})  # the test set's value for epoch 6 comes later
+    write("replayed", 6, {"test_err": 0.33})
+    write("nan", 1, {"train_err": 0.3, "test_err": 0.3})
+    write("nan", 2, {"train_err": float("nan"), "test_err": float("nan")})
+    write("test-only", 1, {"test_err": 0.7, "lr": 0.1})
+    write("test-only", 2, {"test_err": 0.6})
+    write("empty", 1, {"lr": 0.1, "epoch_time_s": 1.0})
+    writes.record_results(engine, [writes.Result(tid["batched"], e, {"train_err": 1 / e, "test_err": 1 / e + 0.01})
+                                   for e in (3, 1, 2, 1)])  # fmt: skip
+    write("batched", 4, {"train_err": 0.2, "test_err": 0.21})
+    got, want = rows(engine, sql.format("trial_results")), rows(engine, sql.format("reference_results"))
+    assert got == want
+    by_key = {r["trial_id"]: r for r in got}
+    replayed = by_key[tid["replayed"]]
+    assert (replayed["epochs"], replayed["final_test_err"], replayed["best_test_err"]) == (6, 0.33, 0.3)
+    nan = by_key[tid["nan"]]
+    assert (nan["epochs"], nan["final_train_err"], nan["final_test_err"], nan["best_test_err"]) == (2, None, None, 0.3)
+    assert [by_key[tid[k]]["epochs"] for k in ("test-only", "empty", "batched")] == [0, 0, 4]
+    assert by_key[tid["test-only"]]["best_test_err"] == 0.6
+    assert by_key[tid["batched"]]["final_test_err"] == 0.21
+
+
+def test_a_deleted_trial_takes_its_summary_with_it(engine):
+    sweep = make_sweep(engine)
+    gone = sweep.trials["A-0"]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM trials WHERE id = {gone}")
+    assert rows(engine, f"SELECT * FROM trial_summaries WHERE trial_id = {gone}") == []
+    assert len(rows(engine, "SELECT * FROM trial_summaries")) == len(sweep.trials) - 1
