@@ -123,7 +123,9 @@ def trials(engine: Engine, sweep: str | int, **filters: Any) -> pd.DataFrame:
     sweep = _sweep_key(sweep)
     sql, params, expanding = _filters(filters)
     stmt = _trials_statement(isinstance(sweep, int), sql, tuple(expanding))
-    frame = _frame(engine, stmt, TRIAL_COLUMNS, sweep=sweep, **params)
+    # psycopg already gives what the column types would (aware datetimes, config as a dict), so
+    # PostgreSQL's rows are taken as the driver's tuples; SQLite's times need UTCDateTime.
+    frame = _frame(engine, stmt, TRIAL_COLUMNS, raw=engine.dialect.name == "postgresql", sweep=sweep, **params)
     frame["config"] = [json.loads(c) if isinstance(c, str) else c for c in frame["config"]]
     return frame
 

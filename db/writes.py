@@ -30,7 +30,6 @@ from db.engine import redact, transaction, translate_errors
 from db.errors import SweepExistsError
 from db.models import (
     METRIC_IDS, SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, MetricName, MetricValue, Sweep, Trial,
-    TrialSummary,
 )
 from resweep.paper import AXES  # the trials' grid axes, each a column of trials
 
@@ -314,20 +313,79 @@ def _upsert_sql(dialect: str, table_name: str) -> str:
     return str(stmt.compile(dialect=compile_for))
 
 
-def _upsert(conn: Connection, table: sa.Table, rows: list[tuple]) -> None:
-    """Upsert rows (tuples in the table's column order) in one executemany."""
-    conn.exec_driver_sql(_upsert_sql(conn.dialect.name, table.name), rows)
-
-
 # --- trial summaries ------------------------------------------------------------------------
 #
 # trial_summaries holds what `trial_results` shows of a trial's curve (db.views): the recorded
 # epochs (its train_err rows), the final train_err and test_err (at the last of them) and the
 # best test_err, plus last_epoch, the latest epoch with either. record_results keeps it in the
-# transaction that writes the values. A result that only appends (every train_err/test_err epoch
-# it writes is after last_epoch: nothing it writes was there before) updates the row from the
-# stored one and the new values; any other write (a replayed epoch, a trial restored from a
-# checkpoint, a bulk load, a trial not summarised yet) recomputes the row from metric_values.
+# transaction that writes the values, with one statement per batch (one row per trial):
+# - a trial seen for the first time gets the batch's own summary;
+# - a batch that only appends (every train_err/test_err epoch it wrote is after last_epoch, so
+#   nothing it wrote was there before) updates the stored row from the new values;
+# - any other write (a replayed epoch, a trial restored from a checkpoint, a late test_err for
+#   the last epoch) recomputes the row from metric_values, each value a range of its key.
+# The recorder's results only append, so the common case reads no curve. Whatever writes
+# metric_values around record_results (a bulk load) calls refresh_summaries after.
+
+# A trial's own rows, by a subquery on metric_values' key (trial, name_id, epoch).
+_OWN = "FROM metric_values AS v WHERE v.trial_id = trial_summaries.trial_id AND v.name_id"
+_LAST_TRAIN = f"(SELECT max(v.epoch) {_OWN} = {{train}})"
+SUMMARY_UPSERT = f"""\
+INSERT INTO trial_summaries
+    (trial_id, epochs, final_epoch, final_train_err, final_test_err, best_test_err, last_epoch)
+VALUES ({{trial_id}}, {{epochs}}, {{final_epoch}}, {{final_train_err}}, {{final_test_err}}, {{best_test_err}}, {{last_epoch}})
+ON CONFLICT (trial_id) DO UPDATE SET
+    epochs = CASE WHEN {{appends}} THEN trial_summaries.epochs + excluded.epochs
+                  ELSE (SELECT count(*) {_OWN} = {{train}}) END,
+    final_epoch = CASE WHEN {{appends}} THEN coalesce(excluded.final_epoch, trial_summaries.final_epoch)
+                       ELSE {_LAST_TRAIN} END,
+    final_train_err = CASE WHEN {{appends}} AND excluded.final_epoch IS NULL THEN trial_summaries.final_train_err
+                           WHEN {{appends}} THEN excluded.final_train_err
+                           ELSE (SELECT v.value {_OWN} = {{train}} AND v.epoch = {_LAST_TRAIN}) END,
+    final_test_err = CASE WHEN {{appends}} AND excluded.final_epoch IS NULL THEN trial_summaries.final_test_err
+                          WHEN {{appends}} THEN excluded.final_test_err
+                          ELSE (SELECT v.value {_OWN} = {{test}} AND v.epoch = {_LAST_TRAIN}) END,
+    best_test_err = CASE WHEN {{appends}} AND (trial_summaries.best_test_err IS NULL
+                                               OR excluded.best_test_err < trial_summaries.best_test_err)
+                              THEN coalesce(excluded.best_test_err, trial_summaries.best_test_err)
+                         WHEN {{appends}} THEN trial_summaries.best_test_err
+                         ELSE (SELECT min(v.value) {_OWN} = {{test}}) END,
+    last_epoch = CASE WHEN {{appends}} THEN excluded.last_epoch
+                      ELSE (SELECT max(v.epoch) {_OWN} IN ({{train}}, {{test}})) END"""
+
+
+@functools.cache
+def _summary_upsert(dialect: str) -> str:
+    """SUMMARY_UPSERT with named parameters in the driver's style (each row a dict)."""
+    style = "%({})s" if dialect == "postgresql" else ":{}"
+    names = ("trial_id", "epochs", "final_epoch", "final_train_err", "final_test_err", "best_test_err", "last_epoch")
+    return SUMMARY_UPSERT.format(
+        **{n: style.format(n) for n in names},
+        appends=f"trial_summaries.last_epoch IS NOT NULL AND {style.format('first_epoch')} > trial_summaries.last_epoch",
+        train=METRIC_IDS["train_err"], test=METRIC_IDS["test_err"],
+    )
+
+
+def _summary_rows(metric_rows: list[tuple]) -> list[dict[str, Any]]:
+    """The SUMMARY_UPSERT rows of a batch (metric_rows: (trial_id, name, epoch, value)): one per
+    trial whose train_err or test_err it writes, in trial order (PostgreSQL writers lock rows
+    alike), each the batch's own summary of that trial and its first epoch."""
+    new: dict[int, tuple[dict[int, float | None], dict[int, float | None]]] = {}
+    for trial_id, name, epoch, value in metric_rows:
+        if name == "train_err" or name == "test_err":
+            new.setdefault(trial_id, ({}, {}))[name == "test_err"][epoch] = value
+    rows = []
+    for trial_id in sorted(new):
+        train, test = new[trial_id]
+        final_epoch = max(train, default=None)
+        rows.append({
+            "trial_id": trial_id, "epochs": len(train), "final_epoch": final_epoch,
+            "final_train_err": train.get(final_epoch), "final_test_err": test.get(final_epoch),
+            "best_test_err": min((v for v in test.values() if v is not None), default=None),
+            "first_epoch": min((*train, *test)), "last_epoch": max((*train, *test)),
+        })  # fmt: skip
+    return rows
+
 
 SUMMARY_SQL = """\
 INSERT INTO trial_summaries
@@ -338,20 +396,18 @@ SELECT a.id, a.epochs, a.final_epoch,
        (SELECT v.value FROM metric_values AS v
          WHERE v.trial_id = a.id AND v.name_id = {test} AND v.epoch = a.final_epoch),
        (SELECT min(v.value) FROM metric_values AS v WHERE v.trial_id = a.id AND v.name_id = {test}),
-       CASE WHEN a.test_epoch IS NULL OR a.final_epoch >= a.test_epoch THEN coalesce(a.final_epoch, a.test_epoch)
-            ELSE a.test_epoch END
+       (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = a.id AND v.name_id IN ({train}, {test}))
 FROM (SELECT t.id,
              (SELECT count(*) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {train}) AS epochs,
-             (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {train}) AS final_epoch,
-             (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {test}) AS test_epoch
+             (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {train}) AS final_epoch
       FROM trials AS t WHERE t.id = {param}) AS a
 WHERE true
 ON CONFLICT (trial_id) DO UPDATE SET
     epochs = excluded.epochs, final_epoch = excluded.final_epoch, final_train_err = excluded.final_train_err,
     final_test_err = excluded.final_test_err, best_test_err = excluded.best_test_err,
     last_epoch = excluded.last_epoch"""
-# One trial's row recomputed from its metric_values. Each subquery reads a range of metric_values'
-# key (trial, name_id, epoch). `WHERE true` lets SQLite parse INSERT ... SELECT ... ON CONFLICT.
+# One trial's row recomputed from its metric_values, for refresh_summaries. `WHERE true` lets
+# SQLite parse INSERT ... SELECT ... ON CONFLICT.
 
 
 def refresh_summaries(conn: Connection, trial_ids: Iterable[int]) -> None:
@@ -369,39 +425,8 @@ def _summary_sql(dialect: str) -> str:
     return SUMMARY_SQL.format(train=METRIC_IDS["train_err"], test=METRIC_IDS["test_err"], param=param)
 
 
-def _summarise(conn: Connection, metric_rows: list[tuple]) -> None:
-    """Bring the summaries of the trials whose train_err or test_err a batch wrote up to date
-    (metric_rows: (trial_id, name, epoch, value), already written; see the section comment)."""
-    new: dict[int, tuple[dict[int, float | None], dict[int, float | None]]] = {}
-    for trial_id, name, epoch, value in metric_rows:
-        if name == "train_err" or name == "test_err":
-            new.setdefault(trial_id, ({}, {}))[name == "test_err"][epoch] = value
-    if not new:
-        return
-    ids = sorted(new)
-    postgres = conn.dialect.name == "postgresql"
-    marks = ", ".join(["%s" if postgres else "?"] * len(ids))
-    lock = " FOR UPDATE" if postgres else ""  # SQLite's writer already holds the database
-    stored = {row[0]: row for row in conn.exec_driver_sql(
-        f"SELECT trial_id, epochs, final_epoch, final_train_err, final_test_err, best_test_err, last_epoch "
-        f"FROM trial_summaries WHERE trial_id IN ({marks}){lock}", tuple(ids))}  # fmt: skip
-    appended, rewritten = [], []
-    for trial_id in ids:
-        train, test = new[trial_id]
-        old = stored.get(trial_id)
-        if old is None or old[6] is None or min((*train, *test)) <= old[6]:
-            rewritten.append(trial_id)  # not summarised from values yet, or a rewrite: recompute
-            continue
-        _, epochs, final_epoch, final_train, final_test, best, _ = old
-        if train:
-            final_epoch = max(train)
-            final_train, final_test = train[final_epoch], test.get(final_epoch)
-        best = min((v for v in (best, *test.values()) if v is not None), default=None)
-        appended.append((trial_id, epochs + len(train), final_epoch, final_train, final_test, best,
-                         max(max(train, default=0), max(test, default=0))))  # fmt: skip
-    if appended:
-        _upsert(conn, TrialSummary.__table__, appended)
-    refresh_summaries(conn, rewritten)
+# A trial's parameter count, set when a result brings a new one (each result carries it).
+_PARAMS_SQL = "UPDATE trials SET params_count = {p} WHERE id = {p} AND (params_count IS NULL OR params_count <> {p})"
 
 
 def record_results(engine: Engine, results: Iterable[Result]) -> int:
@@ -410,24 +435,45 @@ def record_results(engine: Engine, results: Iterable[Result]) -> int:
     Numeric entries of each result's `metrics` become metric rows (NaN is stored as NULL;
     `epoch` and non-numbers are skipped; `params_count` updates the trial instead). Layer
     records are upserted on (trial, epoch, layer). The summaries of the trials whose train_err
-    or test_err were written are recomputed in the same transaction.
+    or test_err were written are brought up to date in the same transaction.
     """
-    metric_rows, layer_rows, params = _rows(results, ordered=engine.dialect.name == "postgresql")
-    trials = Trial.__table__
+    dialect = engine.dialect.name
+    metric_rows, layer_rows, params = _rows(results, ordered=dialect == "postgresql")
+    p = "%s" if dialect == "postgresql" else "?"
     with transaction(engine) as conn:
+        batch: list[tuple[str, list]] = []
         if metric_rows:
-            _upsert(conn, MetricValue.__table__, _with_name_ids(conn, metric_rows))
-            _summarise(conn, metric_rows)
+            batch.append((_upsert_sql(dialect, MetricValue.__tablename__), _with_name_ids(conn, metric_rows)))
+            batch.append((_summary_upsert(dialect), _summary_rows(metric_rows)))  # after the values it reads
         if layer_rows:
-            _upsert(conn, LayerStat.__table__, layer_rows)
-        for trial_id in sorted(params):
-            conn.execute(
-                trials.update()
-                .where(trials.c.id == trial_id)
-                .where(sa.or_(trials.c.params_count.is_(None), trials.c.params_count != params[trial_id]))
-                .values(params_count=params[trial_id])
-            )
+            batch.append((_upsert_sql(dialect, LayerStat.__tablename__), layer_rows))
+        if params:
+            batch.append((_PARAMS_SQL.format(p=p), [(n, t, n) for t, n in sorted(params.items())]))
+        _execute_batch(conn, [(sql, rows) for sql, rows in batch if rows])
     return len(metric_rows)
+
+
+def _execute_batch(conn: Connection, statements: list[tuple[str, list]]) -> None:
+    """Each (SQL, rows) as one executemany, in order. On PostgreSQL they go out together in one
+    psycopg pipeline: one round trip for the whole result instead of one per statement (each
+    is ~0.3 ms on a loaded 2-core machine; docs/performance.md). Errors come out as SQLAlchemy's,
+    as from any other statement, and a connection the error broke is not given back to the pool."""
+    if conn.dialect.name != "postgresql" or len(statements) < 2:
+        for sql, rows in statements:
+            conn.exec_driver_sql(sql, rows)
+        return
+    import psycopg
+
+    raw = conn.connection.driver_connection
+    sql = statements[0][0]
+    try:
+        with raw.pipeline(), raw.cursor() as cursor:
+            for sql, rows in statements:
+                cursor.executemany(sql, rows)
+    except psycopg.Error as exc:
+        if raw.broken:
+            conn.invalidate()
+        raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error, dialect=conn.dialect) from exc
 
 
 def record_result(
