@@ -18,7 +18,7 @@ Three measurements, each beside its baseline in the same run:
   most 1.3x).
 - warm: the overhead sweep again, joining a local Ray started before it (`ray start --head`;
   `launch --address`), against the bare script: the overhead left when Ray's start and shutdown
-  are paid once for many sweeps.
+  are paid once for many sweeps; asha_warm: the ASHA search the same way.
 
 Every process is started as a user would (its own interpreter, a fresh SQLite database, a local
 Ray); wall time is taken around it. The bare script loads digits as a hand-written one would
@@ -313,7 +313,9 @@ def running_ray() -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        for pid in _processes_naming(str(temp), f":{port}"):
+        # with their children: the raylet's dashboard and runtime-env agents rename themselves
+        # (ray::DashboardAgent), so no mark is left in their command lines to find them by
+        for pid in _with_descendants(_processes_naming(str(temp), f":{port}")):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
@@ -334,6 +336,25 @@ def _processes_naming(*marks: str) -> list[int]:
     return found
 
 
+def _with_descendants(pids: list[int]) -> list[int]:
+    """These pids and every process below them (by /proc's parent pids), parents first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop(0)
+        if pid not in out:
+            out.append(pid)
+            todo += children.get(pid, [])
+    return out
+
+
 def measure_warm(work: Path, quick: bool) -> tuple[list[dict], dict]:
     """The overhead sweep joining a Ray that is already running (`launch --address`): what is left
     of the overhead once Ray's own start and shutdown are paid once for many sweeps."""
@@ -351,7 +372,22 @@ def measure_warm(work: Path, quick: bool) -> tuple[list[dict], dict]:
     ], {"bare": bare, "launch": {k: v for k, v in launched.items() if k != "marks"}, "costs": costs}
 
 
-MEASURES = {"overhead": measure_overhead, "quickstart": measure_quickstart, "asha": measure_asha, "warm": measure_warm}
+def measure_asha_warm(work: Path, quick: bool) -> tuple[list[dict], dict]:
+    """The Optuna + ASHA search joining a Ray that is already running (`launch --address`)."""
+    trials = 6 if quick else 32
+    with running_ray() as address:
+        launched = run_launch(work, asha_spec("asha_warm", trials, 4), address=address)
+    costs = slot_costs(launched)
+    return [
+        result(f"asha_warm: Optuna + ASHA, {trials} trials, joining a running Ray: launch, wall", launched["wall_s"],
+               "s", "sum(epoch_time_s) / slots", sum(c["train_s"] for c in costs) / SLOTS,
+               note=f"goal (asha's) <= 1.3x; load average {launched['load']}"),
+        result("asha_warm: fixed cost per trial, median", statistics.median(c["fixed_s"] for c in costs), "s"),
+    ], {"costs": costs}
+
+
+MEASURES = {"overhead": measure_overhead, "quickstart": measure_quickstart, "asha": measure_asha, "warm": measure_warm,
+            "asha_warm": measure_asha_warm}
 
 
 def keep_digits_split() -> None:
