@@ -18,7 +18,7 @@ Definitions:
 - A trial's recorded epochs are those with a `train_err` row: every reported result carries
   `train_err` (see the report contract). `epochs` counts them (0 for a trial with none);
   "final" values are those at the last of them (NULL if that epoch lacks the metric);
-  `best_test_err` is the minimum `test_err` over all epochs (`db.writes.SUMMARY_SQL` computes
+  `best_test_err` is the minimum `test_err` over all epochs (`db.writes.SUMMARY_UPSERT` keeps
   them).
 - `grid_results` aggregates the final values of the finished trials (status `terminated`):
   `n_seeds` counts them, `*_std` is the sample standard deviation (n - 1; NULL for one seed),

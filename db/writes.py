@@ -325,7 +325,8 @@ def _upsert_sql(dialect: str, table_name: str) -> str:
 # - any other write (a replayed epoch, a trial restored from a checkpoint, a late test_err for
 #   the last epoch) recomputes the row from metric_values, each value a range of its key.
 # The recorder's results only append, so the common case reads no curve. Whatever writes
-# metric_values around record_results (a bulk load) calls refresh_summaries after.
+# metric_values around record_results (a bulk load) calls refresh_summaries after. (Migration
+# 0009 summarises the trials stored before it with a frozen copy of the same definitions.)
 
 # A trial's own rows, by a subquery on metric_values' key (trial, name_id, epoch).
 _OWN = "FROM metric_values AS v WHERE v.trial_id = trial_summaries.trial_id AND v.name_id"
@@ -387,42 +388,21 @@ def _summary_rows(metric_rows: list[tuple]) -> list[dict[str, Any]]:
     return rows
 
 
-SUMMARY_SQL = """\
-INSERT INTO trial_summaries
-    (trial_id, epochs, final_epoch, final_train_err, final_test_err, best_test_err, last_epoch)
-SELECT a.id, a.epochs, a.final_epoch,
-       (SELECT v.value FROM metric_values AS v
-         WHERE v.trial_id = a.id AND v.name_id = {train} AND v.epoch = a.final_epoch),
-       (SELECT v.value FROM metric_values AS v
-         WHERE v.trial_id = a.id AND v.name_id = {test} AND v.epoch = a.final_epoch),
-       (SELECT min(v.value) FROM metric_values AS v WHERE v.trial_id = a.id AND v.name_id = {test}),
-       (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = a.id AND v.name_id IN ({train}, {test}))
-FROM (SELECT t.id,
-             (SELECT count(*) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {train}) AS epochs,
-             (SELECT max(v.epoch) FROM metric_values AS v WHERE v.trial_id = t.id AND v.name_id = {train}) AS final_epoch
-      FROM trials AS t WHERE t.id = {param}) AS a
-WHERE true
-ON CONFLICT (trial_id) DO UPDATE SET
-    epochs = excluded.epochs, final_epoch = excluded.final_epoch, final_train_err = excluded.final_train_err,
-    final_test_err = excluded.final_test_err, best_test_err = excluded.best_test_err,
-    last_epoch = excluded.last_epoch"""
-# One trial's row recomputed from its metric_values, for refresh_summaries. `WHERE true` lets
-# SQLite parse INSERT ... SELECT ... ON CONFLICT.
-
-
 def refresh_summaries(conn: Connection, trial_ids: Iterable[int]) -> None:
-    """Recompute the trial_summaries rows of these trials from their metric_values (one
-    executemany, in id order so PostgreSQL writers lock rows alike). For whatever writes
-    metric_values around `record_results` (a bulk load): call it after."""
+    """Recompute the trial_summaries rows of these trials from their metric_values, for whatever
+    writes metric_values around `record_results` (a bulk load): call it after. Each trial gets
+    a row first if it has none; SUMMARY_UPSERT then takes its recomputing branch (a first epoch
+    of 0 is never after last_epoch)."""
     ids = sorted({int(t) for t in trial_ids})
-    if ids:
-        conn.exec_driver_sql(_summary_sql(conn.dialect.name), [(t,) for t in ids])
-
-
-@functools.cache
-def _summary_sql(dialect: str) -> str:
-    param = "%s" if dialect == "postgresql" else "?"
-    return SUMMARY_SQL.format(train=METRIC_IDS["train_err"], test=METRIC_IDS["test_err"], param=param)
+    if not ids:
+        return
+    dialect = conn.dialect.name
+    p = "%s" if dialect == "postgresql" else "?"
+    conn.exec_driver_sql(f"INSERT INTO trial_summaries (trial_id, epochs) VALUES ({p}, 0) "
+                         "ON CONFLICT (trial_id) DO NOTHING", [(t,) for t in ids])  # fmt: skip
+    none = dict.fromkeys(("final_epoch", "final_train_err", "final_test_err", "best_test_err", "last_epoch"))
+    conn.exec_driver_sql(_summary_upsert(dialect),
+                         [{**none, "trial_id": t, "epochs": 0, "first_epoch": 0} for t in ids])  # fmt: skip
 
 
 # A trial's parameter count, set when a result brings a new one (each result carries it).

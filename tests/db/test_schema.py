@@ -268,7 +268,7 @@ def test_on_postgresql_curves_read_from_the_key_alone_and_trial_results_reads_no
     summary's recomputation are index-only scans, not a heap page per epoch. Migration 0009:
     `trial_results` reads one trial_summaries row per trial and never metric_values (the filter
     by axis at 2,000 trials x 200 epochs; docs/performance.md)."""
-    from db.writes import _summary_sql
+    from db.writes import _summary_upsert
     from tests.db.known import make_sweep
 
     engine = get_engine(pg_url)
@@ -282,8 +282,12 @@ def test_on_postgresql_curves_read_from_the_key_alone_and_trial_results_reads_no
             view_plan = "\n".join(conn.exec_driver_sql(
                 "EXPLAIN SELECT best_test_err, final_test_err FROM trial_results WHERE depth = 20").scalars())
             one = sweep.trials["A-0"]
-            summary_plan = "\n".join(conn.exec_driver_sql(
-                "EXPLAIN " + _summary_sql("postgresql").replace("%s", str(one))).scalars())
+            rewrite = {"trial_id": one, "epochs": 1, "final_epoch": 1, "final_train_err": 0.5, "final_test_err": 0.5,
+                       "best_test_err": 0.5, "first_epoch": 1, "last_epoch": 1}  # epoch 1 again: recompute
+            upsert = _summary_upsert("postgresql")
+            for name, value in rewrite.items():
+                upsert = upsert.replace(f"%({name})s", str(value))
+            summary_plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + upsert).scalars())
         assert "trial_summaries" in view_plan and "metric_values" not in view_plan, view_plan
         assert "Index Only Scan using pk_metric_values" in summary_plan, summary_plan
         assert not re.search(r"(?<!Only )Index Scan using pk_metric_values|Bitmap Heap Scan on metric_values",

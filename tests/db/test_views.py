@@ -141,3 +141,25 @@ def test_a_deleted_trial_takes_its_summary_with_it(engine):
         conn.exec_driver_sql(f"DELETE FROM trials WHERE id = {gone}")
     assert rows(engine, f"SELECT * FROM trial_summaries WHERE trial_id = {gone}") == []
     assert len(rows(engine, "SELECT * FROM trial_summaries")) == len(sweep.trials) - 1
+
+
+def test_refresh_summaries_summarises_values_loaded_around_the_writer(engine):
+    """A bulk load into metric_values (as db_bench's) leaves trial_summaries behind; after
+    db.writes.refresh_summaries, trial_results equals the aggregating view again."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(_lean_trial_results())
+    sweep = make_sweep(engine)
+    fresh = writes.upsert_trial(engine, sweep.id, "loaded", status="terminated", config=trial_config(seed=42))
+    stale = sweep.trials["A-0"]
+    with engine.begin() as conn:
+        for epoch, value in ((1, 0.9), (2, 0.1), (3, 0.4)):
+            for trial in (fresh, stale):
+                for name_id in (4, 6):  # test_err, train_err
+                    conn.exec_driver_sql(
+                        "INSERT INTO metric_values (trial_id, name_id, epoch, value) VALUES "
+                        f"({trial}, {name_id}, {epoch + 10}, {value + name_id / 100})")
+    sql = "SELECT * FROM {} ORDER BY trial_id"
+    assert rows(engine, sql.format("trial_results")) != rows(engine, sql.format("reference_results"))
+    with engine.begin() as conn:
+        writes.refresh_summaries(conn, [fresh, stale])
+    assert rows(engine, sql.format("trial_results")) == rows(engine, sql.format("reference_results"))

@@ -89,7 +89,7 @@ GROUP BY f.sweep, f.dataset, f.model, f.depth, f.block, f.shortcut"""
 VIEWS = {"metrics": METRICS, "trial_results": TRIAL_RESULTS, "grid_results": GRID_RESULTS}
 REBUILT = ("trial_results", "grid_results")  # grid_results reads trial_results: drop in reverse
 
-# Every trial's summary from its metric_values (db.writes.SUMMARY_SQL for all trials at once).
+# Every trial's summary from its metric_values (db.writes.SUMMARY_UPSERT's recomputing branch, for all trials at once).
 BACKFILL = """\
 INSERT INTO trial_summaries
     (trial_id, epochs, final_epoch, final_train_err, final_test_err, best_test_err, last_epoch)
