@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from db import queries, writes
 from db.engine import get_engine
-from db.errors import SweepExistsError
+from db.errors import IntegrityStoreError, SweepExistsError
 from tests.db.known import errs, trial_config
 
 
@@ -237,3 +237,19 @@ def test_sweep_writes_commit_under_synchronous_full_and_results_under_normal(sql
     assert sync_of("INSERT INTO sweeps") == [2]
     assert sync_of("UPDATE sweeps SET") == [2, 2]
     assert sync_of("INSERT INTO metric_values") == [1]
+
+
+def test_a_refused_result_is_a_store_error_and_leaves_the_writer_usable(engine):
+    """On PostgreSQL a result's statements go in one pipeline: a constraint they break is still
+    the store's IntegrityStoreError, nothing of the result is kept, and the next write works."""
+    sweep_id = writes.create_sweep(engine, name="refused", spec="", spec_hash="")
+    tid = writes.upsert_trial(engine, sweep_id, "t", status="running", config=trial_config())
+    with pytest.raises(IntegrityStoreError, match="write refused"):
+        writes.record_results(engine, [writes.Result(tid, 1, {"train_err": 0.5, "params_count": 10}),
+                                       writes.Result(tid + 999, 1, {"train_err": 0.4})])  # no such trial
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM metric_values").scalar() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM trial_summaries").scalar() == 0
+    writes.record_result(engine, tid, 1, {"train_err": 0.5, "test_err": 0.45, "params_count": 10})
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT epochs, final_test_err FROM trial_results").one() == (1, 0.45)
