@@ -85,6 +85,33 @@ def env_without_ray_noise() -> dict[str, str]:
     return env
 
 
+def parent_pids() -> dict[int, int]:
+    """Every process's parent pid, from /proc (Linux)."""
+    parents = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                text = Path(entry.path, "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            parents[int(entry.name)] = int(text[text.rindex(")") + 2:].split()[1])  # after "pid (comm) "
+    return parents
+
+
+def process_tree(roots: list[int], parents: dict[int, int]) -> list[int]:
+    """The roots and every process below them (by `parents`: pid -> parent pid), parents first."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, frontier = list(dict.fromkeys(roots)), list(dict.fromkeys(roots))
+    while frontier:
+        for kid in children.get(frontier.pop(0), []):
+            if kid not in tree:
+                tree.append(kid)
+                frontier.append(kid)
+    return tree
+
+
 class TreeCPU:
     """CPU seconds of a process and all its descendants, sampled from /proc (Linux).
 
@@ -128,16 +155,7 @@ class TreeCPU:
         for entry in os.scandir("/proc"):
             if entry.name.isdigit() and (s := self._stat(entry.name)) is not None:
                 stats[int(entry.name)] = s
-        tree, frontier = {self.root}, [self.root]
-        children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in stats.items():
-            children.setdefault(ppid, []).append(pid)
-        while frontier:
-            for kid in children.get(frontier.pop(), []):
-                if kid not in tree:
-                    tree.add(kid)
-                    frontier.append(kid)
-        for pid in tree:
+        for pid in process_tree([self.root], {pid: s[0] for pid, s in stats.items()}):
             if pid in stats:
                 _, start, cpu = stats[pid]
                 self.seen[pid, start] = cpu

@@ -51,7 +51,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import REPO, env_without_ray_noise, result
+from benchmarks.common import REPO, env_without_ray_noise, parent_pids, process_tree, result
 
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
 SLOTS = 2
@@ -315,7 +315,7 @@ def running_ray() -> Iterator[str]:
     finally:
         # with their children: the raylet's dashboard and runtime-env agents rename themselves
         # (ray::DashboardAgent), so no mark is left in their command lines to find them by
-        for pid in _with_descendants(_processes_naming(str(temp), f":{port}")):
+        for pid in process_tree(_processes_naming(str(temp), f":{port}"), parent_pids()):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
@@ -334,25 +334,6 @@ def _processes_naming(*marks: str) -> list[int]:
         if any(m in a if not m.startswith(":") else a.endswith(m) for a in args for m in marks):
             found.append(int(entry.name))
     return found
-
-
-def _with_descendants(pids: list[int]) -> list[int]:
-    """These pids and every process below them (by /proc's parent pids), parents first."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):  # gone meanwhile
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], list(pids)
-    while todo:
-        pid = todo.pop(0)
-        if pid not in out:
-            out.append(pid)
-            todo += children.get(pid, [])
-    return out
 
 
 def measure_warm(work: Path, quick: bool) -> tuple[list[dict], dict]:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.common import REPO, result
-from benchmarks.db_bench import PG_ADMIN_URL, Scratch
+from benchmarks.db_bench import PG_ADMIN_URL, Scratch, add_trials
 from db import writes
 from db.engine import get_engine
 from db.models import METRIC_IDS
@@ -74,10 +74,7 @@ def measure(backend: str, calls: int, params: bool, against: str | None) -> dict
     engine = get_engine(scratch.url)
     try:
         sweep_id = writes.create_sweep(engine, name="write-path", spec="", spec_hash="")
-        trials = [writes.upsert_trial(engine, sweep_id, f"t{i}", status="running",
-                                      config={"dataset": "digits", "model": "cifar", "depth": 20, "block": "basic",
-                                              "shortcut": "A", "seed": i})
-                  for i in range(40)]  # fmt: skip
+        trials = add_trials(engine, sweep_id, 40, "t", status="running")
         base = writes_at(against) if against else None
         ways: dict[str, Callable[[int, int, dict], Any]] = {
             "now": lambda t, e, m: writes.record_result(engine, t, e, m),

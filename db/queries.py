@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from db.engine import transaction, translate_errors
+from db.engine import one_read, transaction
 from db.models import Sweep, Trial
 from resweep.paper import AXES  # the trials' grid axes
 
@@ -43,21 +43,12 @@ def _frame(
     engine: Engine, stmt: sa.Executable, columns: list[str], *, raw: bool = False, **params: Any
 ) -> pd.DataFrame:
     """Run one query into a DataFrame. `raw` takes the driver's plain tuples (no per-row type
-    processing: only for numbers and strings), which is several times faster on big results.
-    One statement is its own snapshot, so on PostgreSQL it runs in autocommit: no BEGIN and
-    COMMIT round trips around it (0.35 ms of a 4 ms filter; docs/performance.md)."""
-    with translate_errors(engine), _reading(engine) as conn:
+    processing: only for numbers and strings), which is several times faster on big results."""
+    with one_read(engine) as conn:
         result = conn.execute(stmt, params)
         rows = result.cursor.fetchall() if raw else [tuple(r) for r in result]
         result.close()
     return pd.DataFrame.from_records(rows, columns=columns)
-
-
-def _reading(engine: Engine) -> Any:
-    """A connection for one read statement: autocommit on PostgreSQL, a transaction elsewhere."""
-    if engine.dialect.name == "postgresql":
-        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    return engine.begin()
 
 
 def _sweep_key(sweep: str | int) -> str | int:
