@@ -3,7 +3,8 @@
 This module works on a Connection and knows nothing of URLs; db.engine opens the database and
 calls it (`get_engine` to use a database, `upgrade` for `python -m orchestrator db upgrade`).
 New databases are created by upgrading them to the head revision; `schema_state` refuses a
-database that only looks like resweep's, `check_revision` one behind or ahead of the code.
+database that only looks like resweep's, `check_revision` one behind or ahead of the code. On PostgreSQL every upgrade ends by making or
+mending the read-only door (db/door.py), even when the schema was already at head.
 
 A schema change: edit db/models.py (and db/views.py), then draft the next revision against a
 database at head and freeze it by hand (copy view SQL in; never import models there):
@@ -26,6 +27,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
+from db import door
 from db.errors import NotResweepError, SchemaAheadError, SchemaBehindError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -105,8 +107,20 @@ def check_revision(revision: str | None, where: str) -> None:
 
 
 def upgrade_connection(conn: Connection) -> None:
-    """Migrate the database behind `conn` to head inside the caller's transaction."""
+    """Migrate the database behind `conn` to head inside the caller's transaction, then make or
+    mend its read-only door (PostgreSQL)."""
     command.upgrade(alembic_config(connection=conn), "head")
+    ensure_door(conn)
+
+
+def ensure_door(conn: Connection, where: str | None = None) -> None:
+    """Make or mend the read-only door of the PostgreSQL database behind `conn` (db.door), in
+    the caller's transaction; nothing on SQLite. Raises RolePrivilegeError (one line, with the
+    SQL a superuser runs once) when the connecting role cannot."""
+    if conn.dialect.name != "postgresql":
+        return
+    shown = where or conn.engine.url.render_as_string(hide_password=True)
+    door.ensure_door(conn.connection.dbapi_connection, shown)
 
 
 def upgrade_schema(conn: Connection, where: str) -> tuple[str | None, str]:
@@ -120,5 +134,7 @@ def upgrade_schema(conn: Connection, where: str) -> tuple[str | None, str]:
         except SchemaBehindError:
             pass  # that is what we are here for
     if before != head_revision():
-        upgrade_connection(conn)
+        command.upgrade(alembic_config(connection=conn), "head")
+    # Even at head: the door is state a migration made once; whatever changed it since is mended.
+    ensure_door(conn, where)
     return before, head_revision()

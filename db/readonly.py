@@ -2,17 +2,21 @@
 
 The guard is the database itself; reading the statement first only gives a friendlier refusal.
 
-PostgreSQL (read-only by construction):
-- The statement runs in a READ ONLY transaction with a statement timeout, under the role
-  `resweep_reader` (taken with `SET LOCAL ROLE`): it may SELECT resweep's tables and views and
-  nothing else; no superuser rights, no file or program access, no admin functions. Migration
-  0003 makes the role and keeps its grants.
+PostgreSQL (read-only by construction; the door's roles and function are db/door.py's):
+- Before anything of the statement runs, `db.door.check_door` reads the catalogs: the door of
+  this database (its two roles, the function, pg_catalog's ACLs) must be exactly as
+  `db upgrade` makes it, else one line says what differs and that `db upgrade` mends it.
+- The statement runs in a READ ONLY transaction with a statement timeout and a temp_file_limit,
+  under this database's reader role (taken with `SET LOCAL ROLE`), through `resweep_read`, a
+  SECURITY DEFINER function owned by the database's runner role: the statement has the rights of
+  a role that may only SELECT this database's tables and views, with no way to set a parameter,
+  take an advisory lock, write the WAL or a large object; inside such a function PostgreSQL
+  refuses `set_config('role' | 'session_authorization', ...)` too, so a statement cannot take
+  back the rights of the login (a superuser's, say) that opened the connection.
 - PostgreSQL decides what is one statement: the text is parsed as an unnamed prepared statement
-  (the extended protocol refuses more than one command), then run by `resweep_read`, a
-  SECURITY DEFINER function owned by the role, as a subquery through a cursor. Inside it
-  PostgreSQL refuses `set_config('role', ...)` and `set_config('session_authorization', ...)`,
-  so a statement cannot take back the rights of the login that opened the connection.
-- The function stops after `limit + 1` rows or past `max_bytes`, so a huge result is never built.
+  (the extended protocol refuses more than one command), then run by the function as a subquery
+  through a cursor. It stops after `limit + 1` rows or past `max_bytes`, so a huge result is
+  never built.
 SQLite: the file is opened with `mode=ro` and `PRAGMA query_only`, ATTACH is disabled, an
 authorizer allows only reads and function calls, sqlite3 runs one statement at a time, and no
 value may be larger than `max_bytes` (SQLITE_LIMIT_LENGTH); rows are read in blocks up to the caps.
@@ -43,6 +47,7 @@ from db.engine import (
     resolve_url,
     sqlite_path,
 )
+from db.door import TEMP_FILE_LIMIT, Door, check_door
 from db.errors import (
     NoDatabaseError,
     QueryError,
@@ -55,7 +60,6 @@ from db.statement_check import check_statement, without_final_semicolon
 DEFAULT_LIMIT = 1000
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BYTES = 64 * 2**20  # a result's text, summed over its values
-READER_ROLE = "resweep_reader"
 UPGRADE_ADVICE = 'python -m orchestrator db upgrade --db "$RESWEEP_DB"'
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ _REFUSALS = (
 
 
 def _query_error(where: str, message: str) -> StoreError:
+    if len(message) > 300:  # PostgreSQL's messages quote values: one may be a gigabyte long
+        message = message[:300] + "..."
     if any(s in message.lower() for s in _REFUSALS):
         return RefusedStatementError(f"refused by {where}: {message}; the query command is read-only")
     return QueryError(f"query failed on {where}: {message}")
@@ -222,15 +228,16 @@ def _execute_postgresql(url: str, sql: str, limit: int | None, timeout_s: float,
     watchdog.start()
     try:
         conn.read_only = True  # BEGIN READ ONLY
-        _become_reader(conn, where)
+        door = check_door(conn, where, f"run `{UPGRADE_ADVICE}` as the database's owner or a superuser")
+        _become_reader(conn, where, door)
         text = without_final_semicolon(sql, "postgresql")
         columns, types = _describe(conn, text, where)
         column_list = pgsql.SQL(", ").join(
             pgsql.SQL("{} {}").format(pgsql.Identifier(f"c{i + 1}"), pgsql.SQL(t)) for i, t in enumerate(types)
         )
         call = pgsql.SQL(
-            "SELECT * FROM resweep_read(%s::text, %s::integer, %s::bigint, %s::bigint) AS t({})"
-        ).format(column_list)
+            "SELECT * FROM {}.resweep_read(%s::text, %s::integer, %s::bigint, %s::bigint) AS t({})"
+        ).format(pgsql.Identifier(door.schema), column_list)
         max_rows = 2**62 if limit is None else limit
         with conn.cursor() as cursor:
             # Parameters: the extended protocol, and the user's text is a value, never SQL here.
@@ -263,18 +270,21 @@ def _execute_postgresql(url: str, sql: str, limit: int | None, timeout_s: float,
     return QueryResult(columns, rows[:limit], truncated, limit)
 
 
-def _become_reader(conn: psycopg.Connection, where: str) -> None:
-    """SET LOCAL ROLE resweep_reader, or one line on what an administrator must do first."""
+def _become_reader(conn: psycopg.Connection, where: str, door: Door) -> None:
+    """SET LOCAL ROLE to the database's reader, and the door's temp_file_limit (the reader may
+    set it, the role the statement runs as may not), or one line on the grant that is missing."""
     try:
-        conn.execute(f"SET LOCAL ROLE {READER_ROLE}")
+        conn.execute(pgsql.SQL("SET LOCAL ROLE {}").format(pgsql.Identifier(door.reader)))
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.InsufficientPrivilege) as exc:
         user = conn.info.user
         conn.rollback()
         raise QueryError(
-            f"{where}: the read-only role {READER_ROLE} is missing or not granted to {user} "
-            f"({_first_line(exc)}): run `{UPGRADE_ADVICE}` as the database owner, or as a "
-            f"superuser `GRANT {READER_ROLE} TO {user}`"
+            f"{where}: the login {user} may not take the read-only role {door.reader} "
+            f"({_first_line(exc)}): as the database owner or a superuser run "
+            f"`GRANT {door.reader} TO {user}`"
         ) from exc
+    conn.execute(pgsql.SQL("SET LOCAL temp_file_limit = {}").format(pgsql.Literal(TEMP_FILE_LIMIT)))
+    conn.execute(pgsql.SQL("SET LOCAL search_path = pg_catalog, {}, pg_temp").format(pgsql.Identifier(door.schema)))
 
 
 def _describe(conn: psycopg.Connection, text: str, where: str) -> tuple[list[str], list[str]]:

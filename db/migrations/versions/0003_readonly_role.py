@@ -18,8 +18,8 @@ of the login (a superuser's, say) that opened the connection.
 
 Roles belong to the whole server, not to one database: the role is made once and shared by every
 resweep database on the server; the downgrade revokes its rights here and leaves it. Making the
-role needs CREATEROLE (or a superuser); where the migrating role has neither, the migration
-stops with the two statements an administrator runs first.
+role needs CREATEROLE (or a superuser); where the migrating role has neither and is not already
+a member, this door is skipped: migration 0010 replaces it with a door per database.
 
 Frozen: never import db.models or db.readonly here. tests/db/test_readonly_role.py checks that
 the reader can SELECT every relation and nothing more.
@@ -88,9 +88,19 @@ END
 $fn$"""
 
 
+# Whether the migrating role can make the role or already belongs to it. Where it cannot, this
+# door is skipped: migration 0010 replaces it with one per database (db/door.py) anyway.
+CAN_MAKE = """\
+SELECT rolsuper OR rolcreaterole OR coalesce(pg_has_role(current_user, (
+    SELECT oid FROM pg_roles WHERE rolname = 'resweep_reader'), 'MEMBER'), false)
+FROM pg_roles WHERE rolname = current_user"""
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite: the reading connection is opened read-only with an authorizer
+    if not op.get_bind().exec_driver_sql(CAN_MAKE).scalar():
+        return
     op.execute(ROLE)
     # Every table and view of the schema (resweep's: RELATIONS and alembic_version), and those
     # later migrations make, so a re-chained migration that adds a table needs no grant of its own.
