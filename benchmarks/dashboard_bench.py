@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import db_bench  # noqa: E402
 from benchmarks.common import result  # noqa: E402
-from orchestrator.commands_dashboard import start, wait_until_serving  # noqa: E402
+from orchestrator.cli.dashboard import start, wait_until_serving  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

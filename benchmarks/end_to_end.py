@@ -64,7 +64,7 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float, float, float]:
 
 def _child_launch(sweep: str, db: str, results: str, stats: str) -> None:
     """In the launch process: run the real launch, then save what only the driver knows."""
-    from orchestrator import launch
+    from orchestrator.run import launch
 
     outcome = launch.launch(sweep, db=db, results=results)
     rec = outcome.recorder
@@ -79,7 +79,7 @@ def _child_launch(sweep: str, db: str, results: str, stats: str) -> None:
 def measure(quick: bool, work: Path) -> dict:
     from db import queries
     from db.engine import get_engine
-    from orchestrator.spec import load_spec
+    from orchestrator.run.spec import load_spec
 
     sweep = quick_copy(work) if quick else SWEEP
     spec, _ = load_spec(sweep)

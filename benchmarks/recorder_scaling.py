@@ -3,7 +3,7 @@
     python -m benchmarks.recorder_scaling [--quick] [--db URL]
 
 Tune's driver is one thread: trials' results arrive in a queue and each is handed to the
-callbacks in turn. This benchmark rebuilds exactly that around the real `orchestrator.recorder.
+callbacks in turn. This benchmark rebuilds exactly that around the real `orchestrator.run.recorder.
 Recorder` and real Tune `Trial` objects: N producer threads (the trials) put one result per
 "epoch" into a queue, and one driver thread takes them and calls `Recorder.on_trial_result`,
 which writes through db/writes.py. Results look like a ResNet-56 trial's: every metric, and 54
@@ -34,7 +34,7 @@ from ray.tune.experiment import Trial
 from benchmarks.common import result
 from db import writes
 from db.engine import get_engine
-from orchestrator.recorder import Recorder
+from orchestrator.run.recorder import Recorder
 
 TRIALS = (1, 4, 16)
 PACE_S = 0.1  # each trial reports 10 epochs a second in the lag runs

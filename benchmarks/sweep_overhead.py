@@ -4,7 +4,7 @@
 
 16 one-epoch trials of a tiny net (synthetic 8x8 images, ResNet-8 and plain-8, 8 seeds) run twice
 on the same local Ray, in one process:
-- launch: `orchestrator.launch.launch` on a sweep file - spec validation, a new SQLite database,
+- launch: `orchestrator.run.launch.launch` on a sweep file - spec validation, a new SQLite database,
   the sweep's record, the recorder writing every result, the progress line, the summary;
 - baseline: a bare `tune.Tuner` with the same trainable, param_space, resources and TuneConfig,
   no callbacks of ours.
@@ -67,7 +67,7 @@ def driver_cpu_s() -> float:
 def run_launch(work: Path, name: str, trials: int) -> tuple[float, float, list[float]]:
     from rich.console import Console
 
-    from orchestrator.launch import launch
+    from orchestrator.run.launch import launch
 
     path = work / f"{name}.yaml"
     path.write_text(sweep_text(name, trials))
@@ -82,9 +82,9 @@ def run_launch(work: Path, name: str, trials: int) -> tuple[float, float, list[f
 def run_bare(work: Path, name: str, trials: int) -> tuple[float, float]:
     from ray import tune
 
-    from orchestrator.launch import trainable
-    from orchestrator.space import tune_space
-    from orchestrator.spec import parse_spec
+    from orchestrator.run.launch import trainable
+    from orchestrator.run.space import tune_space
+    from orchestrator.run.spec import parse_spec
 
     t0, c0 = time.perf_counter(), driver_cpu_s()
     spec = parse_spec(sweep_text(name, trials))

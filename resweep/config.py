@@ -1,7 +1,7 @@
 """The trial config: every hyperparameter of one training trial, once, with its default and meaning.
 
 One flat, typed, frozen record (`TrialConfig`) that every package shares:
-- a sweep file's `train:` section validates into it (orchestrator/spec.py derives the file's keys,
+- a sweep file's `train:` section validates into it (orchestrator/run/spec.py derives the file's keys,
   types, bounds and defaults from the fields below; a field is written `train.<name>` in the file
   unless spec.FILE_KEYS places it elsewhere, e.g. `probes_every` as `probes.every`);
 - `TrialConfig.as_dict()` is a trial's Ray Tune config and what `trials.config` stores;

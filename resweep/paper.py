@@ -148,7 +148,7 @@ def references(dataset: str, model: str, depth: int, block: str, shortcut: str) 
 
 # --- Depth rules: which depths each family of nets has ----------------------------------------------
 # One home for them: trainers/models.py builds its stages from `stage_units`, and the sweep file's
-# validation (orchestrator/spec.py) checks a grid's depths with `depth_allowed`, without torch.
+# validation (orchestrator/run/spec.py) checks a grid's depths with `depth_allowed`, without torch.
 
 # Layers per residual unit of a CIFAR net: depth = 3 stages * n units * layers + the stem + the fc,
 # so basic (and preact) units make 6n+2, bottlenecks (and preact_bottleneck) 9n+2.

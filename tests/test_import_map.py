@@ -7,6 +7,10 @@ a lazy import is still a dependency). The rules:
 - torch only under trainers/; ray only in orchestrator/ and trainers/trainable.py; streamlit only
   under dashboard/; SQL (sqlalchemy, alembic, psycopg) only under db/.
 
+Inside orchestrator/, the four rooms: `cli/` may import every room; `cluster/` and `results/` only
+`run/`'s public names; `run/` none of the others. No import cycle between modules anywhere (lazy
+imports count), and no folder holds more than 16 modules side by side.
+
 What the tree does today against these rules is listed in KNOWN, each with why; the test fails
 on anything new, and also on an entry that no longer happens, so the list stays true.
 """
@@ -14,6 +18,7 @@ on anything new, and also on an entry that no longer happens, so the list stays 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,3 +110,124 @@ def test_the_check_catches_a_wrong_way_import(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
     assert violations() == {("trainers/bad.py", "orchestrator"), ("db/bad.py", "torch"),
                             ("dashboard/bad.py", "sqlalchemy")}
+
+
+# orchestrator's rooms: which others each may import (DESIGN.md's module map).
+ROOMS = {"cli": {"run", "cluster", "results"}, "cluster": {"run"}, "results": {"run"}, "run": set()}
+MAX_MODULES_PER_FOLDER = 16
+
+
+def room_violations(root: Path = ROOT) -> set[tuple[str, str]]:
+    """(file, imported name) for every import of a room it may not import, or of a private name
+    (leading underscore) of `run/` from another room."""
+    found = set()
+    for room in ROOMS:
+        for file in sorted((root / "orchestrator" / room).rglob("*.py")):
+            path = file.relative_to(root).as_posix()
+            for module, names in imports(file):
+                parts = module.split(".")
+                if parts[0] != "orchestrator" or len(parts) < 2 or parts[1] == room:
+                    continue
+                if parts[1] not in ROOMS[room]:
+                    found.add((path, module))
+                elif parts[1] == "run" and any(part.startswith("_") for part in parts[2:] + names):
+                    found.add((path, f"{module}:{','.join(names)}"))
+    return found
+
+
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the project's modules it imports (at the top or inside functions)."""
+    files = {}
+    for package in LAYER:
+        for file in (root / package).rglob("*.py"):
+            rel = file.relative_to(root).with_suffix("")
+            files[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = file
+
+    def resolve(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, file in files.items():
+        targets = set()
+        for module, names in imports(file):
+            for target in (module, *(f"{module}.{n}" for n in names)):
+                found = resolve(target)
+                # importing a submodule runs its packages' __init__ first: not an edge back to them
+                if found and found != name and not name.startswith(found + "."):
+                    targets.add(found)
+        graph[name] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10 * len(graph)))
+    try:
+        for v in sorted(graph):
+            if v not in index:
+                visit(v)
+    finally:
+        sys.setrecursionlimit(limit)
+    return found
+
+
+def test_the_rooms_of_orchestrator_import_only_what_the_map_allows():
+    assert sorted(p.name for p in (ROOT / "orchestrator").iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(ROOMS)
+    assert not room_violations(), f"imports across orchestrator's rooms against DESIGN.md: {sorted(room_violations())}"
+
+
+def test_no_module_imports_itself_back_through_others():
+    assert cycles(module_graph()) == []
+
+
+def test_no_folder_holds_more_than_sixteen_modules():
+    crowded = {}
+    for package in LAYER:
+        for folder in [ROOT / package, *(ROOT / package).rglob("*/")]:
+            modules = [f for f in folder.glob("*.py") if f.name != "__init__.py"]
+            if folder.name != "__pycache__" and len(modules) > MAX_MODULES_PER_FOLDER:
+                crowded[folder.relative_to(ROOT).as_posix()] = len(modules)
+    assert crowded == {}
+
+
+def test_the_room_and_cycle_checks_catch_what_they_should(tmp_path):
+    """The checkers themselves: run/ importing cli/, results/ importing a private name of run/,
+    and two modules importing each other are each reported."""
+    for room in ROOMS:
+        (tmp_path / "orchestrator" / room).mkdir(parents=True)
+    (tmp_path / "orchestrator" / "run" / "a.py").write_text("from orchestrator.cli import app\n")
+    (tmp_path / "orchestrator" / "results" / "b.py").write_text("from orchestrator.run.launch import _private\n")
+    assert room_violations(tmp_path) == {("orchestrator/run/a.py", "orchestrator.cli"),
+                                         ("orchestrator/results/b.py", "orchestrator.run.launch:_private")}
+    for package in LAYER:
+        (tmp_path / package).mkdir(exist_ok=True)
+    (tmp_path / "db" / "x.py").write_text("def f():\n    from db import y\n")
+    (tmp_path / "db" / "y.py").write_text("import db.x\n")
+    assert cycles(module_graph(tmp_path)) == [["db.x", "db.y"]]

@@ -4,7 +4,7 @@ Kept apart from trainers.trainable so that what a Tune worker imports to unpickl
 is this module alone: torch, the trainers and the dataset come in with the first trial the worker
 runs (and stay for the next ones, since Tune reuses the worker), never in the driver, and none of
 the driver's own packages (orchestrator, db: SQLAlchemy, rich, Alembic) are imported on a worker.
-The name `orchestrator.launch.run_trial`, which the experiment state of sweeps launched before
+The name `orchestrator.run.launch.run_trial`, which the experiment state of sweeps launched before
 this module existed refers to, is kept as an alias of this function.
 """
 

@@ -30,7 +30,8 @@ from torch import nn
 
 from resweep.config import TrialConfig
 from trainers.models import build_model
-from trainers.trainable import CHECKPOINT_FILE
+
+CHECKPOINT_FILE = "checkpoint.pt"  # in each of Tune's checkpoint directories: one torch.save'd dict
 
 MODEL_FILE_FORMAT = "resweep-model/1"
 

@@ -32,8 +32,8 @@ from trainers.data import cached_data
 from trainers.loop import Loop
 from trainers.models import build_model, count_params
 from trainers.probes import layer_responses
+from trainers.restore import CHECKPOINT_FILE, restored_result, with_result
 
-CHECKPOINT_FILE = "checkpoint.pt"
 FAULT_DIR_ENV = "RESWEEP_TEST_FAULT_DIR"
 TIMELINE_ENV = "RESWEEP_TIMELINE_DIR"  # benchmarks: where each worker appends its trials' timestamps
 
@@ -146,8 +146,6 @@ def train(
         loop.load_state_dict(state["loop"])
         _set_rng_state(state["rng"])
     _mark("model")
-    from trainers.restore import restored_result, with_result  # not at the top: restore imports this module
-
     if (again := restored_result(state)) is not None:
         reporter.report(again)  # the restored epoch's result, which may never have reached the driver
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from db import queries, writes
 from db.engine import get_engine
-from orchestrator.commands_dashboard import start, wait_until_serving
+from orchestrator.cli.dashboard import start, wait_until_serving
 from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, config, free_port
 
 playwright = pytest.importorskip("playwright.sync_api")

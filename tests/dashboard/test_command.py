@@ -12,8 +12,8 @@ import urllib.request
 
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from orchestrator.commands_dashboard import APP_PATH, streamlit_command
+from orchestrator.cli.app import app
+from orchestrator.cli.dashboard import APP_PATH, streamlit_command
 from tests.dashboard.conftest import free_port
 
 

@@ -25,7 +25,7 @@ import dashboard
 from db import readonly
 from db.engine import get_engine, resolve_url
 from db.errors import StoreError
-from orchestrator.cli import app
+from orchestrator.cli.app import app
 from tests.conftest import PG_ADMIN_URL
 from tests.db.bypass_corpus import corpus, render
 from tests.db.known import make_sweep

@@ -62,7 +62,7 @@ def test_importing_the_ground_floor_loads_no_heavy_library():
 
 
 def test_user_error_is_one_class_whichever_module_it_is_imported_from():
-    from orchestrator.errors import UserError as from_orchestrator
+    from resweep.errors import UserError as from_orchestrator
     from resweep.errors import UserError
     from trainers.data import DatasetUnavailable
 

@@ -28,7 +28,7 @@ from trainers.data import (
     ensure_dataset,
     load_data,
 )
-from orchestrator.errors import UserError
+from resweep.errors import UserError
 
 
 def _cifar_rows(n: int, seed: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The command line (one Typer app in app.py; the commands by what they act on)."""

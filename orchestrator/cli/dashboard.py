@@ -1,0 +1,93 @@
+"""`python -m orchestrator dashboard`: serve the Streamlit dashboard over one result database.
+
+The command only resolves the database URL and starts `streamlit run dashboard/app.py`; the
+dashboard itself reports an unreachable database or an old schema on its page. The URL travels
+to Streamlit in $RESWEEP_DB, not on the command line, so a password never shows in `ps`.
+`start` and `wait_until_serving` are also how the browser tests and the benchmark serve it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import typer
+
+from db.engine import ENV_VAR, Database, redact
+from orchestrator.cli.options import DbOption, user_errors
+from resweep.errors import UserError
+
+# Found, not imported: the dashboard runs in Streamlit's own process, and the CLI sits below it.
+APP_PATH = Path(importlib.util.find_spec("dashboard").origin).resolve().parent / "app.py"
+LOCALHOST = "127.0.0.1"
+DEFAULT_PORT = 8501
+
+
+def streamlit_command(host: str, port: int) -> list[str]:
+    """The `streamlit run` command line serving the dashboard on host:port."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        "--server.address", host,
+        "--server.port", str(port),
+        "--server.headless", "true",  # no browser opened on the server, no e-mail prompt
+        "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",  # no Deploy button or source-editing options
+    ]  # fmt: skip
+
+
+def start(url: str, host: str = LOCALHOST, port: int = DEFAULT_PORT, **popen: object) -> subprocess.Popen:
+    """Start the dashboard server over the (resolved) database `url`; returns at once."""
+    return subprocess.Popen(streamlit_command(host, port), env={**os.environ, ENV_VAR: url}, **popen)
+
+
+def wait_until_serving(server: subprocess.Popen, host: str, port: int, timeout_s: float = 60) -> None:
+    """Block until the server answers its health check; UserError if it exits or stays silent."""
+    health = f"http://{host}:{port}/_stcore/health"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise UserError(f"the dashboard server on {host}:{port} exited with status {server.returncode}: "
+                            "is the port already in use? try another --port")  # fmt: skip
+        try:
+            with urllib.request.urlopen(health, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise UserError(f"the dashboard server on {host}:{port} did not answer within {timeout_s:g} s")
+
+
+def dashboard(
+    db: str | None = DbOption,
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="TCP port to serve on."),
+    host: str = typer.Option(
+        LOCALHOST,
+        "--host",
+        help="Address to bind. The default serves this machine only; 0.0.0.0 serves anyone "
+        "who can reach it (the dashboard has no login).",
+    ),
+) -> None:
+    """Serve the dashboard (Streamlit) over the result database; Ctrl+C stops it."""
+    with user_errors():
+        url = Database(db).url
+    server = start(url, host, port)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # stop it with us, never orphan it
+    try:
+        with user_errors():
+            try:
+                wait_until_serving(server, host, port)
+            except UserError:
+                server.terminate()
+                raise
+        typer.echo(f"resweep dashboard: http://{host}:{port}  (database {redact(url)}; Ctrl+C stops it)")
+        rc = server.wait()
+    except KeyboardInterrupt:  # Streamlit got the same Ctrl+C: let it finish shutting down
+        server.wait()
+        rc = 0
+    raise typer.Exit(rc)

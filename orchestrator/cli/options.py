@@ -1,0 +1,39 @@
+"""What every command shares: the `--db` option and the one-line handling of a user's mistake.
+
+Kept apart from the Typer app (orchestrator/cli/app.py), which imports every command module to
+register it: the commands import this module, never the app, so no import goes in a circle.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import typer
+
+from db.errors import StoreError
+from resweep.errors import UserError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, StoreError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a user's mistake into one clear line on stderr and exit status 2 (no traceback).
+
+    An error holding several problems (a sweep file's `SpecError`) gets an `error:` line each.
+    """
+    try:
+        yield
+    except USER_ERRORS as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(2) from None
+
+
+DbOption = typer.Option(
+    None,
+    "--db",
+    help="Database URL (default: $RESWEEP_DB, else sqlite:///resweep.db).",
+    show_default=False,
+)

@@ -1,0 +1,74 @@
+"""Results out of the database: `model` (a trained network to a file) and `export` (tables to files).
+
+    python -m orchestrator model TRIAL_ID --out FILE.pt [--db URL]
+    python -m orchestrator export NAME --format csv|parquet|json --out DIR [--db URL]
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from db.engine import Database
+from orchestrator.cli.options import DbOption, user_errors
+
+
+class ExportFormat(str, enum.Enum):
+    csv = "csv"
+    parquet = "parquet"
+    json = "json"
+
+
+def model(
+    trial_id: Annotated[int, typer.Argument(help="The trial's id (trials.id; `status NAME` and `query` show it).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (e.g. resnet56.pt).")],
+    db: Optional[str] = DbOption,
+) -> None:
+    """Write a trial's trained network to one file: its weights (the trial's latest checkpoint)
+    with its config and input mean. Read it with torch.load(FILE, weights_only=True), or build the
+    model with trainers.restore.load_model_file(FILE)."""
+    import resweep
+    from resweep.results import NotFound
+
+    with user_errors():
+        try:
+            with resweep.open(Database(db).url) as results:
+                row = results.trial(trial_id)
+                uri, config = results.checkpoint(trial_id)
+            from trainers.restore import save_model_file  # torch: only here
+
+            path = save_model_file(out, uri, config, trial_id=int(trial_id), sweep=str(row["sweep"]),
+                                   trial_key=str(row["trial_key"]))
+        except (NotFound, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(f"{path}: trial {trial_id} ({row['sweep']}, depth {row['depth']}, {row['block']}, "
+               f"shortcut {row['shortcut']}, seed {row['seed']}) from {uri}")
+
+
+def export(
+    name: Annotated[str, typer.Argument(help="The sweep's name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the files into.")],
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format.")] = ExportFormat.csv,
+    db: Optional[str] = DbOption,
+) -> None:
+    """Write one sweep's trials, per-epoch metrics (long and wide), layer stats and sweep.json
+    (spec and provenance) as CSV, Parquet or JSON files."""
+    with user_errors():
+        from orchestrator.results.export import export_sweep
+
+        engine = Database(db).engine(create=False)
+        try:
+            start = time.perf_counter()
+            done = export_sweep(engine, name, format.value, out)
+        finally:
+            engine.dispose()
+    seconds = time.perf_counter() - start
+    for file, size in done.files.items():
+        typer.echo(f"{done.directory / file}  {size:,} bytes")
+    typer.echo(f"exported {name}: {done.rows['trials']:,} trials, {done.rows['metrics']:,} metric values, "
+               f"{done.rows['layer_stats']:,} layer records in {seconds:.1f} s", err=True)

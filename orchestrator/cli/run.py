@@ -1,0 +1,146 @@
+"""Commands that run sweeps and show how they stand: `launch`, `resume`, `status`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from db.engine import Database
+from orchestrator.cli.options import DbOption, user_errors
+
+TokenFileOption = typer.Option(
+    None, "--token-file", show_default=False,
+    help="File holding the Ray cluster's token, for --address (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, "
+         "~/.ray/auth_token).",
+)  # fmt: skip
+AddressOption = typer.Option(
+    None, "--address", help="Join the Ray cluster at this address (default: start a local Ray).",
+    show_default=False,
+)  # fmt: skip
+ResultsOption = typer.Option(
+    None, "--results", show_default=False,
+    help="Where each sweep's Tune state and checkpoints go: a path (on a cluster, one every node shares) or a "
+         "URI such as s3://BUCKET/PREFIX (default: $RESWEEP_RESULTS, else ./results).",
+)  # fmt: skip
+DbWaitOption = typer.Option(
+    "10m", "--db-wait", help="How long results wait through a database outage before the sweep stops "
+    "(interrupted, resumable): seconds, or 30s, 10m, 1h.",
+)  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    """--db-wait as seconds: a number, or a number with s, m or h."""
+    from resweep.errors import UserError
+
+    raw = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(raw[-1:], None)
+    number = raw[:-1] if scale else raw
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"--db-wait {text!r}: not a duration; give seconds (600) or 30s, 10m, 1h")
+    return value
+
+
+def launch(
+    sweep: Annotated[Path, typer.Argument(help="The sweep file (YAML), e.g. sweeps/quickstart.yaml.")],
+    db: Optional[str] = DbOption,
+    address: Optional[str] = AddressOption,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep of this name.")] = False,
+    new_name: Annotated[
+        Optional[str],
+        typer.Option("--new-name", help="Run the file again under this name (its name is taken).",
+                     show_default=False),
+    ] = None,
+    results: Optional[str] = ResultsOption,
+    token_file: Optional[Path] = TokenFileOption,
+    max_trials: Annotated[
+        int, typer.Option("--max-trials", min=1, help="Refuse a sweep of more trials than this.")
+    ] = 100_000,
+    db_wait: str = DbWaitOption,
+) -> None:
+    """Run a sweep: one Ray Tune trial per grid point, every result into the database."""
+    with user_errors():
+        wait = _seconds(db_wait)
+        from orchestrator.run import launch as launching  # imports Ray: only for the commands that run
+
+        database = Database(db)
+        outcome = launching.launch(sweep, db=database, address=address, resume=resume, new_name=new_name,
+                                   results=results, token_file=token_file, max_trials=max_trials,
+                                   db_wait=wait)
+        _summarise(outcome, database)
+    raise typer.Exit(outcome.exit_code)
+
+
+def resume(
+    name: Annotated[str, typer.Argument(help="The sweep's name, as `status` lists it.")],
+    db: Optional[str] = DbOption,
+    address: Optional[str] = AddressOption,
+    results: Annotated[Optional[str], typer.Option(
+        "--results", show_default=False,
+        help="Where the sweep's results are now, if not where it was launched with (a path or URI).")] = None,
+    token_file: Optional[Path] = TokenFileOption,
+    db_wait: str = DbWaitOption,
+) -> None:
+    """Continue an interrupted or crashed sweep from its last checkpoints."""
+    with user_errors():
+        wait = _seconds(db_wait)
+        from orchestrator.run import launch as launching
+
+        database = Database(db)
+        outcome = launching.resume_sweep(name, db=database, address=address, results=results, token_file=token_file,
+                                         db_wait=wait)
+        _summarise(outcome, database)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _summarise(outcome, database: Database) -> None:
+    """The summary of a run that ended with Tune's results (orchestrator.results.summary)."""
+    if outcome.spec is None:
+        return
+    from rich.console import Console
+
+    from orchestrator.results.summary import print_summary
+
+    engine = database.engine()
+    try:
+        print_summary(Console(), engine, outcome, database.flag)
+    finally:
+        engine.dispose()
+
+
+def status(
+    name: Annotated[Optional[str], typer.Argument(help="A sweep's name: list its trials.")] = None,
+    db: Optional[str] = DbOption,
+) -> None:
+    """List the sweeps, or one sweep's trials with their errors."""
+    from db import queries
+    from orchestrator.results import tables
+
+    console = tables.console()
+    with user_errors():
+        database = Database(db)
+        engine = database.engine(create=False)
+        try:
+            if name is None:
+                frame = queries.sweeps(engine)
+                if frame.empty:
+                    console.print(f"No sweeps in {database.shown} yet: python -m orchestrator launch SWEEP.yaml")
+                    return
+                console.print(tables.sweeps_table(frame))
+                return
+            frame = queries.trials(engine, name)
+            details = queries.sweep(engine, name)
+            if details is None:
+                from resweep.errors import UserError
+
+                raise UserError(f"status: no sweep named {name!r} in {database.shown} "
+                                "(`python -m orchestrator status` lists the sweeps)")
+        finally:
+            engine.dispose()
+    console.print(f"[bold]{name}[/]  {details.status}  ({len(frame)} trials)", highlight=False)
+    console.print(tables.trials_table(frame))

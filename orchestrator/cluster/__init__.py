@@ -1,0 +1,1 @@
+"""Running a sweep elsewhere: a Ray cluster's Jobs API, Slurm, KubeRay; what they share."""

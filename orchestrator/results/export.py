@@ -1,0 +1,160 @@
+"""Export one sweep's results as files a spreadsheet or pandas opens: CSV, Parquet or JSON.
+
+Files written into the output directory (`EXT` = csv | parquet | json):
+- `trials.EXT`: one row per trial (db.queries.TRIAL_COLUMNS; `config` as JSON text in CSV and
+  Parquet, an object in JSON);
+- `metrics.EXT`: every per-epoch value, long (trial_id, epoch, name, value);
+- `metrics_wide.EXT`: one row per trial and epoch, the trial's axes, one column per metric;
+- `layer_stats.EXT`: every probed layer record (trial_id, epoch, layer, name, stage, std, mean);
+- `sweep.json`: the spec (as launched, and parsed), provenance (git commit, dirty flag, times,
+  results directory) and what was exported.
+
+Everything is read through `db.queries`. Files are written into a temporary directory beside the
+target and moved into place only when all are complete, so a failed export leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from sqlalchemy.engine import Engine
+
+from db import queries
+from db.engine import redact
+from resweep.errors import UserError
+from resweep.paper import AXES
+
+FORMATS = ("csv", "parquet", "json")
+METRICS_LONG = ["trial_id", "epoch", "name", "value"]
+
+
+@dataclass(frozen=True)
+class Exported:
+    directory: Path
+    files: dict[str, int]  # file name -> bytes
+    rows: dict[str, int]  # table -> rows
+
+
+def export_sweep(engine: Engine, sweep: str, fmt: str, out: str | os.PathLike) -> Exported:
+    """Write the sweep's trials, metrics (long and wide), layer stats and sweep.json into `out`."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt}: not an export format (allowed: {', '.join(FORMATS)})")
+    details = queries.sweep_details(engine, sweep)
+    if details.empty:
+        raise UserError(f"export: no sweep named {sweep!r} in {redact(engine)} "
+                        "(`python -m orchestrator status` lists the sweeps)")
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file (allowed: a directory, new or existing)")
+    trials = queries.trials(engine, sweep)
+    ids = trials["trial_id"].tolist()
+    metrics = queries.curves(engine, ids)
+    layers = _all_layer_stats(engine, ids)
+    tables = {
+        "trials": trials,
+        "metrics": metrics,
+        "metrics_wide": _wide(metrics, trials),
+        "layer_stats": layers,
+    }
+    sweep_info = _sweep_json(details.iloc[0].to_dict(), fmt, {k: len(v) for k, v in tables.items()})
+
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        for name, frame in tables.items():
+            _write(frame, staging / f"{name}.{fmt}", fmt)
+        (staging / "sweep.json").write_text(json.dumps(sweep_info, indent=2, default=str) + "\n")
+        files = {}
+        for path in sorted(staging.iterdir()):
+            files[path.name] = path.stat().st_size
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Exported(out, files, {k: len(v) for k, v in tables.items()})
+
+
+def _all_layer_stats(engine: Engine, ids: list[int]) -> pd.DataFrame:
+    """Every probed epoch's layer records (db.queries.layer_stats reads one epoch at a time)."""
+    frames = [queries.layer_stats(engine, ids, epoch) for epoch in queries.probed_epochs(engine, ids)]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=queries.LAYER_COLUMNS)
+    return pd.concat(frames, ignore_index=True).sort_values(["trial_id", "epoch", "layer"], ignore_index=True)
+
+
+def _wide(metrics: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per (trial, epoch) with the trial's axes and one column per metric."""
+    if metrics.empty:
+        return pd.DataFrame(columns=["trial_id", *AXES, "epoch"])
+    wide = metrics.pivot(index=["trial_id", "epoch"], columns="name", values="value")
+    wide.columns.name = None
+    wide = wide.reset_index()
+    axes = trials[["trial_id", *AXES]]
+    return axes.merge(wide, on="trial_id", how="right")[["trial_id", *AXES, "epoch", *wide.columns[2:]]]
+
+
+def _write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
+    frame = frame.copy()
+    if "config" in frame and fmt != "json":
+        frame["config"] = [json.dumps(c, sort_keys=True) for c in frame["config"]]
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    elif fmt == "parquet":
+        frame.to_parquet(path, index=False, engine="pyarrow")
+    else:
+        # Python's json writes each float as its shortest exact repr; pandas' to_json rounds to at
+        # most 15 digits, so a value read back would differ from the database's.
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        with path.open("w") as f:
+            json.dump(records, f, default=_json_default, allow_nan=False)
+
+
+def _sweep_json(row: dict[str, Any], fmt: str, rows: dict[str, int]) -> dict[str, Any]:
+    try:
+        parsed = yaml.safe_load(row["spec"])
+    except yaml.YAMLError:
+        parsed = None
+    return {
+        "name": row["name"],
+        "id": int(row["id"]),
+        "status": row["status"],
+        "created_at": _iso(row["created_at"]),
+        "finished_at": _iso(row["finished_at"]),
+        "git_commit": row["git_commit"],
+        "git_dirty": None if row["git_dirty"] is None else bool(row["git_dirty"]),
+        "spec_hash": row["spec_hash"],
+        "storage_path": row["storage_path"],
+        "spec": row["spec"],
+        "spec_parsed": parsed,
+        "export": {
+            "format": fmt,
+            "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "rows": rows,
+            "files": [f"{name}.{fmt}" for name in rows],
+        },
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "item"):  # a numpy scalar
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)

@@ -1,0 +1,101 @@
+"""The report's verdicts come from 95 % intervals: pre-activation vs original units, ours vs the
+papers' numbers like with like, and one seed that cannot be judged (frames built by hand)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from orchestrator.results.report.findings import (
+    INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, UNJUDGED, cure, paper_numbers, preactivation, shortcut_options,
+)
+
+
+def _row(depth, block, shortcut, test, test_std, n=3, train=0.01, train_std=0.001, dataset="cifar10", best=None):
+    return dict(dataset=dataset, model="cifar", depth=depth, block=block, shortcut=shortcut, n_seeds=n,
+                train_err_mean=train, train_err_std=train_std, test_err_mean=test, test_err_std=test_std,
+                test_err_best=best if best is not None else test - test_std)
+
+
+def test_preactivation_holds_when_the_whole_interval_is_below_zero():
+    # 8.0 vs 10.0 %, std 0.5 each over 3 seeds: Welch se = sqrt(2 * 0.25 / 3) = 0.408, df = 4,
+    # t(0.975, 4) = 2.776: -2.00 +- 1.13 = [-3.13, -0.87].
+    grid = pd.DataFrame([_row(20, "basic", "A", 0.10, 0.005), _row(20, "preact", "A", 0.08, 0.005)])
+    [f] = preactivation(grid)
+    assert f.status == REPRODUCED
+    assert f.evidence[0].startswith("ResNet-20 (A, preact) final test error 8.00 ± 0.50 % < ResNet-20 (A) "
+                                    "10.00 ± 0.50 %: holds; difference -2.00 points (95 % CI -3.13 to -0.87)")
+
+
+def test_preactivation_is_inconclusive_when_the_interval_straddles_zero():
+    grid = pd.DataFrame([_row(164, "bottleneck", "B", 0.060, 0.01), _row(164, "preact_bottleneck", "B", 0.055, 0.01)])
+    [f] = preactivation(grid)
+    assert f.status == INCONCLUSIVE and "inconclusive (the interval includes 0)" in f.evidence[0]
+
+
+def test_one_seed_cannot_be_judged_whatever_the_means():
+    grid = pd.DataFrame([_row(20, "basic", "none", 0.20, float("nan"), n=1, train=0.2, train_std=float("nan")),
+                         _row(20, "basic", "A", 0.10, float("nan"), n=1, train=0.05, train_std=float("nan"))])
+    [f] = cure(grid)
+    assert f.status == UNJUDGED and f.evidence[0].endswith("cannot be judged (one seed: no interval); "
+                                                           "test error 10.00 % vs 20.00 %")
+
+
+def test_shortcut_pairs_each_get_an_interval():
+    grid = pd.DataFrame([_row(56, "basic", s, m, 0.001) for s, m in (("A", 0.080), ("B", 0.070), ("C", 0.075))])
+    [f] = shortcut_options(grid)
+    pairs = {line.split(":")[0].strip(): line for line in f.evidence[1:]}
+    assert set(pairs) == {"A > B", "A > C", "B > C"}
+    assert "holds" in pairs["A > B"] and "does not hold" in pairs["B > C"]
+    assert f.status not in (REPRODUCED, NOT_REPRODUCED)  # two hold, one is contradicted
+
+
+def test_paper_numbers_compare_best_with_best_and_mean_with_mean():
+    grid = pd.DataFrame([_row(110, "basic", "A", 0.069, 0.002, n=3, best=0.067)])
+    [f] = paper_numbers(grid, epochs=164)
+    best, mean = f.evidence
+    assert best == ("ResNet-110 (A) best seed 6.70 % of 3 vs He et al. 2016 (CVPR), Table 6 6.43 (best of 5) %: "
+                    "best-of-N has no interval, shown only")
+    welch = scipy_stats.ttest_ind_from_stats(6.9, 0.2, 3, 6.61, 0.16, 5, equal_var=False)
+    va, vb = 0.2**2 / 3, 0.16**2 / 5
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 4)
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert 0.29 / math.sqrt(va + vb) == pytest.approx(welch.statistic)
+    assert mean == (f"ResNet-110 (A) mean test error 6.90 ± 0.20 % vs He et al. 2016 (CVPR), Table 6 6.61 ± 0.16 "
+                    f"(mean of 5) %: holds (no significant difference); difference +0.29 points (95 % CI "
+                    f"{0.29 - half:+.2f} to {0.29 + half:+.2f}), Welch's t")
+    assert 0.29 - half < 0 < 0.29 + half  # df = 3.57, half = 0.39: the interval includes 0
+    assert f.status == REPRODUCED
+
+
+def test_paper_numbers_need_the_papers_epochs_and_a_net_it_ran():
+    grid = pd.DataFrame([_row(110, "basic", "A", 0.069, 0.002)])
+    assert paper_numbers(grid, epochs=15) == []
+    assert paper_numbers(pd.DataFrame([_row(20, "basic", "A", 0.02, 0.002, dataset="digits")]), epochs=164) == []
+
+
+def test_warmup_section_says_where_each_trials_warmup_ended_and_why():
+    from types import SimpleNamespace
+
+    from orchestrator.results.report.document import warmup_markdown
+
+    warm = {"warmup_lr": 0.01, "warmup_until_train_err": 0.8, "warmup_max_iterations": 400}
+    trials = pd.DataFrame([
+        dict(trial_id=1, depth=110, block="basic", shortcut="A", seed=0, config=warm),
+        dict(trial_id=2, depth=110, block="basic", shortcut="A", seed=1, config=warm),
+        dict(trial_id=3, depth=110, block="basic", shortcut="A", seed=2, config=warm),
+        dict(trial_id=4, depth=20, block="basic", shortcut="A", seed=0, config={"warmup_lr": None}),
+    ])
+    curves = pd.DataFrame([dict(trial_id=1, epoch=1, name="warmup_iterations", value=212.0),
+                           dict(trial_id=2, epoch=2, name="warmup_iterations", value=400.0),
+                           dict(trial_id=1, epoch=1, name="train_err", value=0.5)])
+    text = warmup_markdown(SimpleNamespace(trials=trials, curves=curves))
+    assert "capped at 400 iterations" in text
+    assert "- ResNet-110 (A) seed 0: lr 0.01 for 212 iterations, ended by running training error < 80 %" in text
+    assert "- ResNet-110 (A) seed 1: lr 0.01 for 400 iterations, ended by the cap" in text
+    assert "- ResNet-110 (A) seed 2: still warming up at its last recorded epoch" in text
+    assert "ResNet-20" not in text
+    assert warmup_markdown(SimpleNamespace(trials=trials.iloc[3:], curves=curves)) == ""
