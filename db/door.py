@@ -286,7 +286,8 @@ def admin_sql(conn: psycopg.Connection, door: Door) -> str:
         f"ALTER ROLE {r} {attrs}",
         f"ALTER ROLE {o} {attrs}",
         *stray,
-        f"GRANT {r}, {o} TO {owner}",
+        f"GRANT {r} TO {owner} WITH ADMIN OPTION",  # the owner grants the database's readers
+        f"GRANT {o} TO {owner}",
         f"GRANT SET ON PARAMETER temp_file_limit TO {r}",
         f"REVOKE SET ON PARAMETER temp_file_limit FROM {o}",
         f"REVOKE EXECUTE ON FUNCTION {writing} FROM PUBLIC, {o}",
@@ -312,7 +313,16 @@ def ensure_door(conn: psycopg.Connection, where: str) -> Door:
                 f"({first}): as a superuser, connected to database {door.database}, run: {sql}; "
                 "then run db upgrade again"
             )
-        conn.execute(sql)
+        for attempt in range(5):
+            try:
+                with conn.transaction():  # a savepoint inside the caller's transaction
+                    conn.execute(sql)
+                break
+            except psycopg.errors.InternalError_ as exc:
+                # Two databases' doors granted the same parameter at one moment (PostgreSQL takes
+                # no lock for a parameter's ACL): the loser's GRANT fails; try it again.
+                if "concurrently" not in str(exc) or attempt == 4:
+                    raise
     try:
         _make_function(conn, door)
     except psycopg.errors.InsufficientPrivilege as exc:
@@ -358,3 +368,25 @@ def _make_function(conn: psycopg.Connection, door: Door) -> None:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0].strip() if lines else type(exc).__name__
+
+
+# Roles outlive the database they were made for: a superuser runs this after dropping resweep
+# databases (the test suite does after each one) to drop the doors of databases that are gone.
+DROP_ORPHANED_ROLES = r"""
+DO $orphans$
+DECLARE
+    r text;
+BEGIN
+    FOR r IN SELECT rolname FROM pg_roles
+             WHERE rolname ~ '^resweep_(reader|door)_.*_[0-9]+$'
+               AND substring(rolname FROM '_([0-9]+)$')::oid NOT IN (SELECT oid FROM pg_database)
+    LOOP
+        BEGIN
+            EXECUTE format('REVOKE SET ON PARAMETER temp_file_limit FROM %I', r);
+            EXECUTE format('DROP ROLE %I', r);
+        EXCEPTION WHEN dependent_objects_still_exist OR undefined_object OR object_in_use THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$orphans$"""

@@ -8,6 +8,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from db.door import DROP_ORPHANED_ROLES
+
 # The PostgreSQL server .ci/run makes sure is up (trust auth). Each test gets its own database.
 PG_ADMIN_URL = os.environ.get("RESWEEP_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -32,6 +34,7 @@ def pg_url() -> str:
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(DROP_ORPHANED_ROLES))  # the read-only door's roles of that database
         admin.dispose()
 
 
