@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from db.door import WRITING_FUNCTIONS as DOOR_REFUSES
 from db.errors import RefusedStatementError
 
 ALLOWED_FIRST = {
@@ -26,7 +27,8 @@ WRITING_KEYWORDS = frozenset({
     "LISTEN", "NOTIFY", "DISCARD", "LOAD", "IMPORT", "SECURITY", "ANALYZE", "CHECKPOINT",
 })  # fmt: skip
 # Functions that change state, read server files or signal other sessions. The database refuses
-# them anyway (role, read-only transaction); naming them here only makes the refusal clearer.
+# them anyway (the door's role may not call them: db.door); naming them here only makes the
+# refusal clearer, whatever the spelling (quoted, schema-qualified, any case).
 WRITING_FUNCTIONS = frozenset({
     "set_config", "nextval", "setval", "lo_import", "lo_export", "lo_unlink", "lo_create",
     "lo_from_bytea", "lo_put", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
@@ -36,7 +38,9 @@ WRITING_FUNCTIONS = frozenset({
     "pg_stat_reset_shared", "pg_create_physical_replication_slot",
     "pg_create_logical_replication_slot", "pg_drop_replication_slot", "query_to_xml",
     "dblink", "dblink_exec", "load_extension", "writefile", "readfile",
-})  # fmt: skip
+}) | frozenset(DOOR_REFUSES)  # fmt: skip
+# Marks a quoted name among the words: "update" is a column, "pg_notify"( still a call.
+QUOTED = '"'
 # REPLACE is also a string function: a call `replace(` is fine, the statement REPLACE is not.
 CALLABLE_KEYWORDS = frozenset({"REPLACE"})
 
@@ -88,8 +92,9 @@ def _tokens(sql: str, dialect: str) -> Iterator[tuple[str, str, int]]:
                 j = sql.find('"', j + 2)
             if j < 0:
                 yield "unterminated", f"{c} name", n
+            name = sql[i + 1 : j].replace('""', '"') if j >= 0 else ""
             i = n if j < 0 else j + 1
-            yield "quoted", "", i
+            yield "quoted", name, i
         elif pg and c == "$" and (tag := _dollar_tag(sql, i)) is not None:
             j = sql.find(tag, i + len(tag))
             if j < 0:
@@ -130,9 +135,11 @@ def _statements(sql: str, dialect: str) -> list[list[tuple[str, bool]]]:
             pending = None
         if kind == "word":
             pending = text
+        elif kind == "quoted":  # a quoted name: never a keyword, but maybe a function's name
+            pending = QUOTED + text.lower()
         elif kind == "semicolon":
             statements.append([])
-        elif kind in ("string", "quoted"):
+        elif kind == "string":
             statements[-1].append(("", False))
     if pending is not None:
         statements[-1].append((pending, False))
@@ -161,7 +168,7 @@ def _check_reading(sql: str, reading: str, allowed: frozenset[str]) -> None:
             "string belongs in '...')"
         )
     words = statements[0]
-    first = words[0][0]
+    first = "" if words[0][0].startswith(QUOTED) else words[0][0]
     if first not in allowed:
         raise RefusedStatementError(
             f"refused: {(first or 'a quoted')[:40]} statements are not allowed; the query command "
@@ -173,9 +180,9 @@ def _check_reading(sql: str, reading: str, allowed: frozenset[str]) -> None:
                 f"refused: the statement contains {word[:40]}; the query command is read-only "
                 f"(if {word[:40]} is a column or table name, put it in double quotes)"
             )
-        if called and word.lower() in WRITING_FUNCTIONS:
+        if called and word.removeprefix(QUOTED).lower() in WRITING_FUNCTIONS:
             raise RefusedStatementError(
-                f"refused: {word.lower()}() changes state or reaches outside the database; "
+                f"refused: {word.removeprefix(QUOTED).lower()[:40]}() changes state or reaches outside the database; "
                 "the query command is read-only"
             )
 

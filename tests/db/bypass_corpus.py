@@ -106,6 +106,33 @@ DIRECT = [
 ]
 
 
+# Every function the door's database refuses the door's role (db.door.WRITING_FUNCTIONS), one
+# call per overload, cast to text so nothing but PostgreSQL's own EXECUTE check can stop it.
+REFUSED_CALLS = [
+    ("pg_logical_emit_message", "false, 'resweep', 'x'"),
+    ("pg_logical_emit_message", "true, 'resweep', '\\x00'::bytea"),
+    ("lo_create", "0"), ("lo_creat", "-1"), ("lo_from_bytea", "0, 'x'"), ("lo_put", "1, 0, 'x'"),
+    ("lo_open", "1, 131072"), ("lowrite", "0, 'x'"), ("lo_truncate", "0, 0"), ("lo_truncate64", "0, 0"),
+    ("lo_unlink", "1"),
+    *((f"pg{t}_advisory{x}_lock{s}", a) for t in ("", "_try") for x in ("", "_xact") for s in ("", "_shared")
+      for a in ("1", "1, 2")),
+    ("pg_notify", "'resweep', 'x'"),
+    ("set_config", "'work_mem', '64GB', true"),
+]  # fmt: skip
+
+
+def spellings(name: str) -> list[str]:
+    """The ways PostgreSQL reads as the same function: plain, quoted, schema-qualified (each part
+    quoted or not), upper case."""
+    return [name, f'"{name}"', f"pg_catalog.{name}", f'"pg_catalog"."{name}"', f'pg_catalog."{name}"',
+            name.upper(), f"PG_CATALOG.{name.upper()}", f"pg_catalog . {name}"]  # fmt: skip
+
+
+def refused_calls() -> list[str]:
+    """Every spelling of every refused call, as one statement each."""
+    return [f"SELECT {spelled}({args})::text" for name, args in REFUSED_CALLS for spelled in spellings(name)]
+
+
 def corpus() -> list[tuple[str, str]]:
     """(label, SQL template) for every form: each hiding wrapper with each payload, then the rest."""
     forms = [(f"{name}: {p.split()[0]} {p.split()[1]}", hide.replace("{p}", p))

@@ -22,19 +22,21 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 import dashboard
-from db import readonly
+from db import door, readonly
 from db.engine import get_engine, resolve_url
-from db.errors import StoreError
+from db.errors import RefusedStatementError, StoreError
+from db.statement_check import check_statement
 from orchestrator.cli.app import app
 from tests.conftest import PG_ADMIN_URL
-from tests.db.bypass_corpus import corpus, render
+from tests.db.bypass_corpus import corpus, refused_calls, render
 from tests.db.known import make_sweep
 
 FORMS = corpus()
 TARGETS = ["sqlite", pytest.param("pg_superuser", marks=pytest.mark.postgres),
            pytest.param("pg_owner", marks=pytest.mark.postgres)]  # fmt: skip
-# PostgreSQL lets a read-only transaction make a large object; the door rolls it back (checked).
-ROLLED_BACK_ON_POSTGRESQL = {"SELECT lo_from_bytea(0, 'evil')"}
+# Forms PostgreSQL may run and that change nothing lasting (checked); none since the door's runner
+# may call no large-object writer.
+ROLLED_BACK_ON_POSTGRESQL: set[str] = set()
 APP = Path(dashboard.__file__).resolve().parent / "app.py"
 
 
@@ -64,7 +66,7 @@ class Target:
                 server = conn.execute(sa.text(
                     "SELECT (SELECT count(*) FROM pg_replication_slots), (SELECT count(*) FROM pg_largeobject_metadata),"
                     " (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),"
-                    " (SELECT count(*) FROM pg_roles), has_table_privilege('resweep_reader', 'metrics', 'DELETE')"
+                    " (SELECT count(*) FROM pg_class WHERE relpersistence = 't')"
                 )).one()  # fmt: skip
                 tables["server"] = tuple(server)
             else:
@@ -89,12 +91,13 @@ def _pg_target(kind: str):
     with admin_conn() as admin:
         if owner:
             admin.execute(f'CREATE ROLE "{owner}" LOGIN')
-            # The role is made by the first migration on this server; an administrator grants it.
-            admin.execute("DO $$ BEGIN CREATE ROLE resweep_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-            admin.execute(f'GRANT resweep_reader TO "{owner}"')
             admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
         else:
             admin.execute(f'CREATE DATABASE "{name}"')
+    if owner:  # the one line a superuser runs once for a database an ordinary role owns
+        with psycopg.connect(sa.make_url(PG_ADMIN_URL).set(drivername="postgresql", database=name)
+                             .render_as_string(False), autocommit=True) as conn:  # fmt: skip
+            conn.execute(door.admin_sql(conn, door.door_of(conn)))
     url = sa.make_url(PG_ADMIN_URL).set(database=name, username=owner or sa.make_url(PG_ADMIN_URL).username)
     return url.render_as_string(hide_password=False), name, owner
 
@@ -123,6 +126,7 @@ def target(request, tmp_path_factory):
             admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'resweep_evil'")
             if owner:
                 admin.execute(f'DROP ROLE IF EXISTS "{owner}"')
+            admin.execute(door.DROP_ORPHANED_ROLES)
 
 
 def test_the_database_alone_refuses_every_form(target):
@@ -175,3 +179,32 @@ def test_the_sql_page_refuses_every_form(target, monkeypatch):
             problems.append(f"{label}: the page showed {[e.value for e in at.error]} {[e.value for e in at.exception]}")
         problems += target.check(before, label)
     assert not problems, "\n".join(problems)
+
+
+def test_the_database_refuses_every_spelling_of_every_writing_function(target):
+    """The statement check skipped: PostgreSQL itself refuses the door's role each function
+    (permission denied), quoted, schema-qualified or upper-cased; nothing is written. (SQLite
+    has none of these functions: each is an error there.)"""
+    before = target.state()
+    problems = []
+    for sql in refused_calls():
+        try:
+            result = readonly._execute(resolve_url(target.url), sql, 10, 5.0)
+        except RefusedStatementError as exc:
+            name = sql.removeprefix("SELECT ").split("(")[0].split(".")[-1].strip().strip('"').lower()
+            if target.victim is not None and f"permission denied for function {name}" not in str(exc):
+                problems.append(f"{sql}: refused for another reason: {exc}")
+        except StoreError as exc:
+            if target.victim is not None:
+                problems.append(f"{sql}: not refused by the database's privileges: {exc}")
+        else:
+            problems.append(f"{sql}: it ran and returned {result.rows}")
+    problems += target.check(before, "writing functions")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_statement_check_refuses_quoted_and_qualified_spellings_too():
+    for sql in refused_calls():
+        if '"' in sql or "." in sql:
+            with pytest.raises(RefusedStatementError, match="changes state"):
+                check_statement(sql, "postgresql")
