@@ -231,3 +231,51 @@ def test_the_room_and_cycle_checks_catch_what_they_should(tmp_path):
     (tmp_path / "db" / "x.py").write_text("def f():\n    from db import y\n")
     (tmp_path / "db" / "y.py").write_text("import db.x\n")
     assert cycles(module_graph(tmp_path)) == [["db.x", "db.y"]]
+
+
+ADAPTERS = {"ray": "orchestrator/run/ray_compat.py", "torch": "trainers/torch_compat.py"}
+
+
+def private_uses(root: Path = ROOT) -> set[tuple[str, str]]:
+    """(file, name) for each private name of Ray or torch used outside its adapter module: a
+    module path or an imported or accessed name with a part that starts with `_`."""
+    found = set()
+    for package in LAYER:
+        for file in sorted((root / package).rglob("*.py")):
+            path = file.relative_to(root).as_posix()
+            tree = ast.parse(file.read_text(), path)
+            inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+            for node in ast.walk(tree):
+                if id(node) in inner:
+                    continue  # part of a longer a.b.c: that one is read whole
+                dotted = None
+                if isinstance(node, ast.Import):
+                    dotted = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    dotted = [f"{node.module}.{alias.name}" for alias in node.names]
+                elif isinstance(node, ast.Attribute):
+                    parts, value = [node.attr], node.value
+                    while isinstance(value, ast.Attribute):
+                        parts.append(value.attr)
+                        value = value.value
+                    if isinstance(value, ast.Name):
+                        dotted = [".".join([value.id, *reversed(parts)])]
+                for name in dotted or []:
+                    top, *rest = name.split(".")
+                    if top in ADAPTERS and path != ADAPTERS[top] and any(p.startswith("_") for p in rest):
+                        found.add((path, name))
+    return found
+
+
+def test_private_ray_and_torch_names_live_in_one_adapter_each():
+    assert private_uses() == set()
+
+
+def test_the_private_name_check_sees_imports_and_attributes(tmp_path):
+    for package in LAYER:
+        (tmp_path / package).mkdir()
+    (tmp_path / "orchestrator" / "a.py").write_text("import ray\nfrom ray.air._internal import usage\nray._private.worker\n")
+    (tmp_path / "trainers" / "b.py").write_text("import torch\ntorch._dynamo.reset()\n")
+    assert private_uses(tmp_path) == {("orchestrator/a.py", "ray.air._internal.usage"),
+                                      ("orchestrator/a.py", "ray._private.worker"),
+                                      ("trainers/b.py", "torch._dynamo.reset")}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from resweep.config import TrialConfig
 from trainers.data import Batches, Data, Split
-from trainers.optim import SGD
+from trainers.torch_compat import SGD
 
 EVAL_BATCH_SIZE = 512  # images per evaluation batch (no gradients: as many as memory likes)
 WARMUP_WINDOW = 20  # iterations the running training error of the warm-up is taken over
@@ -110,7 +110,7 @@ class Loop:
             torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = self.amp
         self.model = model.to(self.device, memory_format=self.memory_format or torch.contiguous_format)
         self.data, self.cfg, self.generator = data, cfg, generator
-        self.optimizer = SGD(  # torch.optim.SGD less its torch._dynamo import (trainers.optim)
+        self.optimizer = SGD(  # torch.optim.SGD less its torch._dynamo import (trainers.torch_compat)
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
             nesterov=cfg.nesterov,
         )

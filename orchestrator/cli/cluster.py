@@ -12,6 +12,7 @@ import typer
 
 from db.engine import Database, redact
 from orchestrator.cluster import jobs_api, k8s, remote_sweep, slurm
+from orchestrator.run.token import find_token
 from orchestrator.cli.options import DbOption, user_errors
 from orchestrator.results.tables import jobs_lines
 
@@ -45,7 +46,7 @@ def submit_cmd(
     """Run a sweep as a Ray job on a running cluster (its driver runs on the head node)."""
     with user_errors():
         remote = remote_sweep.prepare(sweep, Database(db))
-        ray_cluster = jobs_api.Cluster(address, jobs_api.find_token(token_file))
+        ray_cluster = jobs_api.Cluster(address, find_token(token_file))
         job_id = ray_cluster.submit(remote, resume=resume, results=ray_cluster.results_for(results))
         where = ray_cluster.address
         typer.echo(f"submitted {job_id} to {where}: sweep '{remote.spec.name}' "
@@ -75,7 +76,7 @@ def jobs_cmd(
 ) -> None:
     """List the jobs a Ray cluster knows, with their status."""
     with user_errors():
-        ray_cluster = jobs_api.Cluster(address, jobs_api.find_token(token_file))
+        ray_cluster = jobs_api.Cluster(address, find_token(token_file))
         jobs = ray_cluster.jobs()
     if not jobs:
         typer.echo(f"no jobs on {ray_cluster.address}")
@@ -106,7 +107,7 @@ def stop_cmd(
 ) -> None:
     """Stop a job on a Ray cluster (its sweep can be continued with `launch --resume`)."""
     with user_errors():
-        ray_cluster = jobs_api.Cluster(address, jobs_api.find_token(token_file))
+        ray_cluster = jobs_api.Cluster(address, find_token(token_file))
         stopped = ray_cluster.stop(job)
         status = ray_cluster.status(job)
     typer.echo(f"{job}: stop requested (now {status})" if stopped else f"{job}: already ended ({status})")

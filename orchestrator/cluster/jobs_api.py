@@ -22,13 +22,13 @@ import shlex
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import requests
 
-from orchestrator.run.token import TOKEN_HELP, Token, find_token
+from orchestrator.run import ray_compat
+from orchestrator.run.token import TOKEN_HELP, Token
 from orchestrator.cluster.remote_sweep import PACKAGES, PROJECT_DIR, RemoteSweep, launch_command, sweep_path_in_project
 from resweep.errors import UserError
 from orchestrator.run.provenance import git_state
@@ -80,8 +80,7 @@ class Cluster:
         from ray.job_submission import JobSubmissionClient
 
         # Ray's client logs each upload and websocket close at INFO; resweep says what matters itself.
-        for name in ("ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk",
-                     "ray._private.runtime_env.packaging"):
+        for name in ray_compat.JOB_CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 
         with self.errors(), _without_address_env():

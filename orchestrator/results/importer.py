@@ -86,11 +86,9 @@ def _listing(fs: pafs.FileSystem, path: str, source: str) -> list[pafs.FileInfo]
 
 
 def _state_file(fs: pafs.FileSystem, path: str) -> str | None:
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
-
     if fs.get_file_info(path).type != pafs.FileType.Directory:
         return None
-    return _find_newest_experiment_checkpoint(experiment_path=path, fs=fs)
+    return ray_compat.newest_experiment_state(fs, path)
 
 
 def _load_trials(fs: pafs.FileSystem, path: str) -> list:
@@ -98,11 +96,10 @@ def _load_trials(fs: pafs.FileSystem, path: str) -> list:
     import copy
 
     from ray.tune.experiment import Trial
-    from ray.tune.utils.serialization import _loads_with_cloudpickle
 
     alias_moved_modules()  # a sweep launched before orchestrator/ had rooms
     with fs.open_input_stream(_state_file(fs, path)) as f:
-        state = _loads_with_cloudpickle(f.readall())
+        state = ray_compat.loads_experiment_state(f.readall())
     trials = []
     for trial_json, runtime in state["trial_data"]:
         trial = Trial.from_json_state(trial_json, stub=True)

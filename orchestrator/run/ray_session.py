@@ -28,6 +28,7 @@ import ray
 
 from db.engine import ENV_VAR
 from resweep.errors import UserError
+from orchestrator.run import ray_compat
 from orchestrator.run.stops import STOPS, pid_file
 from orchestrator.run.token import find_token
 
@@ -90,17 +91,12 @@ def start_ray(address: str | None, token_file: str | os.PathLike | None = None, 
     return True
 
 
-# What ray.init imports that the Tuner's modules import as well, imported before the background
-# thread starts, so that no module is ever being imported by both threads at once.
-_SHARED_WITH_RAY_INIT = ("ray._common.usage.usage_lib", "ray.dashboard")
-
-
 def import_in_background(modules: Sequence[str]) -> threading.Thread | None:
     """Import `modules` in a daemon thread (None when there are none). An import that fails there
     is left to fail again where the caller imports the module itself, with its own traceback."""
     if not modules:
         return None
-    for name in _SHARED_WITH_RAY_INIT:
+    for name in ray_compat.RAY_INIT_IMPORTS:  # never imported by both threads at once
         importlib.import_module(name)
 
     def run() -> None:
@@ -124,11 +120,8 @@ def stop_local_ray() -> None:
     1.3 s the shutdown took (Ray 2.60; docs/performance.md). A single-node Ray's monitor has
     nothing to scale and nothing to save, so it is killed first; the rest is ray.shutdown's own.
     """
-    node = getattr(ray._private.worker, "_global_node", None)  # private: Ray is pinned to 2.60.x
-    monitors = getattr(node, "all_processes", {}).get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, [])
-    for info in monitors:
-        process = getattr(info, "process", None)
-        if process is not None and process.poll() is None:
+    for process in ray_compat.local_monitor_processes():
+        if process.poll() is None:
             process.kill()
             try:
                 process.wait(timeout=1)
@@ -168,20 +161,13 @@ def check_token(address: str, token_file: str | os.PathLike | None = None) -> No
     One gRPC call, made without and then with the token, tells which case this is.
     """
     import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-
 
     def refused(metadata: tuple = ()) -> bool:
-        with grpc.insecure_channel(address) as channel:
-            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
-            try:
-                stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=AUTH_TIMEOUT_S, metadata=metadata)
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    return True
-                raise UserError(f"--address {address}: the Ray head does not answer ({exc.code().name.lower()}); "
-                                "check the address (the GCS port, 6379 by default) and that the head runs") from None
-        return False
+        try:
+            return ray_compat.gcs_unauthenticated(address, metadata, AUTH_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            raise UserError(f"--address {address}: the Ray head does not answer ({exc.code().name.lower()}); "
+                            "check the address (the GCS port, 6379 by default) and that the head runs") from None
 
     if not refused():
         return
@@ -194,9 +180,4 @@ def check_token(address: str, token_file: str | os.PathLike | None = None) -> No
     os.environ["RAY_AUTH_MODE"] = "token"
     if token_file:
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(Path(token_file).expanduser().resolve())
-    # Ray read its config and cached the token (or its absence) when it was imported; what its
-    # own tests do to take new settings (ray/_private/authentication_test_utils.py):
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    ray_compat.reload_auth_settings()  # Ray read its config and cached the token when imported

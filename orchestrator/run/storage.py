@@ -125,7 +125,7 @@ def checkpoint_uri(checkpoint: Any) -> str:
 def save_sweep_record(experiment_dir: str, *, name: str, spec: str, spec_hash: str,
                       git_commit: str | None, git_dirty: bool | None) -> None:
     """Write the sweep's row (name, spec text and hash, git state) as JSON into its results."""
-    fs, path = filesystem(experiment_dir)
+    fs, path = ray_compat.fs_and_path(experiment_dir)
     fs.create_dir(path, recursive=True)
     record = {"name": name, "spec": spec, "spec_hash": spec_hash, "git_commit": git_commit, "git_dirty": git_dirty}
     with fs.open_output_stream(f"{path.rstrip('/')}/{SWEEP_RECORD}") as f:

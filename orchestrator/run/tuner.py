@@ -8,12 +8,9 @@ after which `resume NAME` continues from Tune's saved state.
 
 from __future__ import annotations
 
-import collections
 import os
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,7 @@ from rich.console import Console
 from sqlalchemy.engine import Engine
 
 from db import writes
-from orchestrator.run import alias_moved_modules, outcome, storage
+from orchestrator.run import alias_moved_modules, outcome, ray_compat, storage
 from resweep.errors import UserError
 from orchestrator.run.outbox import SPILL_FILE
 from orchestrator.run.progress import Progress
@@ -78,7 +75,7 @@ def restored_tuner(experiment_dir: str, trainable: Any) -> tune.Tuner:
 def replace_callbacks(tuner: tune.Tuner, callbacks: list) -> None:
     # The restored RunConfig holds the callbacks pickled at launch, cut off from the database
     # (see Recorder.__getstate__); this run's recorder and progress line take their place.
-    tuner._local_tuner.get_run_config().callbacks = callbacks
+    ray_compat.set_callbacks(tuner, callbacks)
 
 
 def can_restore(experiment_dir: str) -> bool:
@@ -104,7 +101,7 @@ def fit(
     STOPS.reset()
     STOPS.on_stop(recorder.stopping)
     try:
-        with STOPS.armed(), _callbacks_counted_by_name():
+        with STOPS.armed(), ray_compat.callbacks_counted_by_name():
             grid = tuner.fit()
         STOPS.ending()  # from here a stop signal changes nothing: the driver prints and ends
     except KeyboardInterrupt:
@@ -152,55 +149,6 @@ def _best(results: list, spec: SweepSpec) -> tuple[float, str] | None:
 def _last_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[-1] if text else type(error).__name__
-
-
-# Ray Tune's usage tag of a run's callbacks (ray.air._internal.usage: tag_callbacks, which calls
-# _count_callbacks) tells its built-in tracker loggers apart by importing each integration,
-# and with it wandb and mlflow when they are installed: ~1 s of the driver's main thread before
-# the first trial, every sweep, telemetry on or off. A callback can only be an instance of one
-# of these classes if its module was imported, so while none is, the same counts come from the
-# class names alone; once one is (`loggers: [wandb]`), Ray's own count runs.
-TRACKER_CALLBACKS = {
-    "ray.air.integrations.wandb": "WandbLoggerCallback",
-    "ray.air.integrations.mlflow": "MLflowLoggerCallback",
-    "ray.air.integrations.comet": "CometLoggerCallback",
-    "ray.tune.logger.aim": "AimLoggerCallback",
-}
-
-
-def count_callbacks_by_name(callbacks: list | None) -> dict[str, int]:
-    """Ray's `_count_callbacks` for callbacks none of which is a tracker integration's."""
-    from ray.tune import Callback
-    from ray.tune.logger import LoggerCallback
-    from ray.tune.utils.callback import DEFAULT_CALLBACK_CLASSES
-
-    built_in = {*TRACKER_CALLBACKS.values(), *(cls.__name__ for cls in DEFAULT_CALLBACK_CLASSES)}
-    counts: collections.defaultdict[str, int] = collections.defaultdict(int)
-    for callback in callbacks or []:
-        if not isinstance(callback, Callback):
-            continue
-        name = type(callback).__name__
-        if name in built_in:
-            counts[name] += 1
-        else:
-            counts["CustomLoggerCallback" if isinstance(callback, LoggerCallback) else "CustomCallback"] += 1
-    return counts
-
-
-@contextmanager
-def _callbacks_counted_by_name() -> Iterator[None]:
-    """For the block, Ray's callback count (see TRACKER_CALLBACKS) without the tracker imports."""
-    from ray.air._internal import usage
-
-    ray_count = getattr(usage, "_count_callbacks", None)
-    if ray_count is None or any(module in sys.modules for module in TRACKER_CALLBACKS):
-        yield
-        return
-    usage._count_callbacks = count_callbacks_by_name
-    try:
-        yield
-    finally:
-        usage._count_callbacks = ray_count
 
 
 def callbacks(

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from db.engine import Database
 from orchestrator.cluster import jobs_api, remote_sweep
 from orchestrator.cli.app import app
+from orchestrator.run.token import Token, find_token
 from resweep.errors import UserError
 from tests.orchestrator.cluster_support import write_sweep
 
@@ -272,7 +273,7 @@ def test_stop_ends_a_running_job(head, clean_env, monkeypatch):
     result = cli("stop", job_id, "--address", head.address)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith(f"{job_id}: stop requested")
-    ray_cluster = jobs_api.Cluster(head.address, jobs_api.find_token())
+    ray_cluster = jobs_api.Cluster(head.address, find_token())
     assert ray_cluster.wait(job_id, timeout_s=30) == "STOPPED"
     again = cli("stop", job_id, "--address", head.address)
     assert again.exit_code == 0 and "already ended (STOPPED)" in again.stdout
@@ -290,7 +291,7 @@ def test_followed_logs_mask_the_token(head, clean_env, monkeypatch):
     job_id = head.client().submit_job(entrypoint='echo "the job says $ECHO_ME"',
                                       runtime_env={"env_vars": {"ECHO_ME": head.token}})
     chunks: list[str] = []
-    status = jobs_api.Cluster(head.address, jobs_api.find_token()).follow(job_id, chunks.append)
+    status = jobs_api.Cluster(head.address, find_token()).follow(job_id, chunks.append)
     text = "".join(chunks)
     assert status == "SUCCEEDED"
     assert "the job says ***" in text and head.token not in text
@@ -300,18 +301,18 @@ def test_followed_logs_mask_the_token(head, clean_env, monkeypatch):
 
 
 def test_token_sources_in_order(tmp_path, clean_env, monkeypatch):
-    assert jobs_api.find_token() is None
+    assert find_token() is None
     (clean_env / ".ray").mkdir()
     (clean_env / ".ray" / "auth_token").write_text("from-home\n")
-    assert jobs_api.find_token().value == "from-home"
+    assert find_token().value == "from-home"
     path_file = tmp_path / "by-path"
     path_file.write_text("from-path")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path_file))
-    assert jobs_api.find_token().value == "from-path"
+    assert find_token().value == "from-path"
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
-    assert jobs_api.find_token().source == "$RAY_AUTH_TOKEN"
+    assert find_token().source == "$RAY_AUTH_TOKEN"
     flag = _token_file(tmp_path, "from-flag")
-    token = jobs_api.find_token(flag)
+    token = find_token(flag)
     assert token.value == "from-flag" and token.source == f"--token-file {flag}"
     assert "from-flag" not in repr(token) and "from-flag" not in str(token)
 
@@ -377,7 +378,7 @@ def test_a_token_split_across_log_chunks_is_still_masked():
 
     ray_cluster = object.__new__(jobs_api.Cluster)  # no connection needed for this
     ray_cluster.address, ray_cluster.client = "http://x:8265", Client()
-    ray_cluster.token = jobs_api.Token("abcdef123456", "t")
+    ray_cluster.token = Token("abcdef123456", "t")
     out: list[str] = []
     assert ray_cluster.follow("job", out.append) == "SUCCEEDED"
     assert "".join(out) == "line one\nthe token *** was here\nno newline at the end\n"

@@ -90,7 +90,7 @@ def test_callbacks_counted_by_name_match_ray_tunes_own_count():
     from orchestrator.run.progress import Progress
     from orchestrator.run.recorder import Recorder
     from orchestrator.run.trackers import logger_callbacks
-    from orchestrator.run.tuner import TRACKER_CALLBACKS, count_callbacks_by_name
+    from orchestrator.run.ray_compat import TRACKER_CALLBACKS, count_callbacks_by_name
 
     class Mine(Callback):
         pass

@@ -1,9 +1,10 @@
-"""trainers.optim.SGD: torch.optim.SGD's numbers and state bit for bit, its hooks and grad mode,
+"""trainers.torch_compat.SGD: torch.optim.SGD's numbers and state bit for bit, its hooks and grad mode,
 and no torch._dynamo import in a trial's process (the ~1-2 s it removes from a slot's first trial)."""
 
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.optim import SGD
+from trainers.torch_compat import SGD
 
 
 def _net() -> nn.Module:
@@ -112,3 +113,18 @@ def test_a_trial_trains_checkpoints_and_resumes_without_importing_torch_dynamo(t
                          check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_the_torch_internals_this_adapter_relies_on_are_where_torch_2_14_put_them():
+    """trainers/torch_compat.py was written for torch 2.14: torch.optim wraps these methods (the
+    torch.compile guards whose torch._dynamo import SGD avoids). When a torch upgrade changes that,
+    this fails by name: read the adapter again (SGD stays correct, it may no longer be faster)."""
+    from trainers import torch_compat
+
+    assert torch.__version__.startswith(torch_compat.TORCH_VERSION + "."), (
+        f"torch {torch.__version__}: trainers/torch_compat.py was written for {torch_compat.TORCH_VERSION}")
+    for owner, name in ((torch.optim.SGD, "step"), (torch.optim.Optimizer, "add_param_group"),
+                        (torch.optim.Optimizer, "zero_grad"), (torch.optim.Optimizer, "state_dict"),
+                        (torch.optim.Optimizer, "load_state_dict")):
+        method = getattr(owner, name)
+        assert inspect.unwrap(method) is not method, f"torch.optim no longer wraps {owner.__name__}.{name}"

@@ -1,4 +1,8 @@
-"""`SGD`: torch.optim.SGD as the trials use it (eager, never under torch.compile), without the
+"""Every use of torch's internals in one place: written for torch 2.14 (`TORCH_VERSION`, which
+tests/trainers/test_torch_compat.py checks against the installed torch, with a test that fails by
+name when the wrapping below changes).
+
+`SGD`: torch.optim.SGD as the trials use it (eager, never under torch.compile), without the
 import of torch._dynamo that torch.optim makes on an optimizer's first use.
 
 torch.optim guards its methods against being traced by torch.compile: `add_param_group`,
@@ -12,7 +16,7 @@ does anything but that import: 1-2 s in each new worker process (torch 2.14, thi
 `SGD` calls the same methods unwrapped (`inspect.unwrap`: torch's own code, not a copy), with
 the one thing the step guard does besides: the grad mode set to the optimizer's `differentiable`
 for the update and restored after. The arithmetic, the state dict and the checkpoints are
-torch.optim.SGD's, bit for bit (tests/trainers/test_optim.py). Where a torch release wraps them
+torch.optim.SGD's, bit for bit (tests/trainers/test_torch_compat.py). Where a torch release wraps them
 differently, `inspect.unwrap` finds the function itself and this class is plain SGD again
 (slower, never different).
 """
@@ -23,6 +27,8 @@ import inspect
 from typing import Any
 
 import torch
+
+TORCH_VERSION = "2.14"
 
 
 def _unwrapped(owner: type, name: str) -> Any:
