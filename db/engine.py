@@ -50,23 +50,29 @@ def resolve_url(url: str | None = None) -> str:
 
     A bare path (no `://`) means a SQLite file; `postgresql://` and `postgres://` get the
     psycopg 3 driver. Refused with one line (BadUrlError): a URL that does not parse, a port that
-    is not a number, a password with an unencoded '@', an in-memory SQLite database (its results
-    would be thrown away). The result still holds the password: show it only through `redact`.
+    is not a number, an unencoded '@' in the user, password or database (SQLAlchemy would hand a
+    piece of the password to the driver as the host), USER:PASSWORD@HOST without a scheme, an
+    in-memory SQLite database (its results would be thrown away). The result still holds the
+    password: show it only through `redact`.
     """
     raw = (url or os.environ.get(ENV_VAR) or DEFAULT_URL).strip()
     if "://" not in raw:
+        if ":" in raw.rpartition("@")[0]:  # USER:PASSWORD@HOST with its scheme forgotten
+            raise BadUrlError(f"{redact(raw)}: looks like USER:PASSWORD@HOST without a scheme (a bare path "
+                              f"means a SQLite file; sqlite:///PATH for one with ':' and '@'): {URL_HELP}")
         raw = f"sqlite:///{raw}"
-    netloc = raw.split("://", 1)[1].split("/", 1)[0]
-    if netloc.count("@") > 1:
-        raise BadUrlError(f"{redact(raw)}: the user or password holds an '@'; write it as %40 "
-                          f"(percent-encoding): {URL_HELP}")  # fmt: skip
+    scheme, _, rest = raw.partition("://")
+    if not scheme.startswith("sqlite") and rest.count("@") > 1:
+        # SQLAlchemy ends the password at the first '@' and would take the rest of it for the host
+        # or the database name, which the driver then echoes in its errors.
+        raise BadUrlError(f"{redact(raw)}: holds more than one '@'; write an '@' in the user, password, "
+                          f"database or a parameter as %40 (percent-encoding): {URL_HELP}")  # fmt: skip
     try:
         parsed = sa.make_url(raw)
     except sa.exc.ArgumentError:
         raise BadUrlError(f"{redact(raw)} is not a database URL: {URL_HELP}") from None
     except ValueError:  # SQLAlchemy's int() of the port
-        port = netloc.rpartition(":")[2]
-        raise BadUrlError(f"{redact(raw)}: the port {_shown(port)} is not a number: {URL_HELP}") from None
+        raise BadUrlError(f"{redact(raw)}: the port{_port_shown(raw)} is not a number: {URL_HELP}") from None
     backend, _, driver = parsed.drivername.partition("+")
     if backend == "postgres":
         backend = "postgresql"
@@ -82,33 +88,61 @@ def resolve_url(url: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-# Query-string keys that carry a password (libpq's `password`, `sslpassword`; common spellings).
-_SECRET_KEYS = re.compile(r"(?i)([?&](?:password|passwd|pass|pwd|sslpassword|secret|token)=)[^&#]*")
+# Query-string keys that carry a secret: libpq's `password` and `sslpassword`, common spellings,
+# object stores' `secret_key`, `access_key`, `session_token`. A key that merely looks like one
+# (`sslkey`, a file's path) is hidden too: a masked path costs less than a shown password.
+_SECRET_NAME = r"[\w.-]*(?:pass|pwd|secret|token|credential|key)[\w.-]*"
+# The value runs to the next `&name=` (or ` name=` in a libpq keyword string), so a password
+# holding an unencoded '&' or '#' is hidden whole.
+_SECRET_KEYS = re.compile(rf"(?is)((?:^|[?&;\s]){_SECRET_NAME}=)(?:(?![&\s][\w.-]+=).)*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _shown(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def _port_shown(raw: str) -> str:
+    """` 'PORT'` as the redacted URL shows it (never from the unredacted text), else ''."""
+    host = redact(raw).partition("://")[2].rpartition("@")[2]
+    hostport = re.split(r"[/?#]", host, maxsplit=1)[0]
+    return f" {_shown(hostport.rpartition(':')[2])}" if ":" in hostport else ""
+
+
 def redact(url: str | sa.URL | Engine) -> str:
     """The URL with every password (user:PASSWORD@, ?password=...) replaced by ***, fit for
-    logs, errors and status output."""
+    logs, errors and status output.
+
+    Safe for any text, not only for URLs that parse: a password may hold '/', '?', '#', ':' or
+    '@', unencoded, so the host part is not found by cutting at the first '/'. Everything from
+    the first ':' after the user to the LAST '@' is hidden; where the URL is ambiguous (an '@'
+    in a parameter) more is hidden than the password, never less. Control characters are
+    shown escaped, so the result is one line."""
     if isinstance(url, Engine):
         url = url.url
     if isinstance(url, sa.URL):
         url = url.render_as_string(hide_password=False)
     text = str(url)
+    # The secret spans of the text as given, hidden together: hiding one first could hide the
+    # very delimiter that shows where the other one ends.
+    spans = [(m.end(1), m.end()) for m in _SECRET_KEYS.finditer(text)]
     scheme, sep, rest = text.partition("://")
-    if sep:
-        # Everything between user: and the LAST '@' of the host part: an unencoded '@' in a
-        # password must not leave a piece of it showing.
-        netloc, slash, path = rest.partition("/")
-        if "@" in netloc:
-            userinfo, _, host = netloc.rpartition("@")
-            user, colon, _ = userinfo.partition(":")
-            netloc = f"{user}:***@{host}" if colon else f"{user}@{host}"
-        text = f"{scheme}{sep}{netloc}{slash}{path}"
-    return _SECRET_KEYS.sub(r"\1***", text)
+    start = len(scheme) + len(sep) if sep else 0  # no scheme: still USER:PASSWORD@HOST...
+    userinfo = (rest if sep else text).rpartition("@")[0]
+    if ":" in userinfo:
+        spans.append((start + userinfo.index(":") + 1, start + len(userinfo)))
+    merged: list[list[int]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    pieces, end = [], 0
+    for first, last in merged:
+        pieces += [text[end:first], "***"]
+        end = last
+    pieces.append(text[end:])
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", "".join(pieces))
 
 
 @dataclass(frozen=True)
@@ -303,6 +337,9 @@ def describe_db_error(exc: BaseException, url: sa.URL) -> str:
     if url.get_backend_name() == "sqlite":
         if "locked" in what or "busy" in what:
             return f"{where} stayed locked by another writer for {SQLITE_BUSY_TIMEOUT_MS // 1000} s: {what}; try again"
+        if not_a_database(exc):
+            return (f"cannot open {where}: {what}; --db must name a SQLite database that resweep made "
+                    "(`launch` or `db upgrade` makes one), or a new file")
         return f"cannot open {where}: {what}; check that the directory exists and is writable"
     return (
         f"cannot use {where}: {what}; check that the server is up and the host, port, "
@@ -324,14 +361,31 @@ def translate_errors(engine: Engine) -> Iterator[None]:
         ) from exc
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         raise UnreachableError(describe_db_error(exc, engine.url)) from exc
-    except sa.exc.DBAPIError as exc:
-        # Migration 0003 raises this when the migrating role cannot make resweep_reader.
-        diag = getattr(exc.orig, "diag", None)
-        if getattr(exc.orig, "sqlstate", None) == "P0001" and "resweep_reader" in str(diag.message_primary):
-            raise RolePrivilegeError(
-                f"{redact(engine)}: {diag.message_primary}; {diag.message_hint}"
-            ) from exc
+    except sa.exc.DatabaseError as exc:
+        if engine.dialect.name == "sqlite" and not_a_database(exc):
+            raise UnreachableError(describe_db_error(exc, engine.url)) from exc
+        _raise_role_error(exc, engine)
         raise
+    except sa.exc.DBAPIError as exc:
+        _raise_role_error(exc, engine)
+        raise
+
+
+def _raise_role_error(exc: sa.exc.DBAPIError, engine: Engine) -> None:
+    # Migration 0003 raises this when the migrating role cannot make resweep_reader.
+    diag = getattr(exc.orig, "diag", None)
+    if getattr(exc.orig, "sqlstate", None) == "P0001" and "resweep_reader" in str(diag.message_primary):
+        raise RolePrivilegeError(f"{redact(engine)}: {diag.message_primary}; {diag.message_hint}") from exc
+
+
+# SQLite's answers for a file that is not a SQLite database, or one damaged past reading.
+_NOT_A_DATABASE = ("SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
+def not_a_database(exc: BaseException) -> bool:
+    """Whether a SQLite error says the file is not a (readable) SQLite database."""
+    orig = getattr(exc, "orig", None) or exc
+    return getattr(orig, "sqlite_errorname", None) in _NOT_A_DATABASE
 
 
 @contextmanager

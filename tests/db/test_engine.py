@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from db import readonly
 from db.engine import get_engine, redact, resolve_url, transaction, upgrade
-from db.errors import BadUrlError, IntegrityStoreError, UnreachableError
+from db.errors import BadUrlError, IntegrityStoreError, NoDatabaseError, UnreachableError
 
 SECRET_URL = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/results"
 
@@ -102,7 +102,7 @@ def test_query_string_passwords_are_masked_in_connection_errors():
 
 @pytest.mark.parametrize(("url", "what"), [
     ("postgresql://u:pw@h:5x32/db", "the port '5x32' is not a number"),
-    ("postgresql://u:p@w@h/db", "holds an '@'; write it as %40"),
+    ("postgresql://u:p@w@h/db", "holds more than one '@'; write an '@' in the user, password"),
     ("sqlite:///:memory:", "in-memory database"),
     ("sqlite://", "in-memory database"),
     ("sqlite:///file:x?mode=memory&uri=true", "in-memory database"),
@@ -141,3 +141,86 @@ def test_a_database_named_on_the_command_line_is_resolved_once(monkeypatch, tmp_
     database.engine().dispose()
     database.engine(create=False).dispose()
     assert calls == [str(tmp_path / "once.db")]
+
+
+# A password whose every piece says SECRET, joined by each character that ends a URL's parts.
+HOSTILE_PASSWORDS = [
+    "SECRET1/SECRET2",
+    "SECRET1@SECRET2",
+    "SECRET1/SECRET2@SECRET3",
+    "SECRET1%2FSECRET2",
+    "SECRET1:SECRET2",
+    "SECRET1?SECRET2=SECRET3",
+    "SECRET1#SECRET2",
+    "SECRET1&SECRET2",
+    "SECRET1/SECRET2?SECRET3#SECRET4@SECRET5:SECRET6%40SECRET7",
+    "/SECRET1@",
+    "SECRET1@127.0.0.1/SECRET2",
+]
+URL_SHAPES = [
+    "postgresql://u:{pw}@127.0.0.1/x",
+    "postgresql://u:{pw}@127.0.0.1:5432/x",
+    "postgresql://u:{pw}@127.0.0.1:99x/x",  # a bad port: the refusal prints the URL
+    "postgresql://u:{pw}@127.0.0.1:1/x?sslmode=disable",
+    "postgres://u:{pw}@[::1]:1/x",
+    "mysql://u:{pw}@127.0.0.1/x",  # an unsupported backend: refused, URL printed
+    "postgresql://u@127.0.0.1:1/x?password={pw}",
+    "postgresql://u@127.0.0.1:1/x?sslmode=disable&sslpassword={pw}&application_name=a",
+    "sqlite:///x.db?password={pw}",
+    "u:{pw}@127.0.0.1/x",  # no scheme: taken for a SQLite path, still hidden
+]
+
+
+@pytest.mark.parametrize("password", HOSTILE_PASSWORDS)
+@pytest.mark.parametrize("shape", URL_SHAPES)
+def test_redact_hides_a_password_of_any_shape_and_resolution_never_echoes_it(shape, password):
+    url = shape.format(pw=password)
+    assert "SECRET" not in redact(url) and "\n" not in redact(url)
+    try:
+        resolved = resolve_url(url)
+    except BadUrlError as err:  # refused: the line names the URL, password hidden
+        assert "SECRET" not in str(err) and "\n" not in str(err)
+    else:
+        assert "SECRET" not in redact(resolved)
+
+
+@pytest.mark.parametrize("password", ["SECRET1/SECRET2", "SECRET1%2FSECRET2", "SECRET1?SECRET2#SECRET3:SECRET4"])
+def test_a_password_holding_url_delimiters_reaches_the_server_whole_and_errors_hide_it(password):
+    url = f"postgresql://u:{password}@127.0.0.1:1/x"  # port 1: refused at once
+    assert sa.make_url(resolve_url(url)).password == sa.make_url(url).password  # not cut, not moved to the host
+    with pytest.raises(UnreachableError) as err:
+        get_engine(url)
+    assert "SECRET" not in str(err.value) and "u:***@127.0.0.1:1/x" in str(err.value)
+
+
+def test_a_second_at_sign_is_refused_before_the_driver_sees_a_piece_of_the_password():
+    # SQLAlchemy would end the password at the first '@' and ask DNS for the host 'PW1@host'.
+    for url in ("postgresql://u:Se/cret@PW1@host/x", "postgresql://u:Se@cret/PW1@host/x",
+                "postgresql://u:Se@cret?x=PW1@host/x"):  # fmt: skip
+        with pytest.raises(BadUrlError) as err:
+            resolve_url(url)
+        assert "cret" not in str(err.value) and "PW1" not in str(err.value) and "%40" in str(err.value)
+
+
+def test_redact_escapes_control_characters_so_the_line_stays_one():
+    assert redact("sqlite:///a\nb.db") == "sqlite:///a\\x0ab.db"
+
+
+def test_redact_hides_object_store_and_libpq_keyword_secrets():
+    assert redact("s3://b/p?region=x&secret_key=SECRET&access_key=AKIA") == "s3://b/p?region=x&secret_key=***&access_key=***"
+    assert redact("host=h password=SECRET dbname=d") == "host=h password=*** dbname=d"
+
+
+def test_a_file_that_is_not_a_database_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("this is a text file, not a SQLite database\n" * 10)
+    for opening in (lambda: get_engine(f"sqlite:///{path}", create=False), lambda: get_engine(f"sqlite:///{path}"),
+                    lambda: upgrade(f"sqlite:///{path}")):  # fmt: skip
+        with pytest.raises(UnreachableError) as err:
+            opening()
+        assert str(path) in str(err.value) and "file is not a database" in str(err.value)
+        assert "\n" not in str(err.value)
+    assert path.read_text().startswith("this is a text file")  # untouched
+    with pytest.raises(NoDatabaseError):
+        get_engine(f"sqlite:///{tmp_path / 'new.db'}", create=False)
+    assert not (tmp_path / "new.db").exists()

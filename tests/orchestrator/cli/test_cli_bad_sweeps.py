@@ -219,7 +219,7 @@ def test_corrupt_cifar_files_are_found_before_ray_starts(tmp_path, db):
 
 @pytest.mark.parametrize(("url", "shown"), [
     ("postgresql://u:pw@h:abc/db", "the port 'abc' is not a number"),
-    ("postgresql://u:p@ss@h/db", "the user or password holds an '@'; write it as %40"),
+    ("postgresql://u:p@ss@h/db", "holds more than one '@'; write an '@' in the user, password"),
     ("sqlite:///:memory:", "is an in-memory database, whose results are lost when the command ends"),
     ("sqlite://", "is an in-memory database"),
 ])  # fmt: skip
