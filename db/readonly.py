@@ -255,6 +255,12 @@ def _execute_postgresql(url: str, sql: str, limit: int | None, timeout_s: float,
                 f"{where} lacks the read-only door (function resweep_read): run `{UPGRADE_ADVICE}`"
             ) from exc
         raise _query_error(where, _first_line(exc)) from exc
+    except (psycopg.errors.ConfigurationLimitExceeded, psycopg.errors.OutOfMemory, psycopg.errors.DiskFull) as exc:
+        # temp_file_limit, the server's memory: this query alone ends; the server goes on.
+        raise QueryError(
+            f"query on {where} needed more than the server allows one query ({_first_line(exc)[:200]}): "
+            "select fewer rows or columns, or shorter values"
+        ) from exc
     except psycopg.OperationalError as exc:
         raise UnreachableError(describe_db_error(exc, parsed)) from exc
     except psycopg.Error as exc:

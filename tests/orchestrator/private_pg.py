@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import shutil
 import socket
 import subprocess
@@ -36,7 +37,11 @@ def _free_port() -> int:
 
 
 class PrivatePostgres:
-    def __init__(self) -> None:
+    def __init__(self, memory_limit: int | None = None) -> None:
+        """`memory_limit`: bytes of address space each server process may map (RLIMIT_AS on
+        the postmaster, inherited by every backend): past it an allocation fails and PostgreSQL
+        ends that one query with "out of memory" instead of the kernel killing the backend."""
+        self.memory_limit = memory_limit
         self.user = pwd.getpwnam("postgres")
         self.root = Path(tempfile.mkdtemp(prefix="rspg-", dir="/tmp"))
         os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
@@ -47,12 +52,17 @@ class PrivatePostgres:
         self.start()
 
     def _as_postgres(self, cmd: list[str], timeout: float = 120) -> None:
-        def demote() -> None:
-            os.setgid(self.user.pw_gid)
-            os.setuid(self.user.pw_uid)
+        limit = getattr(self, "memory_limit", None)
 
-        done = subprocess.run(cmd, preexec_fn=demote if os.getuid() == 0 else None, capture_output=True, text=True,
-                              timeout=timeout, cwd=self.root, env={**os.environ, "LC_ALL": "C.UTF-8"})
+        def demote() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            if os.getuid() == 0:
+                os.setgid(self.user.pw_gid)
+                os.setuid(self.user.pw_uid)
+
+        done = subprocess.run(cmd, preexec_fn=demote if os.getuid() == 0 or limit else None, capture_output=True,
+                              text=True, timeout=timeout, cwd=self.root, env={**os.environ, "LC_ALL": "C.UTF-8"})
         if done.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed: {done.stdout}{done.stderr}")
 
@@ -88,6 +98,25 @@ class PrivatePostgres:
         name = f"rs_{uuid.uuid4().hex[:10]}"
         self.admin(f'CREATE DATABASE "{name}"')
         return name
+
+    def postmaster(self) -> tuple[int, float]:
+        """(pid, start time) of the running postmaster: the same pair before and after a query
+        means the server was not restarted."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        return pid, os.stat(f"/proc/{pid}").st_ctime
+
+    def backends_rss(self) -> dict[int, int]:
+        """Resident bytes of each of the postmaster's child processes (backends and helpers)."""
+        pid = self.postmaster()[0]
+        sizes = {}
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            try:
+                status = Path(f"/proc/{child}/status").read_text()
+            except OSError:
+                continue
+            rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), "0")
+            sizes[int(child)] = int(rss) * 1024
+        return sizes
 
     def close(self) -> None:
         try:
