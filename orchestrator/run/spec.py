@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, create_model
 
 from resweep.errors import UserError
 from resweep.config import WARMUP_MAX_ITERATIONS, Block, Dataset, ModelFamily, Shortcut, Synthetic, TrialConfig
@@ -62,6 +62,22 @@ IMAGENET_MIN_SIZE = 32
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class MlflowOptions(_Frozen):
+    log_model: bool = False  # each trial's final model file as its run's artifact model/model.pt
+
+
+class MlflowLogger(_Frozen):
+    mlflow: MlflowOptions
+
+
+# A `loggers:` entry: a name, or a name with options (`{mlflow: {log_model: true}}`). The tags
+# are left out of problems' keys (_key), so a bad entry reads `loggers[1]: ...`.
+LoggerEntry = Annotated[
+    Union[Annotated[Logger, Tag("<name>")], Annotated[MlflowLogger, Tag("<options>")]],
+    Discriminator(lambda v: "<options>" if isinstance(v, (dict, MlflowLogger)) else "<name>"),
+]
 
 
 class Exclusion(_Frozen):
@@ -211,7 +227,7 @@ class SweepSpec(_Frozen):
     fault_tolerance: FaultTolerance = FaultTolerance()
     synthetic: Synthetic | None = None
     model_options: ModelOptions = ModelOptions()
-    loggers: list[Logger] = []  # mirrors of the results in trackers, through Ray Tune's callbacks
+    loggers: list[LoggerEntry] = []  # mirrors of the results in trackers, through Ray Tune's callbacks
 
     @property
     def metric(self) -> str:
@@ -521,7 +537,8 @@ def _consistency(raw: dict) -> list[tuple[str, str]]:
     grace = _get(raw, "scheduler.grace_period", int)
     if grace and epochs and grace > epochs:
         out.append(("scheduler.grace_period", f"{grace} is more than train.epochs (allowed: 1 to {epochs})"))
-    for i, name in enumerate(_get(raw, "loggers", list) or []):
+    for i, entry in enumerate(_get(raw, "loggers", list) or []):
+        name = next(iter(entry), None) if isinstance(entry, dict) and len(entry) == 1 else entry
         package = LOGGER_PACKAGES.get(name) if isinstance(name, str) else None
         if package and importlib.util.find_spec(package) is None:
             out.append((f"loggers[{i}]", f"{name} needs the {package} package, which is not installed "
@@ -594,7 +611,7 @@ def _adapter(tp: Any) -> TypeAdapter:
 
 def _key(loc: tuple) -> str:
     out = ""
-    for part in loc:
+    for part in (p for p in loc if not (isinstance(p, str) and p.startswith("<"))):  # union tags
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -603,7 +620,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The model class whose fields live at `loc` (list indices skipped)."""
     current: Any = SweepSpec
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or part.startswith("<"):  # a list index, a union's tag
             continue
         field = current.model_fields.get(part) if isinstance(current, type) else None
         if field is None:
