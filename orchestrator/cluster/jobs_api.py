@@ -29,7 +29,8 @@ import requests
 
 from orchestrator.run import ray_compat
 from orchestrator.run.token import TOKEN_HELP, Token
-from orchestrator.cluster.remote_sweep import PACKAGES, PROJECT_DIR, RemoteSweep, launch_command, sweep_path_in_project
+from orchestrator.cluster.remote_sweep import PROJECT_DIR, RemoteSweep, launch_command, sweep_path_in_project
+from orchestrator.run.provenance import PACKAGES
 from resweep.errors import UserError
 from orchestrator.run.provenance import git_state
 

@@ -16,8 +16,6 @@ from resweep.errors import UserError
 from orchestrator.run.provenance import PROJECT_DIR
 from orchestrator.run.spec import SweepSpec, load_spec
 
-PACKAGES = ("orchestrator", "trainers", "db", "dashboard")
-
 
 @dataclass(frozen=True)
 class RemoteSweep:

@@ -6,8 +6,11 @@ import os
 import subprocess
 from pathlib import Path
 
-# The directory that holds the orchestrator/, trainers/ and db/ packages: what a job needs to run.
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+# The directory that holds resweep's packages: a checkout, or site-packages for an installed wheel.
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+# What a sweep's driver imports, so what a job sent from an installed copy carries (pyproject.toml's
+# packages less benchmarks/; tests/orchestrator/cluster/test_wheel.py checks the two agree).
+PACKAGES = ("resweep", "orchestrator", "trainers", "db", "dashboard")
 
 
 def git_state() -> tuple[str | None, bool | None]:
