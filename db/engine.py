@@ -402,7 +402,7 @@ def transaction(engine: Engine) -> Iterator[Connection]:
 def one_read(engine: Engine) -> Iterator[Connection]:
     """A connection for a single read statement, errors translated as `transaction`'s. One
     statement is its own snapshot, so on PostgreSQL it runs in autocommit: no BEGIN and COMMIT
-    round trips around it (0.35 ms of a 4 ms filter; docs/performance.md)."""
+    round trips around it, which would cost as much as a small query itself."""
     with translate_errors(engine):
         if engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

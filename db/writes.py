@@ -435,8 +435,8 @@ def record_results(engine: Engine, results: Iterable[Result]) -> int:
 
 def _execute_batch(conn: Connection, statements: list[tuple[str, list]]) -> None:
     """Each (SQL, rows) as one executemany, in order. On PostgreSQL they go out together in one
-    psycopg pipeline: one round trip for the whole result instead of one per statement (each
-    is ~0.3 ms on a loaded 2-core machine; docs/performance.md). Errors come out as SQLAlchemy's,
+    psycopg pipeline: one round trip for the whole result instead of one per statement, since a
+    round trip costs more than the statement itself. Errors come out as SQLAlchemy's,
     as from any other statement, and a connection the error broke is not given back to the pool."""
     if conn.dialect.name != "postgresql" or len(statements) < 2:
         for sql, rows in statements:

@@ -10,8 +10,7 @@ torch.optim guards its methods against being traced by torch.compile: `add_param
 imports torch._dynamo on the first call, and every `step` runs inside
 `_use_grad_for_differentiable`, which imports it to call `torch._dynamo.graph_break()` around
 the update. In eager mode (no torch.compile anywhere, as in every resweep trial) neither guard
-does anything but that import: 1-2 s in each new worker process (torch 2.14, this project's
-2-core machine; docs/performance.md), paid by each slot's first trial.
+does anything but that import (~900 modules), paid by each new worker's first trial.
 
 `SGD` calls the same methods unwrapped (`inspect.unwrap`: torch's own code, not a copy), with
 the one thing the step guard does besides: the grad mode set to the optimizer's `differentiable`
