@@ -79,7 +79,8 @@ def server():
             # An ordinary owner is stopped, with the one line a superuser runs once; then it works.
             with pytest.raises(RolePrivilegeError) as refused:
                 get_engine(s.url(owner, database))
-            with admin(database) as conn:
+            with admin(database) as conn:  # refused before anything was made
+                assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
                 conn.execute(_admin_line(str(refused.value)))
             engine = get_engine(s.url(owner, database))
             make_sweep(engine)
