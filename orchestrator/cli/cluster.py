@@ -12,6 +12,7 @@ import typer
 
 from db.engine import Database, redact
 from orchestrator.cluster import jobs_api, k8s, remote_sweep, slurm
+from orchestrator.run.storage import refuse_credentials
 from orchestrator.run.token import find_token
 from orchestrator.cli.options import DbOption, user_errors
 from orchestrator.results.tables import jobs_lines
@@ -45,6 +46,7 @@ def submit_cmd(
 ) -> None:
     """Run a sweep as a Ray job on a running cluster (its driver runs on the head node)."""
     with user_errors():
+        refuse_credentials(results or os.environ.get("RESWEEP_RESULTS") or "")
         remote = remote_sweep.prepare(sweep, Database(db))
         ray_cluster = jobs_api.Cluster(address, find_token(token_file))
         job_id = ray_cluster.submit(remote, resume=resume, results=ray_cluster.results_for(results))
@@ -130,6 +132,7 @@ def slurm_cmd(
 ) -> None:
     """Print an sbatch script that runs the sweep on a Ray cluster inside a Slurm allocation."""
     with user_errors():
+        refuse_credentials(results or os.environ.get("RESWEEP_RESULTS") or "")
         remote = remote_sweep.prepare(sweep, Database(db))
         script = slurm.render(remote, slurm.SlurmOptions(
             nodes=nodes, gpus_per_node=gpus_per_node, partition=partition, time=time, account=account,
@@ -157,6 +160,7 @@ def k8s_cmd(
 ) -> None:
     """Print a KubeRay RayJob manifest that runs the sweep on Kubernetes."""
     with user_errors():
+        refuse_credentials(results or os.environ.get("RESWEEP_RESULTS") or "")
         remote = remote_sweep.prepare(sweep, Database(db))
         text = k8s.manifest(remote, k8s.K8sOptions(
             image=image, workers=workers, gpus_per_worker=gpus_per_worker,

@@ -77,19 +77,22 @@ def import_(
 
     Idempotent: what the database already holds is kept, the gaps are filled, nothing is doubled.
     """
-    from orchestrator.results.importer import import_results  # reads Tune's files: imports Ray
+    from orchestrator.results.importer import find_sweeps, import_found  # reads Tune's files: imports Ray
+    from orchestrator.run.storage import shown
 
     with user_errors():
         database = Database(db)
+        where = database.shown  # a bad --db is told first
+        found = find_sweeps(source)  # before the database is opened: a refused import makes none
         engine = database.engine()
         try:
-            done = import_results(source, engine)
+            done = import_found(found, engine)
         finally:
             engine.dispose()
     flag = f" --db {_shell_db(database)}" if db else ""
     for sweep in done:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(sweep.trials.items())) or "no trials"
-        typer.echo(f"{sweep.name}: imported from {sweep.source} into {database.shown}: {counts}; "
+        typer.echo(f"{sweep.name}: imported from {shown(sweep.source)} into {where}: {counts}; "
                    f"{sweep.epochs} epochs ({sweep.metric_rows} metric rows, {sweep.layer_rows} layer records); "
                    f"sweep {sweep.status}")
         if sweep.skipped:

@@ -73,10 +73,10 @@ class K8sOptions:
 
 
     def _check_results(self) -> None:
-        from orchestrator.run.storage import is_uri
+        from orchestrator.run.storage import is_uri, shown
 
         if self.results_claim and self.results:
-            raise UserError(f"--results {self.results} and --results-claim {self.results_claim}: give one (with a "
+            raise UserError(f"--results {shown(self.results)} and --results-claim {self.results_claim}: give one (with a "
                             f"claim, the results are at {RESULTS_MOUNT} on every pod)")
         for flag, value in (("--aws-secret", self.aws_secret), ("--results-claim", self.results_claim)):
             if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value):
@@ -88,7 +88,7 @@ class K8sOptions:
                             "--results s3://BUCKET/PREFIX with --aws-secret SECRET (a Secret of AWS_* keys), or "
                             "--results-claim CLAIM (a ReadWriteMany PersistentVolumeClaim)")
         if uri and self.results.startswith(("s3://", "s3a://")) and self.aws_secret is None:
-            raise UserError(f"--results {self.results}: the pods need S3 credentials; pass --aws-secret SECRET, a "
+            raise UserError(f"--results {shown(self.results)}: the pods need S3 credentials; pass --aws-secret SECRET, a "
                             "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL, AWS_REGION "
                             "as needed), given to every pod")
 

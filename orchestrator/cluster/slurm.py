@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from string import Template
 
 from orchestrator.cluster.remote_sweep import PROJECT_DIR, RemoteSweep
+from orchestrator.run.storage import shown
 from resweep.errors import UserError
 
 SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^\d+-\d+$")
@@ -82,7 +83,8 @@ def render(sweep: RemoteSweep, opts: SlurmOptions) -> str:
         db_url=shlex.quote(sweep.db_url),
         db_shown=sweep.db_shown.replace("\n", " "),
         results=shlex.quote(opts.results) if opts.results else '"$PROJECT_DIR/results"',
-        results_shown=opts.results or "the project directory's results/ (every node shares the project directory)",
+        results_shown=(shown(opts.results).replace("\n", " ") if opts.results
+                       else "the project directory's results/ (every node shares the project directory)"),
     )
 
 

@@ -39,7 +39,7 @@ from db import queries, writes
 from db.models import METRIC_NAMES
 from resweep.errors import UserError
 from orchestrator.run import alias_moved_modules, ray_compat
-from orchestrator.run.storage import SWEEP_RECORD, checkpoint_uri
+from orchestrator.run.storage import SWEEP_RECORD, checkpoint_uri, newest_checkpoint, first_line, join, refuse_credentials, shown
 
 BATCH = 500  # results per transaction
 ERROR_CHARS = 4000
@@ -63,25 +63,50 @@ class Imported:
 
 def import_results(source: str, engine: Engine) -> list[Imported]:
     """Import the sweep at `source` (its experiment directory), or every sweep directly under it."""
+    return import_found(find_sweeps(source), engine)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A sweep's results directory: the filesystem, the path on it, and its location as given."""
+
+    fs: Any
+    path: str
+    source: str
+
+
+def find_sweeps(source: str) -> list[Found]:
+    """The sweep at `source`, or every sweep directly under it; UserError where there is none.
+    Reads only `source`: a command refused here has opened no database."""
+    refuse_credentials(source, "db import")  # it would be stored as the sweep's results location
     if "://" not in source:
         source = os.path.abspath(os.path.expanduser(source))
-    fs, path = ray_compat.fs_and_path(source)
+    try:
+        fs, path = ray_compat.fs_and_path(source)
+    except Exception as exc:  # an unknown scheme, a missing library, a malformed bucket name
+        raise UserError(f"db import {shown(source)}: cannot open it ({first_line(exc)}); give a sweep's results "
+                        "directory, a path or a URI such as s3://BUCKET/PREFIX/NAME") from None
     if _state_file(fs, path) is not None:
-        return [_import_sweep(fs, path, source, engine)]
+        return [Found(fs, path, source)]
     found = []
     for info in _listing(fs, path, source):
         if info.type == pafs.FileType.Directory and _state_file(fs, info.path) is not None:
             found.append(info.path)
     if not found:
-        raise UserError(f"{source}: no Ray Tune experiment state here or in its subdirectories (experiment_state-*.json); "
-                        "give a sweep's results directory, e.g. results/NAME")
-    return [_import_sweep(fs, p, f"{source.rstrip('/')}/{PurePosixPath(p).name}", engine) for p in sorted(found)]
+        raise UserError(f"{shown(source)}: no Ray Tune experiment state here or in its subdirectories "
+                        "(experiment_state-*.json); give a sweep's results directory, e.g. results/NAME")
+    return [Found(fs, p, join(source, PurePosixPath(p).name)) for p in sorted(found)]
+
+
+def import_found(found: list[Found], engine: Engine) -> list[Imported]:
+    """Import the sweeps `find_sweeps` found into the database behind `engine`."""
+    return [_import_sweep(f.fs, f.path, f.source, engine) for f in found]
 
 
 def _listing(fs: pafs.FileSystem, path: str, source: str) -> list[pafs.FileInfo]:
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.Directory:
-        raise UserError(f"{source}: no such directory; give a sweep's results directory, e.g. results/NAME")
+        raise UserError(f"{shown(source)}: no such directory; give a sweep's results directory, e.g. results/NAME")
     return fs.get_file_info(pafs.FileSelector(path))
 
 
@@ -185,7 +210,7 @@ def _import_sweep(fs: pafs.FileSystem, path: str, source: str, engine: Engine) -
     name = record["name"]
     existing = queries.sweep(engine, name)
     if existing is not None and existing.spec_hash != record["spec_hash"]:
-        raise UserError(f"{source}: the database already holds another sweep named {name!r} (its sweep file differs); "
+        raise UserError(f"{shown(source)}: the database already holds another sweep named {name!r} (its sweep file differs); "
                         "import into another database with --db")
     storage = source if "://" in source else str(PurePosixPath(path))
     if existing is None:
@@ -224,9 +249,12 @@ def _import_sweep(fs: pafs.FileSystem, path: str, source: str, engine: Engine) -
         out.epochs += len({res.epoch for res in batch})
         for start in range(0, len(batch), BATCH):
             out.metric_rows += writes.record_results(engine, batch[start:start + BATCH])
-        checkpoint = getattr(trial, "checkpoint", None)  # Tune's latest, as its experiment state holds it
-        if checkpoint is not None:
-            writes.set_checkpoint_uri(engine, trial_id, checkpoint_uri(checkpoint))
+        # The newest on storage: Tune's state may not hold it yet (a stop between the two, see
+        # orchestrator.run.storage.newest_checkpoint).
+        checkpoint = getattr(trial, "checkpoint", None)
+        newest = newest_checkpoint(fs, trial_dir) or (checkpoint_uri(checkpoint) if checkpoint is not None else None)
+        if newest is not None:
+            writes.set_checkpoint_uri(engine, trial_id, newest)
         if ended:
             last = results[-1] if results else {}
             writes.set_trial_status(engine, trial_id, status, ended=True, ended_at=_when(last.get("timestamp")),

@@ -1,7 +1,8 @@
 """Launch and resume sweeps: the steps in order, each done by its own module.
 
 launch: validate the sweep file (nothing else happens if it is wrong), open the database, refuse
-a name it already holds, check the dataset is there, start or join Ray, record the sweep (spec
+a name it already holds (a new database is made only when the sweep is recorded, so a launch
+refused before that leaves none behind), check the dataset is there, start or join Ray, record the sweep (spec
 text and hash, git commit and dirty flag, results directory), then run Tune with the recorder as
 the only writer and a one-line progress display. Ctrl-C or SIGTERM stops cleanly (see
 orchestrator.run.stops): Tune saves its experiment state, the sweep is marked interrupted, and
@@ -24,17 +25,20 @@ alias of it, since the experiment state Tune saved for sweeps launched before it
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from typing import Any
 
 from rich.console import Console
 
 from db import queries, writes
 from db.engine import Database
+from db.errors import NoDatabaseError
 from orchestrator.run import preflight, storage
 from resweep.errors import UserError
 from orchestrator.run.storage import save_sweep_record
 from orchestrator.run.provenance import git_state
 from orchestrator.run.ray_session import ray_session
+from orchestrator.run.stops import claimed
 from orchestrator.run.spec import DEFAULT_MAX_TRIALS, SpecError, SweepSpec, load_spec, parse_spec, problem, rename, spec_hash
 from orchestrator.run.outcome import Outcome, print_commands
 from trainers.entry import run_trial  # the trainable; this name is what older sweeps' Tune state refers to
@@ -88,8 +92,8 @@ def launch(
         if resume:
             raise UserError("--resume and --new-name exclude each other: resume continues the sweep of the file's name")
         spec, text = rename(text, str(path), new_name)
-    engine = database.engine()
-    existing = queries.sweep(engine, spec.name)
+    engine = _opened(database)  # None: no database there yet; it is made with the sweep's record
+    existing = queries.sweep(engine, spec.name) if engine is not None else None
     if resume:
         if existing is None:
             raise UserError(problem(str(path), "name", f"no sweep {spec.name!r} in {database.shown} to resume "
@@ -106,20 +110,26 @@ def launch(
     location = storage.resolve(results)
     experiment_dir = storage.join(location, spec.name)
     if storage.exists(experiment_dir):
-        raise UserError(f"{experiment_dir}: already holds results of a sweep named {spec.name!r} (another "
-                        "database?); remove that directory, or launch with --new-name NAME")
+        raise UserError(f"{storage.shown(experiment_dir)}: already holds results of a sweep named {spec.name!r} "
+                        "(another database?); remove that directory, or launch with --new-name NAME")
     _ensure_dataset(spec)
 
     try:
-        with ray_session(address, token_file, warm=TUNER_MODULES):
+        with ray_session(address, token_file, warm=TUNER_MODULES), ExitStack() as held:
             from orchestrator.run import tuner as tuning  # imported by now, while Ray started
 
             preflight.check(location)  # every node sees the results and the code, or nothing is written
+            # One driver per sweep: the same name launched twice at once (or resumed) is refused here.
+            if not held.enter_context(claimed(experiment_dir, spec.name, new=True)).fresh:
+                raise UserError(f"{storage.shown(experiment_dir)}: another launch of {spec.name!r} wrote its "
+                                "results there first; launch with --new-name NAME")
+            engine = engine or database.engine()  # a command that refuses never leaves a new database
             commit, dirty = git_state()
             sweep_id = writes.create_sweep(
                 engine, name=spec.name, spec=text, spec_hash=spec_hash(text), git_commit=commit,
                 git_dirty=dirty, storage_path=experiment_dir,
             )  # fmt: skip
+            held.enter_context(writes.claim_sweep(engine, sweep_id, spec.name))  # PostgreSQL's own guard
             # Beside Tune's state, so `db import` can rebuild the sweep from its results alone.
             save_sweep_record(str(experiment_dir), name=spec.name, spec=text, spec_hash=spec_hash(text),
                               git_commit=commit, git_dirty=dirty)
@@ -131,11 +141,21 @@ def launch(
                 writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
                 raise
             console.print(f"[bold]{spec.name}[/]: {spec.num_trials} trials of {spec.train.epochs} epochs, "
-                          f"results in {experiment_dir}, database {database.shown}", highlight=False,
+                          f"results in {storage.shown(experiment_dir)}, database {database.shown}", highlight=False,
                           soft_wrap=True)
             return tuning.fit(tuner, spec, engine, sweep_id, recorder, progress, console, database.flag)
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
+
+
+def _opened(database: Database) -> Any:
+    """The database's engine, or None where there is no resweep database yet (no file, an empty
+    database): a launch makes it only when it records the sweep, so one it refuses makes none."""
+    try:
+        return database.engine(create=False)
+    except NoDatabaseError:
+        return None
 
 
 def resume_sweep(
@@ -152,7 +172,7 @@ def resume_sweep(
     under `results` (a path or URI that holds it now) when given."""
     console = console or Console()
     database = _database(db)
-    engine = database.engine()
+    engine = database.engine(create=False)  # nothing to resume where there is no database
     row = queries.sweep(engine, name)
     if row is None:
         raise UserError(f"resume: no sweep named {name!r} in {database.shown} "
@@ -167,9 +187,7 @@ def _resume(
 ) -> Outcome:
     name = row.name
     if row.status == "finished":
-        console.print(f"Sweep [bold]{name}[/] is already finished. See its results with:", highlight=False)
-        print_commands(console, name, database.flag)
-        return Outcome(name, "already-finished")
+        return _already_finished(console, name, database)
     try:
         spec = parse_spec(row.spec, f"sweep {name} (as stored in the database)", max_trials=None)
     except SpecError as exc:
@@ -178,19 +196,28 @@ def _resume(
 
     experiment_dir = storage.join(storage.resolve(results), name) if results else (row.storage_path or "")
     if not experiment_dir or not tuning.can_restore(experiment_dir):
-        raise UserError(f"{experiment_dir}: no Ray Tune experiment state to resume sweep {name!r} from (the "
+        raise UserError(f"{storage.shown(experiment_dir)}: no Ray Tune experiment state to resume sweep {name!r} from (the "
                         "results directory was moved or removed, or the sweep never started); launch the "
                         "sweep file again with --new-name NAME")
-    with ray_session(address, token_file):
-        preflight.check(experiment_dir.rsplit("/", 1)[0] or "/")
+    # One driver per sweep: a second resume (or a launch still running it) is refused before Ray starts.
+    with claimed(experiment_dir, name), writes.claim_sweep(engine, row.id, name), ray_session(address, token_file):
+        if queries.sweep(engine, name).status == "finished":  # a resume that held the claim before us
+            return _already_finished(console, name, database)
+        preflight.check(storage.parent(experiment_dir))
         writes.set_sweep_status(engine, row.id, "running")
         with tuning.journal_attached(spec, engine):
             tuner = tuning.restored_tuner(experiment_dir, trainable(spec))
             recorder, progress, callbacks = tuning.callbacks(spec, engine, row.id, console, experiment_dir, db_wait)
             tuning.replace_callbacks(tuner, callbacks)
-            console.print(f"[bold]{name}[/]: resuming from {experiment_dir}, database {database.shown}",
+            console.print(f"[bold]{name}[/]: resuming from {storage.shown(experiment_dir)}, database {database.shown}",
                           highlight=False, soft_wrap=True)
             return tuning.fit(tuner, spec, engine, row.id, recorder, progress, console, database.flag)
+
+
+def _already_finished(console: Console, name: str, database: Database) -> Outcome:
+    console.print(f"Sweep [bold]{name}[/] is already finished. See its results with:", highlight=False)
+    print_commands(console, name, database.flag)
+    return Outcome(name, "already-finished")
 
 
 def _ensure_dataset(spec: SweepSpec) -> None:

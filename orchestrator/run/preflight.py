@@ -111,8 +111,9 @@ def check(location: str, *, timeout_s: float = TIMEOUT_S) -> list[NodeReport]:
     if len(nodes) <= 1:
         return []
     fs, root = storage.filesystem(location)
-    probe_dir = storage.join(location, f".resweep-preflight-{secrets.token_hex(6)}")
-    probe_path = storage.join(root, probe_dir.rsplit("/", 1)[-1])
+    probe_name = f".resweep-preflight-{secrets.token_hex(6)}"
+    probe_dir = storage.join(location, probe_name)
+    probe_path = storage.join(root, probe_name)
     secret = secrets.token_hex(16)
     made_root = not storage.is_uri(location) and not storage.exists(location)
     try:
@@ -121,7 +122,7 @@ def check(location: str, *, timeout_s: float = TIMEOUT_S) -> list[NodeReport]:
             f.write(secret.encode())
     except Exception as exc:
         _remove(fs, probe_path, root if made_root else None)
-        raise UserError(f"--results {location}: this machine cannot write there ({storage.first_line(exc)}); "
+        raise UserError(f"--results {storage.shown(location)}: this machine cannot write there ({storage.first_line(exc)}); "
                         f"give a location it can write, e.g. {storage.OBJECT_STORE_HELP}") from None
     # By value: a node lacking resweep's code must still be able to run the probe.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -144,7 +145,7 @@ def check(location: str, *, timeout_s: float = TIMEOUT_S) -> list[NodeReport]:
     lines = []
     for r in reports:
         if r.storage_error:
-            lines.append(f"{r.name}: {r.storage_error} at --results {location}; {SHARED_HELP}")
+            lines.append(f"{r.name}: {r.storage_error} at --results {storage.shown(location)}; {SHARED_HELP}")
         if r.code_error:
             lines.append(f"{r.name}: cannot import resweep's code ({r.code_error}); {CODE_HELP}")
     if lines:

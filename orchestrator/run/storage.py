@@ -7,7 +7,8 @@ and that is what `sweeps.storage_path` records and `resume` restores from.
 
 S3's endpoint and credentials come from the standard AWS_* variables (AWS_ENDPOINT_URL,
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), which pyarrow reads itself on every node;
-resweep never prints or stores them (a URI with credentials inside it is refused).
+resweep never prints or stores them: a URI with credentials inside it is refused, and a URI's
+query string (an endpoint, a region) is never shown in a message (`shown`).
 
 Checkpoints: Tune keeps every checkpoint of a trial while the sweep runs (orchestrator/run/tuner.py's
 CheckpointConfig(num_to_keep=None)). Tune's own pruning (num_to_keep=N) deletes a checkpoint as
@@ -37,30 +38,68 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 OBJECT_STORE_HELP = "an object-store URI (--results s3://BUCKET/PREFIX, with AWS_* set on every node)"
 
 
+# A query parameter that carries a credential (pyarrow's access_key / secret_key / session_token,
+# a signed URL's signature, common spellings): never stored with a sweep, never shown.
+_CREDENTIAL_PARAM = re.compile(r"(?i)(?:^|[&;])[\w.-]*(?:key|secret|token|pass|pwd|credential|signature)[\w.-]*=")
+
+
 def is_uri(location: str) -> bool:
     return bool(_SCHEME.match(location)) and not location.startswith("file://")
 
 
+def shown(location: str) -> str:
+    """`location` fit for a message: a URI's query string (endpoint, region, whatever was put
+    there) is never echoed, only `?...` saying there was one; user:secret@ is hidden too."""
+    if not is_uri(location):
+        return location
+    scheme, rest = location.split("://", 1)
+    if "@" in rest:  # a secret may hold '/', '?' or '#': hide up to the last '@'
+        rest = "***@" + rest.rpartition("@")[2]
+    base, query, _ = rest.partition("?")
+    return f"{scheme}://{base}{'?...' if query else ''}"
+
+
+def refuse_credentials(location: str, flag: str = "--results") -> None:
+    """UserError when the URI `location` carries credentials (user:secret@, or a parameter such
+    as secret_key=): they would be stored with the sweep and shown in its messages."""
+    if not is_uri(location):
+        return
+    scheme, rest = location.split("://", 1)
+    authority = rest.split("/", 1)[0]
+    # An AWS secret key may hold '/': `s3://KEY:SE/CRET@bucket` has no '@' before its first '/'.
+    if "@" in authority or (":" in authority and "@" in rest) or _CREDENTIAL_PARAM.search(rest.partition("?")[2]):
+        raise UserError(f"{flag} {scheme}://...: credentials do not belong in the URI (they would be stored with "
+                        "the sweep and shown in its messages); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                        "(on every node) instead")
+
+
 def resolve(results: str | os.PathLike | None) -> str:
-    """--results, else $RESWEEP_RESULTS, else ./results: an absolute path, or a URI as given."""
+    """--results, else $RESWEEP_RESULTS, else ./results: an absolute path, or a URI as given
+    (one that carries credentials is refused: `refuse_credentials`)."""
     value = str(results) if results not in (None, "") else os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS
     value = value.strip()
     if value.startswith("file://"):
         value = value[len("file://"):]
     if is_uri(value):
-        scheme, rest = value.split("://", 1)
-        if "@" in rest.split("/", 1)[0]:
-            raise UserError(f"--results {scheme}://...: credentials do not belong in the URI (they would be "
-                            "stored with the sweep); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
-        return value.rstrip("/")
+        refuse_credentials(value)
+        base, query, params = value.partition("?")
+        return base.rstrip("/") + query + params
     return str(Path(value).expanduser().resolve())
 
 
 def join(location: str, *parts: str) -> str:
-    return "/".join([location.rstrip("/"), *parts])
+    """`location`/`parts`; a URI's query string (?endpoint_override=...) stays at the end."""
+    base, query, params = location.partition("?") if is_uri(location) else (location, "", "")
+    return "/".join([base.rstrip("/"), *parts]) + query + params
 
 
-def filesystem(location: str) -> tuple[Any, str]:
+def parent(location: str) -> str:
+    """The location `location` is directly under (its query string kept)."""
+    base, query, params = location.partition("?") if is_uri(location) else (location, "", "")
+    return (base.rstrip("/").rsplit("/", 1)[0] or "/") + query + params
+
+
+def filesystem(location: str, flag: str = "--results") -> tuple[Any, str]:
     """pyarrow's filesystem for `location` and the path within it; UserError if it cannot be had."""
     import pyarrow.fs as pafs
 
@@ -69,20 +108,27 @@ def filesystem(location: str) -> tuple[Any, str]:
     try:
         return pafs.FileSystem.from_uri(location)
     except Exception as exc:  # an unknown scheme, a missing library, a malformed bucket name
-        raise UserError(f"--results {location}: pyarrow cannot open it ({first_line(exc)}); give a local path, "
-                        f"a path every node shares, or {OBJECT_STORE_HELP}") from None
+        raise UserError(f"{flag} {shown(location)}: pyarrow cannot open it ({_scrubbed(exc, location)}); give a "
+                        f"local path, a path every node shares, or {OBJECT_STORE_HELP}") from None
 
 
-def exists(location: str) -> bool:
+def exists(location: str, flag: str = "--results") -> bool:
     """Whether anything is at `location` (a sweep's directory, a file)."""
     import pyarrow.fs as pafs
 
-    fs, path = filesystem(location)
+    fs, path = filesystem(location, flag)
     try:
         return fs.get_file_info(path).type != pafs.FileType.NotFound
     except OSError as exc:
-        raise UserError(f"--results {location}: cannot read it ({first_line(exc)}); check the location and, for "
-                        "object storage, AWS_ENDPOINT_URL and the credentials in AWS_*") from None
+        raise UserError(f"{flag} {shown(location)}: cannot read it ({_scrubbed(exc, location)}); check the location "
+                        "and, for object storage, AWS_ENDPOINT_URL and the credentials in AWS_*") from None
+
+
+def _scrubbed(exc: BaseException, location: str) -> str:
+    """The error's first line without the location's query string, should the library echo it."""
+    line = first_line(exc)
+    query = location.partition("?")[2] if is_uri(location) else ""
+    return line.replace(query, "...") if query else line
 
 
 def prune_checkpoints(experiment_dir: str, fs: Any = None) -> tuple[int, int]:

@@ -82,7 +82,7 @@ def can_restore(experiment_dir: str) -> bool:
     try:
         return tune.Tuner.can_restore(experiment_dir)
     except Exception as exc:  # an object store that cannot be reached, or refuses the credentials
-        raise UserError(f"{experiment_dir}: cannot read the sweep's results there ({storage.first_line(exc)}); "
+        raise UserError(f"{storage.shown(experiment_dir)}: cannot read the sweep's results there ({storage.first_line(exc)}); "
                         "check the location and, for object storage, AWS_ENDPOINT_URL and the AWS_* "
                         "credentials") from None
 
@@ -95,13 +95,13 @@ def fit(
     (db.engine.Database.flag)."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
     # Tune's CSV and JSON loggers come from `callbacks` (db import reads result.json); its
-    # automatic TensorBoard logger (1.5 s of imports a sweep) only with `loggers: [tensorboard]`.
+    # automatic TensorBoard logger (tensorboardX's imports) only with `loggers: [tensorboard]`.
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     start = time.monotonic()
     STOPS.reset()
     STOPS.on_stop(recorder.stopping)
     try:
-        with STOPS.armed(), ray_compat.callbacks_counted_by_name():
+        with STOPS.armed(), ray_compat.callbacks_counted_by_name(), ray_compat.credentials_out_of_runtime_env():
             grid = tuner.fit()
         STOPS.ending()  # from here a stop signal changes nothing: the driver prints and ends
     except KeyboardInterrupt:
@@ -161,7 +161,7 @@ def callbacks(
     progress = Progress(spec.name, total=spec.num_trials, epochs=spec.train.epochs, metric=spec.metric,
                         mode=spec.mode, console=console, store=recorder)
     files = [CSVLoggerCallback(), JsonLoggerCallback()]
-    return recorder, progress, [recorder, progress, *files, *logger_callbacks(spec)]
+    return recorder, progress, [recorder, progress, *files, *logger_callbacks(spec, recorder.trial_ids)]
 
 
 def _spill_path(experiment_dir: str, name: str) -> Path:

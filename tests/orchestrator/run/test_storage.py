@@ -52,3 +52,43 @@ def test_a_finished_sweep_keeps_each_trials_newest_checkpoint_only(tmp_path):
     assert sorted(p.name for p in (sweep / "train_trial_b").iterdir()) == ["checkpoint_000000", "result.json"]
     assert (sweep / "experiment_state-2026.json").exists()
     assert storage.prune_checkpoints(str(tmp_path / "gone")) == (0, 0)
+
+
+@pytest.mark.parametrize("uri", [
+    "s3://lab/resweep?region=x&secret_key=XYZZY",
+    "s3://lab/resweep?access_key=AKIA&SECRET_KEY=XYZZY",
+    "s3://lab/resweep?session_token=XYZZY",
+    "gs://lab/resweep?access_token=XYZZY",
+    "s3://AKIA:XY/ZZY@lab/resweep",  # an AWS secret may hold '/': no '@' before the first '/'
+    "s3://AKIA:XY?ZZY@lab/resweep",
+])  # fmt: skip
+def test_credentials_anywhere_in_a_uri_are_refused_without_being_echoed(uri, monkeypatch):
+    with pytest.raises(UserError) as caught:
+        storage.resolve(uri)
+    assert "XY" not in str(caught.value) and "AWS_SECRET_ACCESS_KEY" in str(caught.value)
+    monkeypatch.setenv(storage.RESULTS_ENV, uri)
+    with pytest.raises(UserError):
+        storage.resolve(None)
+
+
+def test_a_uris_query_string_is_never_shown():
+    assert storage.shown("s3://lab/resweep/depth?endpoint_override=minio:9000&scheme=http") == "s3://lab/resweep/depth?..."
+    assert storage.shown("s3://AKIA:TOP/SE?CRET@lab/p?x=1") == "s3://***@lab/p?..."
+    assert storage.shown("/data/results/depth") == "/data/results/depth"
+
+
+def test_joins_keep_a_uris_query_string_at_the_end():
+    location = storage.resolve("s3://lab/resweep/?endpoint_override=127.0.0.1:9000&scheme=http")
+    assert location == "s3://lab/resweep?endpoint_override=127.0.0.1:9000&scheme=http"
+    experiment = storage.join(location, "depth")
+    assert experiment == "s3://lab/resweep/depth?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert storage.parent(experiment) == location
+    assert storage.parent("/data/results/depth") == "/data/results" and storage.parent("/depth") == "/"
+    fs, path = storage.filesystem(experiment)
+    assert path == "lab/resweep/depth"  # pyarrow reads the endpoint from the query, not the path
+
+
+def test_an_unopenable_uri_is_one_line_without_its_query_string():
+    with pytest.raises(UserError) as caught:
+        storage.exists("gopher://lab/resweep?endpoint_override=hidden.example:1")
+    assert "hidden.example" not in str(caught.value) and "gopher://lab/resweep?..." in str(caught.value)
