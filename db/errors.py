@@ -40,6 +40,10 @@ class SweepExistsError(IntegrityStoreError):
     """A sweep of that name is already in the database."""
 
 
+class SweepBusyError(StoreError):
+    """Another process is running the sweep now (it holds the sweep's claim: db.writes.claim_sweep)."""
+
+
 class RefusedStatementError(StoreError):
     """The read-only query path refused a statement that could write (or several statements)."""
 

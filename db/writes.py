@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import Connection, Engine
 
 from db.engine import redact, transaction, translate_errors
-from db.errors import SweepExistsError
+from db.errors import SweepBusyError, SweepExistsError
 from db.models import (
     METRIC_IDS, SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, MetricName, MetricValue, Sweep, Trial,
 )
@@ -135,6 +135,50 @@ def set_sweep_status(engine: Engine, sweep_id: int, status: str, *, finished: bo
         values["finished_at"] = None
     with durable_transaction(engine) as conn:
         conn.execute(table.update().where(table.c.id == sweep_id).values(**values))
+
+
+# Advisory lock keys of a sweep's claim: this first one is resweep's (b"rswp"), the second the sweep's id.
+SWEEP_LOCK_SPACE = 0x72737770
+
+
+@contextmanager
+def claim_sweep(engine: Engine, sweep_id: int, name: str) -> Iterator[None]:
+    """For the block, this process is the only one running sweep `sweep_id`; SweepBusyError at
+    once (one line) if another holds the claim.
+
+    On PostgreSQL the claim is a session advisory lock, held on a connection of its own (in
+    autocommit, so no transaction stays open for the run's days): the server refuses it to every
+    other session and drops it when that session ends, so a driver that crashed or was killed
+    leaves no stale claim to clear. A server restart drops it too (the run goes on unguarded by
+    the database; a local results directory's lock still holds, orchestrator.run.stops.claimed).
+    On SQLite, whose file only this machine writes, the results directory's lock is the guard.
+    """
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    keys = {"space": SWEEP_LOCK_SPACE, "id": int(sweep_id)}
+    with translate_errors(engine):
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            held = conn.scalar(sa.text("SELECT pg_try_advisory_lock(:space, :id)"), keys)
+        except BaseException:
+            conn.invalidate()
+            conn.close()
+            raise
+    if not held:
+        conn.close()
+        raise SweepBusyError(f"sweep {name!r} is being run by another resweep command now (it holds the sweep's "
+                             f"lock in {redact(engine)}); wait for it to end, or stop it (Ctrl-C there) and "
+                             "resume then")
+    try:
+        yield
+    finally:
+        try:
+            conn.scalar(sa.text("SELECT pg_advisory_unlock(:space, :id)"), keys)
+            conn.close()
+        except sa.exc.DBAPIError:  # the server went away: so did the lock, with the session
+            conn.invalidate()
+            conn.close()
 
 
 # --- trials -----------------------------------------------------------------------------------

@@ -104,6 +104,29 @@ def callbacks_counted_by_name() -> Iterator[None]:
         usage._count_callbacks = ray_count
 
 
+# --- what Tune puts in its trainables' runtime_env ---------------------------------------------
+# Tune's actor class cache (ray.tune.execution.class_cache) copies AWS_ACCESS_KEY_ID,
+# AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and AWS_SECURITY_TOKEN from the driver's environment
+# into the runtime_env of every trainable actor. Ray logs a runtime_env in plain text (the
+# session's logs/runtime_env_agent.log, mode 644) and keeps it in its actor table, for anyone
+# who can read the node's /tmp or reach the cluster. Workers take the credentials from their own
+# environment instead: a local Ray's inherits the driver's at ray.init (never written anywhere),
+# a cluster's nodes have their own (docs/security.md).
+
+
+@contextmanager
+def credentials_out_of_runtime_env() -> Iterator[None]:
+    """For the block, Tune copies no AWS_* variable into its trainables' runtime_env."""
+    from ray.tune.execution import class_cache
+
+    propagated = class_cache.ENV_VARS_TO_PROPAGATE
+    class_cache.ENV_VARS_TO_PROPAGATE = {name for name in propagated if not name.startswith("AWS_")}
+    try:
+        yield
+    finally:
+        class_cache.ENV_VARS_TO_PROPAGATE = propagated
+
+
 # --- the local Ray's processes and a token cluster ----------------------------------------------
 
 

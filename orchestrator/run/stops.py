@@ -20,15 +20,30 @@ out of time, and only the script's trap, which sends the driver SIGINT, should s
 
 With $RESWEEP_PID_FILE set, the driver writes its PID there while it runs a sweep: the KubeRay
 head pod's preStop hook reads it to stop the driver cleanly before the pod goes (orchestrator/cluster/k8s.py).
+
+One driver per sweep (`claimed`): a launch or resume holds an exclusive lock on a file in the
+sweep's results directory for as long as it runs, so a second `resume` of the same sweep, or a
+second `launch` of the same new name, is refused in one line before it changes anything. The
+kernel enforces the lock (flock; on NFS the server's lock manager) and releases it when the
+process ends, however it ends: a killed driver leaves no stale claim. On PostgreSQL the database
+holds a claim of its own too (db.writes.claim_sweep), which also guards results on object storage
+from drivers on other machines.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import signal
+import socket
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from resweep.errors import UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -262,6 +277,79 @@ def pid_file() -> Iterator[None]:
                 os.unlink(path)
         except OSError:
             pass
+
+
+CLAIM_FILE = ".resweep-driver"  # in a sweep's local results directory, while a driver runs it
+CLAIMS_DIR = "~/.cache/resweep/claims"  # results on object storage: a claim file per sweep here
+
+
+@dataclass(frozen=True)
+class Claim:
+    fresh: bool  # the results directory held nothing (but the claim) when it was taken
+
+
+@contextmanager
+def claimed(experiment_dir: str, name: str, *, new: bool = False) -> Iterator[Claim]:
+    """For the block, this process is the one driver of sweep `name`, whose results are at
+    `experiment_dir` (a path, or a URI); UserError at once, in one line, if another process is.
+
+    `new` (a launch): a local directory is made if it is not there, and removed again at the end
+    if it still holds nothing but the claim (a launch refused after claiming leaves nothing).
+    The claim's file names the holder (pid and host) and goes when the block ends.
+    For results on object storage, which has no locks, the claim's file is in this user's
+    CLAIMS_DIR: it excludes drivers on this machine; PostgreSQL's claim, all of them.
+    """
+    remote = "://" in experiment_dir and not experiment_dir.startswith("file://")
+    if remote:
+        key = hashlib.sha256(experiment_dir.partition("?")[0].encode()).hexdigest()[:32]
+        folder, made = Path(CLAIMS_DIR).expanduser(), False
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / key
+    else:
+        folder = Path(experiment_dir)
+        made = new and not folder.exists()
+        if new:
+            folder.mkdir(parents=True, exist_ok=True)
+        path = folder / CLAIM_FILE
+    fd = _lock(path, name)
+    try:
+        fresh = remote or not any(entry.name != CLAIM_FILE for entry in os.scandir(folder))
+        yield Claim(fresh=fresh)
+    finally:
+        try:
+            path.unlink()  # before the lock goes: whoever opens the path next makes a new file
+        except OSError:
+            pass
+        os.close(fd)
+        if made:
+            try:
+                folder.rmdir()  # only if empty: nothing of the sweep was written
+            except OSError:
+                pass
+
+
+def _lock(path: Path, name: str) -> int:
+    """The open descriptor of `path`, exclusively locked and naming this process; UserError if
+    another process holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{name}: another resweep command is running this sweep now ({holder}); wait for it "
+                            f"to end, or stop it (Ctrl-C there) and run `python -m orchestrator resume {name}`"
+                            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its holder unlinked just before we locked it: ours
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            return fd
+        os.close(fd)
 
 
 def _main_thread() -> bool:

@@ -27,6 +27,7 @@ def test_every_private_module_and_name_the_adapter_uses_exists():
         "ray.core.generated.gcs_service_pb2": ["GetClusterIdRequest"],
         "ray.core.generated.gcs_service_pb2_grpc": ["NodeInfoGcsServiceStub"],
         "ray._raylet": ["AuthenticationTokenLoader", "Config"],
+        "ray.tune.execution.class_cache": ["ENV_VARS_TO_PROPAGATE"],
         **{name: [] for name in ray_compat.RAY_INIT_IMPORTS},
     }
     missing = [f"{module}.{name}" for module, names in expected.items()
@@ -49,3 +50,17 @@ def test_the_callback_count_by_name_is_put_back_after_the_block():
     with ray_compat.callbacks_counted_by_name():
         assert usage._count_callbacks is ray_compat.count_callbacks_by_name
     assert usage._count_callbacks is before
+
+
+def test_tune_copies_no_aws_variable_into_a_trainables_runtime_env_inside_the_block():
+    """Tune's actor class cache reads ENV_VARS_TO_PROPAGATE when it builds a trainable's actor
+    class: inside the block the AWS_* names are gone from it (and Tune would copy them without)."""
+    from ray.tune.execution import class_cache
+
+    before = class_cache.ENV_VARS_TO_PROPAGATE
+    assert "AWS_SECRET_ACCESS_KEY" in before  # what Ray 2.60 does; the adapter exists for this
+    assert "ENV_VARS_TO_PROPAGATE" in class_cache._ActorClassCache.get.__code__.co_names  # read at call time
+    with ray_compat.credentials_out_of_runtime_env():
+        assert not {n for n in class_cache.ENV_VARS_TO_PROPAGATE if n.startswith("AWS_")}
+        assert class_cache.ENV_VARS_TO_PROPAGATE == {n for n in before if not n.startswith("AWS_")}
+    assert class_cache.ENV_VARS_TO_PROPAGATE is before
