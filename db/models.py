@@ -24,11 +24,17 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
 TRIAL_STATUSES = ("pending", "running", "terminated", "error", "stopped")
-METRIC_NAMES = (
-    "train_loss", "train_err", "test_loss", "test_err", "val_loss", "val_err",
-    "lr", "epoch_time_s", "images_per_s",
-    "warmup_iterations",  # once, at the epoch whose iteration ended the warm-up (trainers/loop.py)
-)  # fmt: skip
+# Each metric a trial reports, with its id in metric_names. The ids are stored in every database
+# (migration 0007 seeded 1..10), so they never change: a new metric appends with the next id, and a
+# migration inserts it into metric_names (db/migrate.py says how). Writes use these ids without a
+# lookup; tests/db/test_schema.py checks that the migrated database holds exactly these. Ids 1..10
+# happen to be alphabetical, so db.queries.curves reads them in name order without a sort.
+METRIC_IDS = {
+    "epoch_time_s": 1, "images_per_s": 2, "lr": 3,
+    "test_err": 4, "test_loss": 5, "train_err": 6, "train_loss": 7, "val_err": 8, "val_loss": 9,
+    "warmup_iterations": 10,  # once, at the epoch whose iteration ended the warm-up (trainers/loop.py)
+}  # fmt: skip
+METRIC_NAMES = tuple(METRIC_IDS)  # the names the recorder stores
 
 # Named constraints make migrations (and error messages) stable across backends.
 NAMING_CONVENTION = {
@@ -236,11 +242,6 @@ class MetricValue(Base):
     value: Mapped[float | None] = mapped_column(
         comment="The value; errors are fractions in [0, 1]; NULL when the trial reported NaN."
     )
-
-
-# As the migration seeds them: in alphabetical order, so that a curve read in key order (trial,
-# name_id, epoch) is also in (trial, name, epoch) order, with no sort (db.queries.curves).
-METRIC_IDS = {name: i for i, name in enumerate(sorted(METRIC_NAMES), start=1)}
 
 
 class TrialSummary(Base):

@@ -25,6 +25,7 @@ from resweep.stats import mean_std
 
 AXES = ("dataset", "model", "depth", "block", "shortcut", "seed")  # a trial's grid axes, in display order
 GROUP_AXES = AXES[:-1]  # a grid point: a trial's axes without its seed (seeds are pooled over)
+GRID_AXES = AXES[2:]  # a sweep file's grid: depth, block, shortcut, seed (one dataset and model a sweep)
 PLAIN = "none"  # the shortcut of a plain net: none
 RESIDUAL = ("A", "B", "C")  # the shortcut options, in Table 3's order (its error falls A -> B -> C)
 PREACT_OF = {"basic": "preact", "bottleneck": "preact_bottleneck"}  # original unit -> pre-activation (ECCV 2016)
@@ -154,6 +155,11 @@ def references(dataset: str, model: str, depth: int, block: str, shortcut: str) 
 # so basic (and preact) units make 6n+2, bottlenecks (and preact_bottleneck) 9n+2.
 CIFAR_LAYERS_PER_UNIT = {"basic": 2, "bottleneck": 3, "preact": 2, "preact_bottleneck": 3}
 PREACT_BLOCKS = ("preact", "preact_bottleneck")  # pre-activation units (ECCV 2016): CIFAR layout only
+# The deepest CIFAR net built here, about 4x the papers' deepest (ResNet-1202). A net's cost grows
+# linearly with its depth: at batch 128 training keeps roughly 15 MB of activations a layer for the
+# backward pass, so 5,000 layers (about 80 M parameters) is about what one 80 GB GPU holds. A
+# deeper net (`depth: [6000000002]`) is a typo, refused before a model is built.
+MAX_DEPTH = 5_000
 # An ImageNet net's depth -> (its block, units per stage): CVPR 2016, Table 1.
 IMAGENET_LAYERS = {
     18: ("basic", (2, 2, 2, 2)),
@@ -173,6 +179,8 @@ def stage_units(model: str, depth: int, block: str) -> list[int]:
     """Residual units per stage of a `model` net of `depth` layers built from `block` units, or a
     ValueError naming what is allowed."""
     if model == "cifar":
+        if depth > MAX_DEPTH:
+            raise ValueError(f"depth {depth} is more than the {MAX_DEPTH:,} layers a cifar net may have here")
         layers_per_unit = CIFAR_LAYERS_PER_UNIT[block]
         n, rest = divmod(depth - 2, 3 * layers_per_unit)
         if n < 1 or rest:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from resweep.config import Dataset, Synthetic
+from resweep.config import IMAGE_SIZE, Dataset, Synthetic
 from resweep.errors import UserError
 
 DATASETS = get_args(Dataset)
@@ -95,16 +95,19 @@ def load_data(
     """Load `dataset` whole onto `device`: split, capped, mean-subtracted, with its augmentation."""
     if dataset in ("cifar10", "cifar100"):
         train_x, train_y, test_x, test_y, num_classes = _load_cifar(dataset, _data_dir(data_dir), download)
-        aug = Augment(pad=4, flip=True)
     elif dataset == "digits":
         train_x, train_y, test_x, test_y, num_classes = _load_digits(_data_dir(data_dir))
-        aug = Augment(pad=1, flip=False)  # 8x8 images: a 1-pixel shift; a mirrored digit is another glyph
     elif dataset == "synthetic":
         spec = Synthetic.model_validate(synthetic or {}).model_dump()  # its defaults filled in
         train_x, train_y, test_x, test_y, num_classes = make_synthetic(**spec)
-        aug = Augment(pad=max(1, spec["image_size"] // 8), flip=True)
     else:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, not {dataset!r}")
+    side = IMAGE_SIZE.get(dataset) or spec["image_size"]
+    # The driver validates sweeps against IMAGE_SIZE without loading anything: it must be true.
+    assert train_x.shape[-2:] == (side, side), (dataset, tuple(train_x.shape), side)
+    # Shift by up to an eighth of the side: CIFAR's 4 pixels (the paper), 1 on digits' 8x8. A
+    # mirrored digit is another glyph, so digits are not flipped.
+    aug = Augment(pad=max(1, side // 8), flip=dataset != "digits")
 
     val = None
     if val_size:

@@ -9,6 +9,7 @@ import typer
 
 from db.engine import Database
 from orchestrator.cli.options import DbOption, user_errors
+from orchestrator.run.spec import DEFAULT_MAX_TRIALS  # the spec module has no Ray: the CLI starts fast
 
 TokenFileOption = typer.Option(
     None, "--token-file", show_default=False,
@@ -60,7 +61,7 @@ def launch(
     token_file: Optional[Path] = TokenFileOption,
     max_trials: Annotated[
         int, typer.Option("--max-trials", min=1, help="Refuse a sweep of more trials than this.")
-    ] = 100_000,
+    ] = DEFAULT_MAX_TRIALS,
     db_wait: str = DbWaitOption,
 ) -> None:
     """Run a sweep: one Ray Tune trial per grid point, every result into the database."""

@@ -20,10 +20,11 @@ Extensions beyond DESIGN.md (all optional):
 `loggers` (DESIGN.md) names trackers to mirror results into through Ray Tune's own callbacks
 (orchestrator/run/trackers.py); a logger whose package is not installed is a problem of the file.
 
-Model depths are checked here without importing torch (the driver never imports it), by the rules
-resweep/paper.py keeps for trainers/models.py too: CIFAR nets have 6n+2 layers with basic (or
-preact) blocks and 9n+2 with bottlenecks (or preact_bottleneck); ImageNet nets are 18/34 (basic)
-and 50/101/152 (bottleneck); pre-activation units are CIFAR-only.
+The rules of one trial's config (a depth its family has, Nesterov with momentum, milestones within
+the epochs, ...) are TrialConfig's own validators; this module gives them the file's well-formed
+values for each (depth, block) that will run and reports their problems at the file's keys. Only
+rules that span a sweep (exclusions, warm-up depths, the search, the scheduler) are written here.
+The driver never imports torch: the depth rules live in resweep/paper.py, for trainers/models.py too.
 """
 
 from __future__ import annotations
@@ -34,30 +35,28 @@ import importlib.util
 import itertools
 import os
 import re
-import reprlib
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, create_model
 
+from db.models import METRIC_NAMES
 from resweep.errors import UserError
+from resweep.errors import shown as _shown
 from resweep.config import WARMUP_MAX_ITERATIONS, Block, Dataset, ModelFamily, Shortcut, Synthetic, TrialConfig
-from resweep.paper import allowed_depths, depth_allowed  # each family's depth rules
+from resweep.paper import GRID_AXES as AXES  # the grid's axes, in product order
+from resweep.paper import depth_allowed  # noqa: F401  (tests and callers check a depth through here)
 
-Metric = Literal["train_loss", "train_err", "test_loss", "test_err", "val_loss", "val_err"]
+Metric = Literal[tuple(n for n in METRIC_NAMES if n.endswith(("_loss", "_err")))]  # what a search goes by
 
-AXES = ("depth", "block", "shortcut", "seed")
+DEFAULT_MAX_TRIALS = 100_000  # trials in one sweep; launch --max-trials raises it
 
 Logger = Literal["tensorboard", "mlflow", "wandb"]
 # The package each of Ray Tune's logger callbacks needs, and the pyproject extra that brings it.
 LOGGER_PACKAGES = {"tensorboard": "tensorboardX", "mlflow": "mlflow", "wandb": "wandb"}
-
-# Image side in pixels per dataset (synthetic: from the file's `synthetic.image_size`).
-IMAGE_SIZE = {"cifar10": 32, "cifar100": 32, "digits": 8}
-# The ImageNet stem (7x7/2 conv, 3x3/2 max-pool) and four stages divide the side by 32.
-IMAGENET_MIN_SIZE = 32
 
 
 class _Frozen(BaseModel):
@@ -108,6 +107,9 @@ FILE_KEYS = {
 REQUIRED = ...  # a key a sweep file must give (no default, and not null)
 _FIELDS = TrialConfig.model_fields
 _DEFAULTS = TrialConfig()
+# A grid axis's values take their bounds from the trial config's field.
+Depth = Annotated[int, *_FIELDS["depth"].metadata]
+Seed = Annotated[int, *_FIELDS["seed"].metadata]
 
 
 def file_key(field: str) -> str:
@@ -157,16 +159,18 @@ ModelOptions = _section("ModelOptions", "model_options")
 
 
 class Grid(_Frozen):
-    depth: list[int] = Field(min_length=1)
+    depth: list[Depth] = Field(min_length=1)
     block: list[Block] = Field(default=[_DEFAULTS.block], min_length=1)
     shortcut: list[Shortcut] = Field(default=[_DEFAULTS.shortcut], min_length=1)
-    seed: list[int] = Field(default=[_DEFAULTS.seed], min_length=1)
+    seed: list[Seed] = Field(default=[_DEFAULTS.seed], min_length=1)
     exclude: list[Exclusion] = []
 
 
 class Resources(_Frozen):
-    cpu: float = Field(default=1, gt=0)
-    gpu: float = Field(default=0, ge=0)  # below 1: a share of one GPU
+    """What one trial asks Ray for. A trial runs on one node: more than any node has would wait forever."""
+
+    cpu: float = Field(default=1, gt=0, le=1024, allow_inf_nan=False)
+    gpu: float = Field(default=0, ge=0, le=64, allow_inf_nan=False)  # below 1: a share of one GPU
 
 
 class Distribution(_Frozen):
@@ -207,7 +211,7 @@ class Search(_Frozen):
 class Scheduler(_Frozen):
     type: Literal["asha"]
     grace_period: int = Field(default=1, ge=1)  # epochs every trial gets before it can be stopped
-    reduction_factor: float = Field(default=4, gt=1)
+    reduction_factor: float = Field(default=4, gt=1, allow_inf_nan=False)
 
 
 _NAME = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
@@ -258,7 +262,8 @@ class SweepSpec(_Frozen):
         values["synthetic"] = (self.synthetic or Synthetic()) if self.dataset == "synthetic" else None
         if self.train.warmup is not None and self.train.warmup.depths is not None:
             values.update(dict.fromkeys(_WARMUP_FIELDS))
-        return {k: v for k, v in TrialConfig(**values).as_dict().items() if k not in AXES}
+        first = next(iter_points(self.grid.model_dump()))  # a point that runs: its (depth, block) is valid
+        return {k: v for k, v in TrialConfig(**values, **first).as_dict().items() if k not in AXES}
 
     def depth_overrides(self, depth: int) -> dict[str, Any]:
         """Config values that depend on the depth (the warm-up when it is limited to some)."""
@@ -284,9 +289,14 @@ _WARMUP_FIELDS = [f for f in _FIELDS if file_key(f).startswith("train.warmup.")]
 
 
 def grid_points(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(iter_points(grid))
+
+
+def iter_points(grid: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The grid's points in product order, exclusions left out, one at a time."""
     excludes = [Exclusion.model_validate(e) if isinstance(e, dict) else e for e in grid.get("exclude", [])]
-    points = [dict(zip(AXES, values)) for values in itertools.product(*(grid[a] for a in AXES))]
-    return [p for p in points if not any(e.matches(p) for e in excludes)]
+    points = (dict(zip(AXES, values)) for values in itertools.product(*(grid[a] for a in AXES)))
+    return (p for p in points if not any(e.matches(p) for e in excludes))
 
 
 def spec_hash(text: str) -> str:
@@ -306,7 +316,7 @@ def problem(source: str, key: str, what: str) -> str:
     return f"{source}: {key}: {what}" if key else f"{source}: {what}"
 
 
-def load_spec(path: str | os.PathLike, *, max_trials: int | None = 100_000) -> tuple[SweepSpec, str]:
+def load_spec(path: str | os.PathLike, *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> tuple[SweepSpec, str]:
     """Read and validate a sweep file (at most `max_trials` trials); returns the spec and the
     file's text."""
     p = Path(path)
@@ -326,7 +336,7 @@ def load_spec(path: str | os.PathLike, *, max_trials: int | None = 100_000) -> t
     return parse_spec(text, str(path), max_trials=max_trials), text
 
 
-def parse_spec(text: str, source: str = "<sweep>", *, max_trials: int | None = 100_000) -> SweepSpec:
+def parse_spec(text: str, source: str = "<sweep>", *, max_trials: int | None = DEFAULT_MAX_TRIALS) -> SweepSpec:
     """Validate a sweep file's text; raises SpecError listing every problem.
 
     A document whose aliases expand to more than MAX_NODES values is refused before anything
@@ -354,12 +364,14 @@ def parse_spec(text: str, source: str = "<sweep>", *, max_trials: int | None = 1
                                                      "to raise the cap)")])  # fmt: skip
 
     problems: list[str] = []
+    bad: list[str] = []  # the keys whose values are malformed
     spec = None
     try:
         spec = SweepSpec.model_validate(raw, strict=True)  # strict in sections from resweep.config too
     except ValidationError as exc:
+        bad = [_key(e["loc"]) for e in exc.errors()]
         problems += [problem(source, _key(e["loc"]), _what(e)) for e in exc.errors()]
-    problems += [problem(source, key, what) for key, what in _consistency(raw)]
+    problems += [problem(source, key, what) for key, what in _consistency(raw, bad)]
     if problems:
         raise SpecError(list(dict.fromkeys(problems)))
     assert spec is not None
@@ -367,7 +379,6 @@ def parse_spec(text: str, source: str = "<sweep>", *, max_trials: int | None = 1
 
 
 MAX_NODES = 100_000  # values in a sweep file once its aliases are expanded (real files: < 1,000)
-DEFAULT_MAX_TRIALS = 100_000  # launch --max-trials raises it
 
 
 def _load_bounded(text: str, source: str) -> Any:
@@ -450,25 +461,13 @@ def rename(text: str, source: str, new_name: str) -> tuple[SweepSpec, str]:
     return spec, new_text
 
 
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = 60
-_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 8
-_REPR.maxlevel = 2
-
-
-def _shown(value: Any) -> str:
-    """A value as an error message shows it: repr, bounded (a value may be huge or deep)."""
-    text = _REPR.repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 # --- consistency: rules that span keys, checked on whatever parts of the file are well formed ---
 
 
-def _consistency(raw: dict) -> list[tuple[str, str]]:
+def _consistency(raw: dict, bad: list[str]) -> list[tuple[str, str]]:
+    """Problems of rules that span keys, on the well-formed parts of the file (`bad`: the keys
+    whose values are not)."""
     out: list[tuple[str, str]] = []
-    model = _get(raw, "model", ModelFamily)
-    dataset = _get(raw, "dataset", Dataset)
     epochs = _get(raw, "train.epochs", int)
 
     grid = {a: _items(raw, f"grid.{a}", Grid.model_fields[a].annotation, Grid.model_fields[a].default)
@@ -485,43 +484,18 @@ def _consistency(raw: dict) -> list[tuple[str, str]]:
     points = grid_points({**grid, "exclude": [ex for _, ex in excludes]}) if full else []
     if full and not points:
         out.append(("grid.exclude", "leaves no grid point to run"))
-    if model:
-        # Only the pairs that will run: an excluded (depth, block) pair may be impossible.
-        pairs = [(p["depth"], p["block"]) for p in points] or itertools.product(grid["depth"], grid["block"])
-        for depth, block in dict.fromkeys(pairs):
-            if not depth_allowed(model, block, depth):
-                out.append(("grid.depth", f"{depth} is not a depth of {model} nets with {block} blocks "
-                                          f"(allowed: {allowed_depths(model, block)})"))
-
-    if dataset and model == "imagenet":
-        size = IMAGE_SIZE.get(dataset) or _get(raw, "synthetic.image_size", int) or Synthetic().image_size
-        if size < IMAGENET_MIN_SIZE:
-            out.append(("model", f"imagenet's stem and stages shrink images 32-fold; {dataset}'s {size}x{size} "
-                                 f"images are too small (allowed: model: cifar, or images of at least "
-                                 f"{IMAGENET_MIN_SIZE} px)"))
+    # Only the pairs that will run: an excluded (depth, block) pair may be impossible.
+    pairs = [(p["depth"], p["block"]) for p in points] or itertools.product(grid["depth"], grid["block"])
+    out += _trial_problems(raw, list(dict.fromkeys(pairs)), bad)
+    dataset = _get(raw, "dataset", Dataset)
+    # The file's key, given in vain: base_config leaves `synthetic` out of any other dataset's trials.
     if "synthetic" in raw and dataset and dataset != "synthetic":
         out.append(("synthetic", f"only used with dataset: synthetic (this file has dataset: {dataset})"))
 
-    milestones = _get(raw, "train.lr_milestones", list[int])
-    if milestones and epochs and any(m < 1 or m > epochs for m in milestones):
-        out.append(("train.lr_milestones", f"{_shown(milestones)} (allowed: epochs from 1 to train.epochs = {epochs})"))
-    elif milestones and milestones != sorted(set(milestones)):
-        out.append(("train.lr_milestones", f"{_shown(milestones)} (allowed: strictly increasing epochs)"))
-    momentum = _get(raw, "train.momentum", float)
-    if _get(raw, "train.nesterov", bool) and momentum is not None and momentum <= 0:
-        out.append(("train.nesterov", f"true needs a momentum above 0 (train.momentum is {momentum}; "
-                                      "allowed: nesterov false, or momentum > 0)"))
     warm_depths = _get(raw, "train.warmup.depths", list[int])
     if warm_depths and grid["depth"] and not set(warm_depths) <= set(grid["depth"]):
         missing = sorted(set(warm_depths) - set(grid["depth"]))
         out.append(("train.warmup.depths", f"{_shown(missing)} not in grid.depth (allowed: {_shown(grid['depth'])})"))
-
-    if _get(raw, "model_options.zero_init_residual", bool):
-        preact = sorted({b for b in grid["block"] if b.startswith("preact")})
-        if preact:
-            out.append(("model_options.zero_init_residual",
-                        f"zeroes the last BN of each residual branch, and {', '.join(preact)} units end in a "
-                        "conv (allowed: false with pre-activation blocks)"))
 
     space = _get(raw, "search.space", dict) or {}
     for name, value in space.items():
@@ -530,8 +504,9 @@ def _consistency(raw: dict) -> list[tuple[str, str]]:
             out += _distribution_problems(f"search.space.{name}", name, dist)
     metric = _get(raw, "search.metric", Metric)
     if metric and metric.startswith("val_") and _get(raw, "train.val_size", int) in (0, None):
+        without = ", ".join(sorted(m for m in get_args(Metric) if not m.startswith("val_")))
         out.append(("search.metric", f"{metric} needs a validation split (set train.val_size > 0, "
-                                     "or allowed: test_err, test_loss, train_err, train_loss)"))
+                                     f"or allowed: {without})"))
     if _get(raw, "search.algorithm", str) == "optuna" and raw_excludes:
         out.append(("grid.exclude", "not supported with search.algorithm: optuna (allowed: algorithm grid)"))
     grace = _get(raw, "scheduler.grace_period", int)
@@ -549,6 +524,54 @@ def _consistency(raw: dict) -> list[tuple[str, str]]:
     return out
 
 
+_ABSENT = object()
+
+
+def _trial_problems(raw: dict, pairs: list[tuple[int, str]], bad: list[str]) -> list[tuple[str, str]]:
+    """The problems TrialConfig's own rules find in the file's well-formed values, once for each
+    (depth, block) that will run, each at the file key of the field to change. A rule that reads a
+    malformed or missing key is left out: that key's own problem is already reported."""
+
+    def malformed(field: str) -> bool:
+        key = file_key(field)
+        return any(b == key or b.startswith((f"{key}.", f"{key}[")) or key.startswith(f"{b}.") for b in bad)
+
+    values: dict[str, Any] = {}
+    skipped = {f for f in _FIELDS if f not in AXES and malformed(f)}
+    for field in _FIELDS:
+        if field not in AXES and field not in skipped and (value := _at(raw, file_key(field))) is not _ABSENT:
+            values[field] = value
+    if not pairs:
+        pairs, skipped = [(_DEFAULTS.depth, _DEFAULTS.block)], skipped | {"depth", "block"}
+    out: list[tuple[str, str]] = []
+    for depth, block in pairs:
+        candidate = {**values, "depth": depth, "block": block}
+        while True:
+            try:
+                TrialConfig.model_validate(candidate, context={"key": file_key})
+            except ValidationError as exc:
+                rules = [e for e in exc.errors() if e["type"] == "trial_rule"]
+                other = {e["loc"][0] for e in exc.errors() if e["type"] != "trial_rule"}
+                if other:  # a value the file lets through but the config does not: reported, or never reached
+                    skipped |= other
+                    candidate = {k: v for k, v in candidate.items() if k not in other}
+                    continue
+                out += [(file_key(e["loc"][0]), e["ctx"]["problem"]) for e in rules
+                        if not skipped & set(e["ctx"]["fields"])]
+            break
+    first = {key: i for i, (key, _) in reversed(list(enumerate(out)))}
+    return sorted(dict.fromkeys(out), key=lambda problem: first[problem[0]])  # one key's lines together
+
+
+def _at(raw: Any, path: str) -> Any:
+    """The raw value at a dotted `path`, or _ABSENT."""
+    for part in path.split("."):
+        if not isinstance(raw, dict) or part not in raw:
+            return _ABSENT
+        raw = raw[part]
+    return raw
+
+
 def _distribution_problems(key: str, name: str, d: Distribution) -> list[tuple[str, str]]:
     given = [k for k, v in d.model_dump().items() if v is not None]
     kinds = ", ".join(Distribution.model_fields)
@@ -557,9 +580,16 @@ def _distribution_problems(key: str, name: str, d: Distribution) -> list[tuple[s
     kind, values = given[0], d.values
     if name == "batch_size" and kind not in ("int_uniform", "choice"):
         return [(f"{key}.{kind}", "batch_size is a whole number (allowed: int_uniform, choice)")]
+    if kind == "choice" and name == "batch_size" and any(v != int(v) or v < 1 for v in values):
+        return [(f"{key}.choice", f"{_shown(values)} (allowed: positive whole numbers)")]
+    # Every value the search may give must be one the trial config takes (finite, in its range).
+    bounded = _adapter(Annotated[float, *_FIELDS[name].metadata])
+    for i, value in enumerate(values):
+        try:
+            bounded.validate_python(value)
+        except ValidationError as exc:
+            return [(f"{key}.{kind}[{i}]", _what(exc.errors()[0]))]
     if kind == "choice":
-        if name == "batch_size" and any(v != int(v) or v < 1 for v in values):
-            return [(f"{key}.choice", f"{_shown(values)} (allowed: positive whole numbers)")]
         return []
     lo, hi = values
     if lo >= hi:
@@ -656,6 +686,8 @@ def _what(e: dict) -> str:
     if kind == "literal_error":
         allowed = ", ".join(re.findall(r"'([^']*)'", ctx.get("expected", "")))
         return f"{_shown(value)} is not allowed (allowed: {allowed})"
+    if kind == "finite_number":
+        return f"expected a finite number, got {_shown(value)}"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         base = kind.split("_")[0]
         if kind in ("model_type", "model_attributes_type", "dict_type") and isinstance(_model_at(loc), type):
