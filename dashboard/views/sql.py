@@ -1,7 +1,8 @@
 """SQL: the user's own read-only query, through the same path as `python -m orchestrator query`
 (db.readonly: one statement as the database parses it, a read-only transaction as the role
 resweep_reader on PostgreSQL or a read-only file on SQLite, row and byte caps, a time limit;
-see docs/security.md for what that guarantees to whoever can open the dashboard)."""
+see docs/security.md for what that guarantees to whoever can open the dashboard). Off where the
+dashboard listens beyond the loopback, unless asked for (orchestrator.cli.dashboard.sql_page_on)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,20 @@ import streamlit as st
 
 from dashboard import cached, sidebar
 from db.errors import StoreError
+from orchestrator.cli.dashboard import SQL_PAGE_ENV, sql_page_on
 
 DEFAULT_SQL = "SELECT * FROM grid_results ORDER BY sweep, dataset, model, block, shortcut, depth"
 RESULT_KEY = "_resweep_sql_result"
 
 st.title("SQL")
+if not sql_page_on(st.get_option("server.address")):
+    # One read-only statement can still take the memory of one PostgreSQL expression, which no
+    # server setting bounds (docs/security.md): not for whoever can reach a dashboard with no login.
+    st.info("The SQL page is off: this dashboard listens beyond this machine. Serve it with "
+            "`python -m orchestrator dashboard --sql-page` (or "
+            f"{SQL_PAGE_ENV}=on for `streamlit run`), or use `python -m orchestrator query` here.",
+            icon=":material/lock:")
+    st.stop()
 selection = sidebar.current()
 query_col, schema_col = st.columns([3, 1])
 

@@ -29,6 +29,7 @@ PAGES = ("sweeps", "curves", "grid", "layers", "sql")
 def open_page(url: str, page: str, monkeypatch: pytest.MonkeyPatch, **params: str | list[str]) -> AppTest:
     """Run the app on `page` with the URL query `params` (as a shared link would) over `url`."""
     monkeypatch.setenv("RESWEEP_DB", url)
+    monkeypatch.setenv("RESWEEP_SQL_PAGE", "on")  # AppTest has no server address (test_sql_page_access.py)
     at = AppTest.from_file(str(APP), default_timeout=30)
     at.query_params.update(params)
     at.run()  # the default page (Sweeps) draws the sidebar and takes the query parameters
