@@ -583,10 +583,11 @@ def _distribution_problems(key: str, name: str, d: Distribution) -> list[tuple[s
     if kind == "choice" and name == "batch_size" and any(v != int(v) or v < 1 for v in values):
         return [(f"{key}.choice", f"{_shown(values)} (allowed: positive whole numbers)")]
     # Every value the search may give must be one the trial config takes (finite, in its range).
-    bounded = _adapter(Annotated[float, *_FIELDS[name].metadata])
+    tp = _FIELDS[name].annotation  # batch_size: int (its values are whole, as checked above)
+    bounded = _adapter(Annotated[tp, *_FIELDS[name].metadata])
     for i, value in enumerate(values):
         try:
-            bounded.validate_python(value)
+            bounded.validate_python(int(value) if tp is int else value)
         except ValidationError as exc:
             return [(f"{key}.{kind}[{i}]", _what(exc.errors()[0]))]
     if kind == "choice":

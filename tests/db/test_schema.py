@@ -224,6 +224,25 @@ def test_the_migrated_metric_names_are_the_models_known_ids(db_url):
     engine.dispose()
 
 
+def test_metric_ids_are_written_out_and_a_new_metric_appends():
+    # Databases store these ids: each is written in db/models.py, never derived from an order, so
+    # adding a name cannot renumber the others. The first ten are the ones migration 0007 seeded.
+    from db.models import METRIC_IDS, METRIC_NAMES
+
+    seeded = {
+        "epoch_time_s": 1, "images_per_s": 2, "lr": 3, "test_err": 4, "test_loss": 5, "train_err": 6,
+        "train_loss": 7, "val_err": 8, "val_loss": 9, "warmup_iterations": 10,
+    }  # fmt: skip
+    assert {name: METRIC_IDS[name] for name in seeded} == seeded
+    spec = importlib.util.spec_from_file_location("m0007", migrate.MIGRATIONS_DIR / "versions" / "0007_lean_metrics.py")
+    m0007 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m0007)
+    assert dict(zip(m0007.METRIC_NAMES, range(1, 11))) == seeded
+    # Appended, not inserted: the ids are 1..N in the order the names are written, with no gap.
+    assert list(METRIC_IDS.values()) == list(range(1, len(METRIC_IDS) + 1))
+    assert METRIC_NAMES == tuple(METRIC_IDS)
+
+
 def test_trial_summaries_migration_summarises_existing_trials_and_downgrades_back(db_url):
     """0008 -> 0009 summarises the trials already stored (trial_summaries from their
     metric_values): trial_results and grid_results read the same rows before, after, and after a

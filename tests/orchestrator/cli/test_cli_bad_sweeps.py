@@ -231,3 +231,37 @@ def test_bad_database_urls_are_one_line_without_the_password(tmp_path, db, url, 
     (line,) = result.stderr.splitlines()
     assert shown in line and "pw" not in line and "ss@" not in line
     assert not (tmp_path / "results").exists()
+
+
+# --- numbers no study would use: one line at the file's key, exit 2, no database made ------------
+
+BIG = "100000000000000000000"  # 10^20
+
+
+@pytest.mark.parametrize(("edit", "shown"), [
+    (("epochs: 2", "epochs: 2\n  lr: .inf"), "train.lr: expected a finite number, got inf"),
+    (("epochs: 2", "epochs: 2\n  warmup: {lr: .inf, until_train_err: 0.8}"),
+     "train.warmup.lr: expected a finite number, got inf"),
+    (("epochs: 2", f"epochs: {BIG}"), f"train.epochs: {BIG} is out of range (allowed: <= 100000)"),
+    (("epochs: 2", f"epochs: 2\n  batch_size: {BIG}"), f"train.batch_size: {BIG} is out of range (allowed: <= 1048576)"),
+    (("depth: [8]", "depth: [6000000002]"), "grid.depth[0]: 6000000002 is out of range (allowed: <= 5000)"),
+    (("epochs: 2", "epochs: 2\n  momentum: .inf"), "train.momentum: expected a finite number, got inf"),
+    (("epochs: 2", "epochs: 2\n  weight_decay: .inf"), "train.weight_decay: expected a finite number, got inf"),
+    (("epochs: 2", f"epochs: 2\n  val_size: {BIG}"), f"train.val_size: {BIG} is out of range (allowed: <= 100000000)"),
+    (("epochs: 2", f"epochs: 2\n  max_train_samples: {BIG}"),
+     f"train.max_train_samples: {BIG} is out of range (allowed: <= 100000000)"),
+    (("epochs: 2", "epochs: 2\nprobes: {every: 0}"), "probes.every: 0 is out of range (allowed: >= 1)"),
+    (("epochs: 2", "epochs: 2\nresources: {cpu: .inf}"), "resources.cpu: expected a finite number, got inf"),
+    (("epochs: 2", "epochs: 2\nresources: {gpu: 1000}"), "resources.gpu: 1000 is out of range (allowed: <= 64.0)"),
+    (("epochs: 2", "epochs: 2\n  nesterov: true\n  momentum: 0"),
+     "train.nesterov: true needs a momentum above 0 (train.momentum is 0.0; allowed: nesterov false, or momentum > 0)"),
+])  # fmt: skip
+def test_a_number_no_study_would_use_is_one_line_and_makes_no_database(tmp_path, monkeypatch, edit, shown):
+    monkeypatch.setattr("ray.init", lambda *a, **k: pytest.fail("Ray was started for a bad sweep file"))
+    monkeypatch.chdir(tmp_path)
+    path, db_file = tmp_path / "bad.yaml", tmp_path / "new.db"
+    path.write_text(textwrap.dedent(GOOD.format(name="n")).replace(*edit))
+    result = CliRunner().invoke(app, ["launch", str(path), "--db", f"sqlite:///{db_file}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.splitlines() == [f"error: {path}: {shown}"]
+    assert not db_file.exists() and not (tmp_path / "results").exists()

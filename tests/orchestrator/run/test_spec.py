@@ -438,3 +438,73 @@ def test_preact_files_compare_original_and_preactivation_units():
     small, _ = load_spec(next(p for p in SWEEPS if p.name == "preact-digits.yaml"))
     assert small.dataset == "digits" and small.resources.gpu == 0 and len(small.grid.seed) == 3
     assert {p["block"] for p in small.points()} == {"basic", "preact"} and len(small.grid.depth) == 2
+
+
+# --- numbers a user would not mean, and the trial config's rules at the file's keys ---------------
+
+BIG = "100000000000000000000"  # 10^20 (YAML reads 1e20 without a dot as a string)
+
+
+@pytest.mark.parametrize("sections, line", [
+    ({"train": "train: {epochs: 3, lr: .inf}"}, "train.lr: expected a finite number, got inf"),
+    ({"train": "train: {epochs: 3, lr: .nan}"}, "train.lr: expected a finite number, got nan"),
+    ({"train": "train: {epochs: 3, warmup: {lr: .inf, until_train_err: 0.8}}"},
+     "train.warmup.lr: expected a finite number, got inf"),
+    ({"train": f"train: {{epochs: {BIG}}}"}, f"train.epochs: {BIG} is out of range (allowed: <= 100000)"),
+    ({"train": f"train: {{epochs: 3, batch_size: {BIG}}}"},
+     f"train.batch_size: {BIG} is out of range (allowed: <= 1048576)"),
+    ({"grid": "grid: {depth: [8, 6000000002]}"}, "grid.depth[1]: 6000000002 is out of range (allowed: <= 5000)"),
+    ({"grid": f"grid: {{depth: [8], seed: [{BIG}]}}"}, f"grid.seed[0]: {BIG} is out of range (allowed: <= 2147483647)"),
+    ({"train": "train: {epochs: 3, momentum: .inf}"}, "train.momentum: expected a finite number, got inf"),
+    ({"train": "train: {epochs: 3, momentum: 1.5}"}, "train.momentum: 1.5 is out of range (allowed: < 1.0)"),
+    ({"train": "train: {epochs: 3, weight_decay: .inf}"}, "train.weight_decay: expected a finite number, got inf"),
+    ({"train": "train: {epochs: 3, weight_decay: 2}"}, "train.weight_decay: 2 is out of range (allowed: <= 1.0)"),
+    ({"train": f"train: {{epochs: 3, val_size: {BIG}}}"}, f"train.val_size: {BIG} is out of range (allowed: <= 100000000)"),
+    ({"train": f"train: {{epochs: 3, max_train_samples: {BIG}}}"},
+     f"train.max_train_samples: {BIG} is out of range (allowed: <= 100000000)"),
+    ({"probes": f"probes: {{every: {BIG}}}"}, f"probes.every: {BIG} is out of range (allowed: <= 100000)"),
+    ({"resources": "resources: {cpu: .inf}"}, "resources.cpu: expected a finite number, got inf"),
+    ({"resources": "resources: {gpu: 1000}"}, "resources.gpu: 1000 is out of range (allowed: <= 64.0)"),
+    ({"search": "search:\n  space:\n    lr: {log_uniform: [0.01, .inf]}"},
+     "search.space.lr.log_uniform[1]: expected a finite number, got inf"),
+    ({"search": "search:\n  space:\n    batch_size: {choice: [64, 2097152]}"},
+     "search.space.batch_size.choice[1]: 2097152 is out of range (allowed: <= 1048576)"),
+    ({"scheduler": "scheduler: {type: asha, reduction_factor: .inf}"},
+     "scheduler.reduction_factor: expected a finite number, got inf"),
+])  # fmt: skip
+def test_a_number_no_study_would_use_is_one_line_at_its_key(sections, line):
+    assert problems(edit(**sections)) == [f"bad.yaml: {line}"]
+
+
+def test_the_trial_configs_rules_are_reported_at_the_files_keys_beside_other_problems():
+    lines = problems(edit(train="train: {epochs: 0, lr_milestones: [5], nesterov: true, momentum: 0, lr: .inf}",
+                          model_options="model_options: {zero_init_residual: true}",
+                          grid="grid: {depth: [8, 14], block: [preact, basic]}"))
+    assert lines == [
+        "bad.yaml: train.epochs: 0 is out of range (allowed: >= 1)",
+        "bad.yaml: train.lr: expected a finite number, got inf",
+        # the milestones are not judged against epochs that are themselves wrong
+        "bad.yaml: train.nesterov: true needs a momentum above 0 (train.momentum is 0.0; allowed: nesterov false, "
+        "or momentum > 0)",
+        "bad.yaml: model_options.zero_init_residual: zeroes the last BN of each residual branch, and preact units "
+        "end in a conv (allowed: false with pre-activation blocks)",
+    ]
+
+
+def test_a_rule_over_a_missing_key_waits_for_that_key():
+    lines = problems(edit(train="train: {lr_milestones: [500]}"))
+    assert lines == ["bad.yaml: train.epochs: missing (this key is required)"]
+
+
+def test_one_home_for_the_grid_axes_the_search_metrics_and_the_trial_cap():
+    import inspect
+
+    from db.models import METRIC_NAMES
+    from orchestrator.cli.run import launch
+    from orchestrator.run import spec as spec_module
+    from resweep.paper import AXES, GRID_AXES
+
+    assert spec_module.AXES is GRID_AXES and set(GRID_AXES) < set(AXES)
+    assert set(spec_module.Metric.__args__) == {n for n in METRIC_NAMES if n.endswith(("_err", "_loss"))}
+    assert problems(edit(search="search: {metric: lr}"))[0].startswith("bad.yaml: search.metric: 'lr' is not allowed")
+    assert inspect.signature(launch).parameters["max_trials"].default == spec_module.DEFAULT_MAX_TRIALS
