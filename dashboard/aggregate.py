@@ -37,7 +37,8 @@ def with_net(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def varying(frame: pd.DataFrame, axes: list[str] = GROUP_AXES) -> list[str]:
-    """The axes that take more than one value in `frame`."""
+    """The axes that take more than one value in `frame` (and its `sweep`, when sweeps are compared)."""
+    axes = ["sweep", *axes] if "sweep" in frame and "sweep" not in axes else axes
     return [a for a in axes if frame[a].nunique(dropna=False) > 1]
 
 
@@ -45,7 +46,7 @@ def grid_cells(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per group of the finished trials: n_seeds and mean/std of the final errors in %,
     and the best seed's test error (resweep.pooling.final_errors, over the trials the filters keep)."""
     cells = pooling.final_errors(trials)
-    percent = ["train_err_mean", "train_err_std", "test_err_mean", "test_err_std", "test_err_best"]
+    percent = ["train_err_mean", "train_err_std", "test_err_mean", "test_err_std", "test_err_best", "test_err_median"]
     cells[percent] = cells[percent] * 100
     return cells
 
@@ -76,17 +77,24 @@ def _ci(d: stats.Difference | None) -> str:
 
 def paper_comparison(cells: pd.DataFrame) -> pd.DataFrame | None:
     """Our test errors beside every paper number for the same net (resweep.paper), like with like:
-    a best of N beside our best seed, a mean, median or single run beside our mean, with ours -
-    paper and its 95 % interval (resweep.stats); None when no cell is a net the papers ran."""
+    a best of N beside our best seed, a median beside our median, a mean or single run beside our
+    mean, with ours - paper and its 95 % interval and the verdict of the report's findings
+    (agreement within stats.MARGIN_POINTS; resweep.stats); None when no cell is a net the papers ran."""
     rows = []
     for c in cells.itertuples():
         for ref in references(c.dataset, c.model, c.depth, c.block, c.shortcut):
             best = ref.kind == "best_of"
-            d = None if best else stats.vs_reference(c.test_err_mean, c.test_err_std, int(c.n_seeds), ref)
-            ours = f"{c.test_err_best:.2f} (best of {c.n_seeds})" if best else stats.mean_std(c.test_err_mean, c.test_err_std, missing="")
+            median = ref.kind == "median_of"
+            d = None if best else stats.vs_reference(c.test_err_mean, c.test_err_std, int(c.n_seeds), ref,
+                                                     median=c.test_err_median)
+            ours = (f"{c.test_err_best:.2f} (best of {c.n_seeds})" if best else
+                    f"{c.test_err_median:.2f} (median of {c.n_seeds})" if median else
+                    stats.mean_std(c.test_err_mean, c.test_err_std, missing=""))
             verdict = ("best of N: no interval" if best else
-                       {stats.CONSISTENT: "agrees", stats.CONTRADICTED: "higher" if d and d.low > 0 else "lower",
-                        stats.UNJUDGED: "cannot be judged (one seed)"}[stats.judge(d, "=")])
+                       {stats.HOLDS: f"agrees within {stats.MARGIN_POINTS:.1f} points", stats.NOT_CONTRADICTED: "not contradicted",
+                        stats.CONTRADICTED: "higher" if d and d.low > 0 else "lower",
+                        stats.UNJUDGED: "cannot be judged (" + stats.no_interval(c.test_err_std, int(c.n_seeds)) + ")",
+                        }[stats.judge(d, "=", stats.MARGIN_POINTS)])
             rows.append({"net": group_label(c._asdict(), []), "depth": c.depth, "block": c.block,
                          "shortcut": c.shortcut, "seeds": c.n_seeds, "ours": ours, "paper": ref.text,
                          "source": ref.source, "ours − paper (95 % CI)": _ci(d), "verdict": verdict})
@@ -98,12 +106,13 @@ def comparisons(cells: pd.DataFrame, value: str = "test_err") -> pd.DataFrame:
     a - b of `value` (%, mean over seeds) with its 95 % interval (Welch's t, resweep.stats) and
     what the interval says. One seed in either cell: cannot be judged."""
     rows = []
-    axes = ["depth", "shortcut", "block"]
-    cells = cells.sort_values(GROUP_AXES, key=lambda col: col.map(order_key)).reset_index(drop=True)
+    axes = ["depth", "shortcut", "block", "sweep"]
+    keys = ["sweep", *GROUP_AXES] if "sweep" in cells else GROUP_AXES
+    cells = cells.sort_values(keys, key=lambda col: col.map(order_key)).reset_index(drop=True)
     shown = varying(cells)
     for i, a in cells.iterrows():
         for _, b in cells.iloc[i + 1:].iterrows():
-            differ = [x for x in GROUP_AXES if a[x] != b[x]]
+            differ = [x for x in keys if a[x] != b[x]]
             if len(differ) != 1 or differ[0] not in axes:
                 continue
             hi, lo = (b, a)  # the deeper net / later option / other block first, as "plain-56 vs plain-20"

@@ -57,13 +57,75 @@ def test_one_seed_cannot_be_judged():
 
 
 def test_verdicts_follow_the_interval():
-    above = stats.Difference(1.0, 0.2, 1.8, 4, "x")
-    across = stats.Difference(0.5, -0.3, 1.3, 4, "x")
-    assert [stats.judge(above, c) for c in (">", "<", "<=", "=")] == [
-        stats.HOLDS, stats.CONTRADICTED, stats.CONTRADICTED, stats.CONTRADICTED]
-    assert [stats.judge(across, c) for c in (">", "<", "<=", "=")] == [
-        stats.INCONCLUSIVE, stats.INCONCLUSIVE, stats.CONSISTENT, stats.CONSISTENT]
+    above = stats.Difference(1.0, 0.2, 1.8, 4, "x", 0.8 / scipy_stats.t.ppf(0.975, 4))
+    across = stats.Difference(0.5, -0.3, 1.3, 4, "x", 0.8 / scipy_stats.t.ppf(0.975, 4))
+    assert [stats.judge(above, c) for c in (">", "<")] == [stats.HOLDS, stats.CONTRADICTED]
+    assert [stats.judge(across, c) for c in (">", "<")] == [stats.INCONCLUSIVE, stats.INCONCLUSIVE]
     assert above.text() == "+1.00 points (95 % CI +0.20 to +1.80)"
+
+
+def _cells(a, b):
+    return (*_cell(a), *_cell(b))
+
+
+@pytest.mark.parametrize(("a", "b"), [([0.50, 0.91], [0.45, 0.86]),  # n = 2: CI about -2.7 to +2.8
+                                      ([0.5, 0.7, 0.9], [0.45, 0.7, 0.86])])  # n = 3
+def test_a_wide_interval_that_includes_zero_is_not_evidence_of_no_difference(a, b):
+    d = stats.welch(*_cells(a, b))
+    assert d.low < 0 < d.high
+    assert stats.judge(d, "=", margin=0.1) == stats.NOT_CONTRADICTED
+    assert stats.judge(d, "<=", margin=0.1) == stats.NOT_CONTRADICTED
+
+
+@pytest.mark.parametrize(("a", "b"), [([5.00, 5.02], [5.01, 5.03]), ([5.00, 5.01, 5.02], [5.01, 5.02, 5.03])])
+def test_equivalence_within_the_margin_is_two_one_sided_tests(a, b):
+    d = stats.welch(*_cells(a, b))
+    low, high = d.interval(stats.TOST_LEVEL)
+    # the TOST p-value is the larger of the two one-sided t tests' (scipy's ttest_ind, alternative=...)
+    for margin in (0.5, 0.01):
+        p_low = scipy_stats.ttest_ind(np.array(a) + margin, b, equal_var=False, alternative="greater").pvalue
+        p_high = scipy_stats.ttest_ind(np.array(a) - margin, b, equal_var=False, alternative="less").pvalue
+        equivalent = max(p_low, p_high) < 0.05
+        assert (stats.judge(d, "=", margin=margin) == stats.HOLDS) == equivalent
+        assert (-margin < low and high < margin) == equivalent
+    assert stats.judge(d, "=", margin=0.5) == stats.HOLDS and stats.judge(d, "<=", margin=0.5) == stats.HOLDS
+
+
+def test_no_worse_fails_when_the_difference_lies_beyond_the_margin():
+    d = stats.welch(*_cells([9.0, 9.2, 9.1], [5.0, 5.1, 5.2]))  # 4 points worse, n = 3
+    assert stats.judge(d, "<=", margin=1.0) == stats.CONTRADICTED
+    assert stats.judge(d, "=", margin=1.0) == stats.CONTRADICTED
+    with pytest.raises(ValueError, match="margin"):
+        stats.judge(d, "=")
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_two_cells_without_spread_cannot_be_judged(n):
+    # Welch's df is 0/0 here: no t distribution, so no interval (a zero-width one would claim certainty)
+    assert stats.welch(0.0, 0.0, n, 0.001, 0.0, n) is None
+    assert stats.no_interval(0.0, n, 0.0, n) == "no spread: every seed gave the same value, so no interval"
+    assert [stats.judge(None, c, margin=1.0) for c in (">", "<", "<=", "=")] == [stats.UNJUDGED] * 4
+    # one cell with spread is enough: Welch's df is then the other cell's n - 1
+    d = stats.welch(0.0, 0.0, n, 0.5, 0.1, n)
+    assert d is not None and d.df == pytest.approx(n - 1)
+    ours = Reference("x", "cifar10", "cifar", 20, "basic", "A", 8.75, "single_run")
+    assert stats.vs_reference(9.0, 0.0, n, ours) is None
+
+
+def test_median_variance_factors_match_the_order_statistics():
+    from math import comb
+
+    from scipy import integrate
+
+    for m in (3, 5, 7, 9):
+        k = m // 2
+        pdf = lambda x: x * x * m * comb(m - 1, k) * (scipy_stats.norm.cdf(x) * scipy_stats.norm.sf(x)) ** k \
+            * scipy_stats.norm.pdf(x)  # noqa: E731
+        assert stats.median_variance(m) == pytest.approx(m * integrate.quad(pdf, -12, 12)[0], abs=2e-4)
+    rng = np.random.default_rng(0)
+    for m in (2, 4, 6):
+        assert stats.median_variance(m) == pytest.approx(m * np.median(rng.standard_normal((200_000, m)), 1).var(), rel=0.02)
+    assert stats.median_variance(50) == pytest.approx(math.pi / 2)
 
 
 def test_against_a_mean_and_std_is_welch_with_the_papers_runs():
@@ -77,33 +139,26 @@ def test_against_a_mean_and_std_is_welch_with_the_papers_runs():
     assert (d.diff / ((d.high - d.diff) / scipy_stats.t.ppf(0.975, d.df))) == pytest.approx(ci.statistic)
 
 
-def test_against_a_single_run_or_a_median_the_papers_spread_is_taken_as_ours():
+def test_against_a_single_run_ours_is_one_more_run_and_a_median_is_set_against_our_median():
     single = Reference("x", "cifar10", "cifar", 20, "basic", "A", 8.75, "single_run")
     d = stats.vs_reference(9.0, 0.3, 3, single)
     half = scipy_stats.t.ppf(0.975, 2) * 0.3 * math.sqrt(1 / 3 + 1)
     assert (d.low, d.high, d.df) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half), 2)
+    unstated = Reference("x", "cifar10", "cifar", 164, "bottleneck", "B", 5.93, "unstated")
+    assert stats.vs_reference(9.0, 0.3, 3, unstated).method == d.method
     median = Reference("x", "cifar10", "cifar", 164, "preact_bottleneck", "B", 5.46, "median_of", 5)
-    d = stats.vs_reference(5.5, 0.2, 4, median)
-    half = scipy_stats.t.ppf(0.975, 3) * 0.2 * math.sqrt(1 / 4 + math.pi / 2 / 5)
-    assert (d.low, d.high) == (pytest.approx(0.04 - half), pytest.approx(0.04 + half))
+    d = stats.vs_reference(5.5, 0.2, 4, median, median=5.6)
+    half = scipy_stats.t.ppf(0.975, 3) * 0.2 * math.sqrt(1.1928 / 4 + 1.4342 / 5)
+    assert d.diff == pytest.approx(0.14)  # our median, not our mean
+    assert (d.low, d.high) == (pytest.approx(0.14 - half), pytest.approx(0.14 + half))
+    with pytest.raises(ValueError, match="median"):
+        stats.vs_reference(5.5, 0.2, 4, median)
 
 
 def test_best_of_n_is_never_set_against_a_mean():
     (best,) = [r for r in references("cifar10", "cifar", 110, "basic", "A") if r.kind == "best_of"]
     assert (best.test_err, best.runs) == (6.43, 5) and best.text == "6.43 (best of 5)"
     assert stats.vs_reference(6.5, 0.2, 5, best) is None
-
-
-def test_reference_kinds_are_the_papers():
-    t6 = {r.depth: r for r in REFERENCES if r.source.endswith("Table 6") and r.kind != "mean_std"}
-    assert {d: r.kind for d, r in t6.items()} == {
-        20: "single_run", 32: "single_run", 44: "single_run", 56: "single_run", 110: "best_of", 1202: "single_run"}
-    assert t6[1202].test_err == 7.93 and t6[1202].params_m == 19.4
-    t4 = {(r.depth, r.block): r.test_err for r in REFERENCES if r.source.endswith("Table 4")}
-    assert t4 == {(110, "basic"): 6.61, (110, "preact"): 6.37, (164, "bottleneck"): 5.93,
-                  (164, "preact_bottleneck"): 5.46, (1001, "bottleneck"): 7.61, (1001, "preact_bottleneck"): 4.92}
-    assert all(r.kind == "median_of" and r.runs == 5 for r in REFERENCES if r.source.endswith("Table 4"))
-    assert references("digits", "cifar", 20, "basic", "A") == []
 
 
 def test_resweep_imports_no_heavy_package():

@@ -1,10 +1,11 @@
 """The report's Markdown: grid.md (the grid table beside the papers' numbers) and report.md.
 
-Paper numbers come from resweep.paper, each with its kind (single run, best of N, mean +- std,
-median of N): CIFAR-10 Table 6 of He et al. (CVPR 2016, ResNets with option A and basic blocks)
-and Table 4 of He et al. (ECCV 2016, original and pre-activation units, projection shortcuts).
-The paper gives no table for plain CIFAR nets, so plain rows get none. Beside each number that
-has one, the difference ours - paper with its 95 % interval, like with like (resweep.stats).
+Paper numbers come from resweep.paper, each with its source, kind (single run, best of N, mean +-
+std, median of N, runs not stated), shortcut option and recipe: CIFAR-10 Table 6 of He et al. (CVPR
+2016, ResNets with option A and basic blocks) and Tables 3-4 of He et al. (ECCV 2016, original and
+pre-activation units; option A at 110 layers, projections (B) for the bottleneck nets). The papers
+give no table for plain CIFAR nets, so plain rows get none. Beside each number that has one, the
+difference ours - paper with its 95 % interval, like with like (resweep.stats).
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ from resweep.paper import PAPER_EPOCHS, net_label, references
 from resweep.pooling import GROUP_AXES
 
 
+_VS = {"mean_std": "our mean vs mean", "median_of": "our median vs median", "single_run": "our mean vs single run",
+       "unstated": "our mean vs one run"}
+
+
 def _vs_paper(r, refs) -> str:
-    """'ours - paper' of the first reference that has an interval (mean, median or single run)."""
+    """'ours - paper' of the first reference that has an interval (mean, median or single run),
+    saying what is set against what."""
     for ref in refs:
         if ref.kind == "best_of":
             continue
         d = vs_paper(r, ref)
-        return "cannot be judged (one seed)" if d is None else f"vs {ref.kind.split('_')[0]}: {d.text('')}"
+        if d is None:
+            return f"cannot be judged ({stats.no_interval(r.test_err_std, int(r.n_seeds))})"
+        return f"{_VS[ref.kind]}: {d.text('')}"
     return ""
 
 
@@ -45,7 +53,8 @@ def grid_table(data: ReportData) -> str:
     g = g.merge(params, on=GROUP_AXES, how="left")
     g = g.assign(_plain=g["shortcut"] != "none").sort_values(
         ["dataset", "model", "block", "_plain", "shortcut", "depth"])
-    papers = [references(r.dataset, r.model, r.depth, r.block, r.shortcut) for r in g.itertuples()]
+    papers = [references(r.dataset, r.model, r.depth, r.block, r.shortcut,
+                         batch_size=128 if pd.isna(r.batch_size) else int(r.batch_size)) for r in g.itertuples()]
     with_paper = any(papers)
     show_data = g["dataset"].nunique() > 1 or g["model"].nunique() > 1
     head = (["dataset", "model"] if show_data else []) + [
@@ -69,17 +78,20 @@ def grid_table(data: ReportData) -> str:
              f"seeds ({_statuses(data)})."]
     if with_paper:
         epochs = max_epochs(data)
-        notes.append("Paper: He et al. (2016), CIFAR-10: CVPR Table 6 (option A, basic blocks; single runs, "
-                     "ResNet-110 best of 5 and mean ± std of 5) and ECCV Table 4 (shortcut B, original and "
-                     f"pre-activation units; median of 5), ~{PAPER_EPOCHS} epochs. Like with like: a best of N "
-                     "beside our best seed, a mean beside our mean; ours − paper: Welch's t against a mean ± "
-                     "std, else the paper's spread taken as ours (resweep.stats)"
+        notes.append("Paper: He et al. (2016): CVPR Table 6 (CIFAR-10, option A, basic blocks; single runs, "
+                     "ResNet-110 best of 5 and mean ± std of 5) and ECCV Tables 3-4 (CIFAR-10/100; original and "
+                     "pre-activation units, option A at 110 layers and B for the bottleneck nets; medians of 5 "
+                     "with mean ± std where Table 4 gives them, other rows runs not stated), "
+                     f"~{PAPER_EPOCHS} epochs at batch 128. Like with like: a best of N beside our best seed "
+                     "(not judged), our mean against a mean ± std (Welch's t), our median against a median, our "
+                     "mean against a single run or a number of unstated kind taken as one run (the paper's "
+                     "runs taken to vary as our seeds; resweep.stats)"
                      + (f"; this sweep trained {epochs} epochs, so expect higher errors."
                         if epochs and epochs < PAPER_EPOCHS else "."))
     else:
-        notes.append("No paper numbers: the papers' CIFAR-10 tables (CVPR Table 6: ResNets with option-A "
-                     "shortcuts and basic blocks; ECCV Table 4: shortcut B, original and pre-activation "
-                     "units at 110/164/1001) have none of this grid's rows.")
+        notes.append("No paper numbers: the papers' CIFAR tables (CVPR Table 6: ResNets with option-A "
+                     "shortcuts and basic blocks; ECCV Tables 3-4: original and pre-activation units, A at 110 "
+                     "layers, B at 164/1001) have none of this grid's rows.")
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
 

@@ -3,17 +3,24 @@
 Each check looks for the configurations it needs in the grid (mean over seeds of the finished
 trials' final errors) or in the layer responses, and says nothing when they are missing. Every
 comparison of two cells is a difference with its 95 % confidence interval over seeds (Welch's t,
-resweep.stats, which says why not a bootstrap), and its verdict comes from the interval: `holds`
-when the whole interval lies on the claimed side, `does not hold` when it lies on the other,
-`inconclusive` when it straddles 0, `cannot be judged` when a cell has one seed. A finding is
-`reproduced` when every judged comparison holds, `not reproduced` when every one is contradicted,
-`inconclusive` when none is either, `partly reproduced` otherwise, and `cannot be judged` when no
-comparison has an interval. The claims are those of He et al. (2016):
+resweep.stats, which says why not a bootstrap), and its verdict comes from the interval: for a
+claimed difference, `holds` when the whole interval lies on the claimed side, `does not hold` when
+it lies on the other, `inconclusive` when it includes 0; for a claimed absence of difference ("no
+worse", "agrees with the paper"), `holds` only when two one-sided tests put the difference within
+a stated margin (MARGIN_POINTS), `does not hold` when they put it beyond, else `not contradicted`,
+which is no evidence for the claim. `cannot be judged` when a cell has one seed or neither cell
+has any spread. A finding is `reproduced` when every judged comparison holds, `not reproduced` when
+every one is contradicted, `not contradicted` or `inconclusive` when none is either, `partly
+reproduced` otherwise, and `cannot be judged` when no comparison has an interval. The claims are
+those of He et al. (2016):
 
 - degradation (Sec. 4.1, Fig. 6 left): a deeper plain net ends with a HIGHER TRAINING error than
   a shallower one;
-- cure (Fig. 6 middle): the residual net of a depth ends lower than the plain net of that depth,
-  and deeper residual nets do not train worse than shallower ones (within the seeds' spread);
+- cure (Sec. 4.1, Fig. 6 middle): a residual net deeper than the papers' shallowest
+  (resweep.paper.SHALLOW_DEPTH: 20 on CIFAR, 18 on ImageNet, where plain and residual nets are
+  "comparably accurate") ends lower than the plain net of its depth; at the shallow depths the pair
+  is shown, not judged; and deeper residual nets do not train worse than shallower ones (within
+  MARGIN_POINTS);
 - shortcut options (Table 3): error falls from A to B to C (ImageNet ResNet-34 top-1,
   resweep.paper.SHORTCUT_OPTIONS_TOP1), by small margins;
 - responses (Sec. 4.2, Fig. 7): residual nets' layer responses are smaller than plain nets'; the
@@ -22,18 +29,23 @@ comparison has an interval. The claims are those of He et al. (2016):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from resweep import stats
-from resweep.paper import PAPER_EPOCHS, PLAIN, PREACT_OF, RESIDUAL, SHORTCUT_OPTIONS_TOP1, net_label, references
+from resweep.paper import (
+    PAPER_EPOCHS, PLAIN, PREACT_OF, RESIDUAL, SHALLOW_DEPTH, SHORTCUT_OPTIONS_TOP1, net_label, references,
+)
 
 REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly reproduced", "not reproduced"
-INCONCLUSIVE, UNJUDGED = "inconclusive", "cannot be judged"
-VERDICT_WORDS = {stats.HOLDS: "holds", stats.CONSISTENT: "holds (no significant difference)",
-                 stats.CONTRADICTED: "does not hold", stats.INCONCLUSIVE: "inconclusive (the interval includes 0)",
-                 stats.UNJUDGED: "cannot be judged (one seed: no interval)"}
+INCONCLUSIVE, NOT_CONTRADICTED, UNJUDGED = "inconclusive", "not contradicted", "cannot be judged"
+VERDICT_WORDS = {stats.HOLDS: "holds", stats.CONTRADICTED: "does not hold",
+                 stats.INCONCLUSIVE: "inconclusive (the interval includes 0)",
+                 stats.NOT_CONTRADICTED: "not contradicted (the 90 % interval reaches beyond the margin: "
+                                         "no evidence of agreement either)",
+                 stats.UNJUDGED: "cannot be judged"}
+MARGIN_POINTS = stats.MARGIN_POINTS  # the claims of no difference: within this many points
 FAMILY = ["dataset", "model", "block"]  # comparisons are made within one family of nets
 
 
@@ -60,34 +72,54 @@ def difference(a: pd.Series, b: pd.Series, col: str, scale: float = 100.0) -> st
     """a - b of `col` (`{col}_mean`, `{col}_std`, `n_seeds`) with its 95 % interval, in points."""
     d = stats.welch(a[f"{col}_mean"], a.get(f"{col}_std"), int(a["n_seeds"]),
                     b[f"{col}_mean"], b.get(f"{col}_std"), int(b["n_seeds"]))
-    return None if d is None else replace(d, diff=d.diff * scale, low=d.low * scale, high=d.high * scale)
+    return None if d is None else d.scaled(scale)
+
+
+def _why_none(a: pd.Series, b: pd.Series | None, col: str) -> str:
+    """Why a comparison of `col` has no interval (one seed, or no spread in either cell)."""
+    b = a if b is None else b
+    return stats.no_interval(a.get(f"{col}_std"), int(a["n_seeds"]), b.get(f"{col}_std"), int(b["n_seeds"]))
 
 
 def vs_paper(r, ref) -> stats.Difference | None:
-    """Our mean final test error over a grid row's seeds (fractions) minus a paper's number
-    (`resweep.paper.Reference`, percent), in points, like with like (resweep.stats.vs_reference)."""
+    """Our final test error over a grid row's seeds (fractions) minus a paper's number
+    (`resweep.paper.Reference`, percent), in points, like with like (resweep.stats.vs_reference):
+    our median (`test_err_median`) against a median, our mean against anything else."""
     std = float("nan" if r.test_err_std is None else r.test_err_std)
-    return stats.vs_reference(100 * r.test_err_mean, 100 * std, int(r.n_seeds), ref)
+    median = getattr(r, "test_err_median", None)
+    median = None if median is None or pd.isna(median) else 100 * float(median)
+    if ref.kind == "median_of" and median is None:
+        return None
+    return stats.vs_reference(100 * r.test_err_mean, 100 * std, int(r.n_seeds), ref, median=median)
 
 
-def _evidence(d: stats.Difference | None, outcome: str, unit: str = " points") -> str:
+def _evidence(d: stats.Difference | None, outcome: str, unit: str = " points", why: str = "",
+              margin: float | None = None) -> str:
     verdict = VERDICT_WORDS[outcome]
     if d is None:
-        return verdict
-    return f"{verdict}; difference {d.text(unit, 3 if unit == '' else 2)}, {d.method}"
+        return f"{verdict} ({why})" if why else verdict
+    digits = 3 if unit == "" else 2
+    text = f"{verdict}; difference {d.text(unit, digits)}, {d.method}"
+    if margin is not None:
+        low, high = d.interval(stats.TOST_LEVEL)
+        text += (f"; margin ±{margin:.{digits}f}{unit}, two one-sided tests (90 % CI "
+                 f"{low:+.{digits}f} to {high:+.{digits}f})")
+    return text
 
 
 def _status(outcomes: list[str]) -> str:
     judged = [o for o in outcomes if o != stats.UNJUDGED]
     if not judged:
         return UNJUDGED
-    good = [o in (stats.HOLDS, stats.CONSISTENT) for o in judged]
+    good = [o == stats.HOLDS for o in judged]
     bad = [o == stats.CONTRADICTED for o in judged]
     if all(good):
         return REPRODUCED
     if all(bad):
         return NOT_REPRODUCED
-    return INCONCLUSIVE if not any(good) and not any(bad) else PARTLY
+    if not any(good) and not any(bad):
+        return NOT_CONTRADICTED if all(o == stats.NOT_CONTRADICTED for o in judged) else INCONCLUSIVE
+    return PARTLY
 
 
 def _found(key: str, claim: str, outcomes: list[str], lines: list[str]) -> list[Finding]:
@@ -114,14 +146,16 @@ def _family_note(fam: pd.DataFrame, many: bool) -> str:
 
 def _compare(a: pd.Series, b: pd.Series, col: str, what: str, claim: str) -> tuple[str, str]:
     """(`ResNet-56 (A) final training error 5.00 ± 0.10 % < plain-56 9.00 %: holds; difference ...`,
-    the outcome) for the claim `a <claim> b`."""
+    the outcome) for the claim `a <claim> b` (`<=` and `=` within MARGIN_POINTS)."""
     va = _pm(a[f"{col}_mean"], a.get(f"{col}_std"), a["n_seeds"])
     vb = _pm(b[f"{col}_mean"], b.get(f"{col}_std"), b["n_seeds"])
     name_a = net_label(a["depth"], a["block"], a["shortcut"])
     name_b = net_label(b["depth"], b["block"], b["shortcut"])
     d = difference(a, b, col)
-    outcome = stats.judge(d, claim)
-    return f"{name_a} {what} {va} {claim} {name_b} {vb}: {_evidence(d, outcome)}", outcome
+    margin = MARGIN_POINTS if claim in ("<=", "=") else None
+    outcome = stats.judge(d, claim, margin)
+    evidence = _evidence(d, outcome, why=_why_none(a, b, col), margin=margin)
+    return f"{name_a} {what} {va} {claim} {name_b} {vb}: {evidence}", outcome
 
 
 def degradation(grid: pd.DataFrame) -> list[Finding]:
@@ -148,7 +182,8 @@ def degradation(grid: pd.DataFrame) -> list[Finding]:
 
 
 def cure(grid: pd.DataFrame) -> list[Finding]:
-    """At each depth with both, the residual net ends with a lower training error than the plain."""
+    """At each depth with both that is deeper than the papers' shallowest (SHALLOW_DEPTH), the
+    residual net ends with a lower training error than the plain; shallower pairs are shown only."""
     lines, outcomes = [], []
     fams = list(_families(grid))
     for fam in fams:
@@ -160,19 +195,25 @@ def cure(grid: pd.DataFrame) -> list[Finding]:
             p = plain.loc[r["depth"]].copy()
             p["depth"] = r["depth"]
             line, outcome = _compare(r, p, "train_err", "final training error", "<")
-            outcomes.append(outcome)
+            shallow = SHALLOW_DEPTH.get(r["model"], 0)
+            if r["depth"] <= shallow:
+                line = (line.split(":")[0] + f": shown, not judged (the papers find plain and residual nets of "
+                        f"{shallow} layers or fewer comparably accurate)")
+            else:
+                outcomes.append(outcome)
             lines.append(_family_note(fam, _many(grid)) + line
                          + f"; test error {pct(r['test_err_mean'])} vs {pct(p['test_err_mean'])}")
     return _found("cure",
-                  "Cure: the residual net of a depth ends with a lower training "
-                  "error than the plain net of the same depth.", outcomes, lines)
+                  "Cure: a deep residual net ends with a lower training error than the plain net of the "
+                  "same depth (deeper than " + " / ".join(f"{d} layers on {m}" for m, d in SHALLOW_DEPTH.items())
+                  + "; shallower plain and residual nets are comparably accurate in the papers).", outcomes, lines)
 
 
 def deeper_residual(grid: pd.DataFrame) -> list[Finding]:
     """The deepest residual net trains no worse than the shallowest (per shortcut option).
 
-    "No worse" is a claim of no difference: it holds unless the 95 % interval of (deeper -
-    shallower) lies wholly above 0; an interval that includes 0 says "no significant difference".
+    "No worse" is a claim of no difference: it holds only when two one-sided tests put (deeper -
+    shallower) below +MARGIN_POINTS; an interval that merely includes 0 is "not contradicted".
     """
     res = grid[grid["shortcut"].isin(RESIDUAL)]
     lines, outcomes = [], []
@@ -189,7 +230,8 @@ def deeper_residual(grid: pd.DataFrame) -> list[Finding]:
                 f"{net_label(r.depth, r.block, r.shortcut)} {pct(r.train_err_mean)} / "
                 f"{pct(r.test_err_mean)}" for r in g.itertuples()))
     return _found("deeper_residual",
-                  "Depth with shortcuts: deeper residual nets do not train worse than shallower ones.",
+                  "Depth with shortcuts: deeper residual nets do not train worse than shallower ones "
+                  f"(by more than {MARGIN_POINTS:.1f} points of training error).",
                   outcomes, lines)
 
 
@@ -215,7 +257,7 @@ def shortcut_options(grid: pd.DataFrame) -> list[Finding]:
                 d = difference(a, b, "test_err")
                 outcome = stats.judge(d, ">")
                 outcomes.append(outcome)
-                lines.append(f"  {worse} > {better}: {_evidence(d, outcome)}")
+                lines.append(f"  {worse} > {better}: {_evidence(d, outcome, why=_why_none(a, b, 'test_err'))}")
     return _found("shortcuts",
                   "Shortcut options: test error falls from A (zero-padding) to B (projections "
                   "where shape changes) to C (all projections), by small margins "
@@ -232,7 +274,8 @@ def _resp_line(a: pd.Series, b: pd.Series) -> tuple[str, str]:
     d = difference(a, b, "std", scale=1.0)
     outcome = stats.judge(d, "<")
     return (f"{net_label(a['depth'], a['block'], a['shortcut'])} mean response std {va} < "
-            f"{net_label(b['depth'], b['block'], b['shortcut'])} {vb}: {_evidence(d, outcome, '')}"), outcome
+            f"{net_label(b['depth'], b['block'], b['shortcut'])} {vb}: "
+            f"{_evidence(d, outcome, '', why=_why_none(a, b, 'std'))}"), outcome
 
 
 def responses(resp: pd.DataFrame) -> list[Finding]:
@@ -271,7 +314,7 @@ def responses(resp: pd.DataFrame) -> list[Finding]:
 
 def preactivation(grid: pd.DataFrame) -> list[Finding]:
     """He et al., ECCV 2016: at one depth, the pre-activation unit ends with a lower test error
-    than the original unit (Table 4, in resweep.paper.REFERENCES: e.g. 110 6.61 -> 6.37 %)."""
+    than the original unit (Table 3, in resweep.paper.REFERENCES: e.g. 164 5.93 -> 5.46 %)."""
     lines, outcomes = [], []
     keys = ["dataset", "model", "depth", "shortcut"]
     for _, g in grid[grid["shortcut"].isin(RESIDUAL)].groupby(keys, sort=True):
@@ -285,35 +328,49 @@ def preactivation(grid: pd.DataFrame) -> list[Finding]:
                 lines.append(line + f"; training error {pct(a['train_err_mean'])} vs {pct(b['train_err_mean'])}")
     return _found("preactivation",
                   "Pre-activation: BN-ReLU-conv units end with a lower test error than the original "
-                  "units of the same depth (ECCV 2016, Table 4).", outcomes, lines)
+                  "units of the same depth (ECCV 2016, Table 3).", outcomes, lines)
 
 
 def paper_numbers(grid: pd.DataFrame, epochs: int | None) -> list[Finding]:
     """Our final test errors against the papers' numbers, like with like (resweep.paper, .stats):
-    a mean +- std with our mean (Welch), a median or single run with our mean (the paper's spread
-    taken as ours), a best of N beside our best seed (`test_err_best`, shown, not judged). Only for
-    sweeps trained as long as the papers' (PAPER_EPOCHS); the claim is that ours agree."""
+    a mean +- std with our mean (Welch), a median with our median, a single run (or a number whose
+    kind is not stated) with our mean as one more run, a best of N beside our best seed
+    (`test_err_best`, shown, not judged). Only for sweeps trained as long as the papers'
+    (PAPER_EPOCHS) with the batch size of the reference's recipe (`batch_size`, 128 when the grid
+    lacks it); the claim is that ours agree within MARGIN_POINTS."""
     if epochs is not None and epochs < PAPER_EPOCHS:
         return []
     lines, outcomes = [], []
     for r in grid.sort_values(["block", "shortcut", "depth"]).itertuples():
-        for ref in references(r.dataset, r.model, r.depth, r.block, r.shortcut):
+        batch = getattr(r, "batch_size", 128)
+        for ref in references(r.dataset, r.model, r.depth, r.block, r.shortcut,
+                              batch_size=128 if batch is None or pd.isna(batch) else int(batch)):
             name = net_label(r.depth, r.block, r.shortcut)
             if ref.kind == "best_of":
                 best = getattr(r, "test_err_best", float("nan"))
-                lines.append(f"{name} best seed {pct(best)} of {r.n_seeds} vs {ref.source} {ref.text} %: "
+                lines.append(f"{name} best seed {pct(best)} of {r.n_seeds} vs {ref.paper} {ref.text} %: "
                              "best-of-N has no interval, shown only")
                 continue
             d = vs_paper(r, ref)
-            outcome = stats.judge(d, "=")
+            outcome = stats.judge(d, "=", MARGIN_POINTS)
             outcomes.append(outcome)
-            lines.append(f"{name} mean test error {_pm(r.test_err_mean, r.test_err_std, r.n_seeds)} vs "
-                         f"{ref.source} {ref.text} %: {_evidence(d, outcome)}")
+            ours = _pm(r.test_err_mean, r.test_err_std, r.n_seeds)
+            if ref.kind == "median_of":
+                median = getattr(r, "test_err_median", float("nan"))
+                ours = f"median test error {pct(median)} of {r.n_seeds} seeds (mean {ours})"
+            elif ref.kind in ("single_run", "unstated"):
+                ours = f"mean test error {ours} (the paper's number taken as one run)"
+            else:
+                ours = f"mean test error {ours}"
+            why = stats.no_interval(r.test_err_std, int(r.n_seeds))
+            lines.append(f"{name} {ours} vs {ref.paper} {ref.text} %: "
+                         f"{_evidence(d, outcome, why=why, margin=MARGIN_POINTS)}")
     if not lines:
         return []
     return [Finding("paper",
-                    "The papers' numbers: our final test errors agree with the published ones, compared "
-                    "like with like (mean with mean, best with best).", _status(outcomes), lines)]
+                    "The papers' numbers: our final test errors agree with the published ones within "
+                    f"{MARGIN_POINTS:.1f} points, compared like with like (mean with mean, median with "
+                    "median, best with best).", _status(outcomes), lines)]
 
 
 def all_findings(grid: pd.DataFrame, resp: pd.DataFrame, epochs: int | None = None) -> list[Finding]:

@@ -94,12 +94,19 @@ def _empty_curves() -> pd.DataFrame:
 
 
 def grid_with_best(data: ReportData) -> pd.DataFrame:
-    """The grid with `test_err_best`: the best (lowest) final test error over each cell's finished
-    seeds, for comparison with a paper's best-of-N number."""
+    """The grid with `test_err_best` and `test_err_median`: the best (lowest) and the median final
+    test error over each cell's finished seeds, for comparison with a paper's best-of-N and median
+    numbers; and `batch_size`, the cell's mini-batch (a reference is compared only with its recipe's)."""
     if data.grid.empty:
-        return data.grid.assign(test_err_best=float("nan"))
-    best = pooling.final_errors(data.trials)[[*pooling.GROUP_AXES, "test_err_best"]]
-    return data.grid.merge(best, on=pooling.GROUP_AXES, how="left")
+        return data.grid.assign(test_err_best=float("nan"), test_err_median=float("nan"), batch_size=None)
+    best = pooling.final_errors(data.trials)[[*pooling.GROUP_AXES, "test_err_best", "test_err_median"]]
+    batch = data.trials.assign(batch_size=[c.get("batch_size") if isinstance(c, dict) else None
+                                           for c in data.trials["config"]]) if "config" in data.trials else None
+    grid = data.grid.merge(best, on=pooling.GROUP_AXES, how="left")
+    if batch is None:
+        return grid.assign(batch_size=None)
+    sizes = batch.groupby(pooling.GROUP_AXES, dropna=False)["batch_size"].max().reset_index()
+    return grid.merge(sizes, on=pooling.GROUP_AXES, how="left")
 
 
 def max_epochs(data: ReportData) -> int | None:

@@ -10,7 +10,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from orchestrator.results.report.findings import (
-    INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, UNJUDGED, cure, paper_numbers, preactivation, shortcut_options,
+    INCONCLUSIVE, NOT_CONTRADICTED, NOT_REPRODUCED, REPRODUCED, UNJUDGED, cure, deeper_residual, degradation,
+    paper_numbers, preactivation, shortcut_options,
 )
 
 
@@ -37,11 +38,67 @@ def test_preactivation_is_inconclusive_when_the_interval_straddles_zero():
 
 
 def test_one_seed_cannot_be_judged_whatever_the_means():
-    grid = pd.DataFrame([_row(20, "basic", "none", 0.20, float("nan"), n=1, train=0.2, train_std=float("nan")),
-                         _row(20, "basic", "A", 0.10, float("nan"), n=1, train=0.05, train_std=float("nan"))])
+    grid = pd.DataFrame([_row(56, "basic", "none", 0.20, float("nan"), n=1, train=0.2, train_std=float("nan")),
+                         _row(56, "basic", "A", 0.10, float("nan"), n=1, train=0.05, train_std=float("nan"))])
     [f] = cure(grid)
     assert f.status == UNJUDGED and f.evidence[0].endswith("cannot be judged (one seed: no interval); "
                                                            "test error 10.00 % vs 20.00 %")
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_cells_without_spread_cannot_be_judged(n):
+    # every seed of both nets at the same training error: no interval, not a zero-width "holds"
+    grid = pd.DataFrame([_row(56, "basic", "none", 0.30, 0.01, n=n, train=0.25, train_std=0.0),
+                         _row(56, "basic", "A", 0.05, 0.01, n=n, train=0.0, train_std=0.0)])
+    [f] = cure(grid)
+    assert f.status == UNJUDGED
+    assert "cannot be judged (no spread: every seed gave the same value, so no interval)" in f.evidence[0]
+    res = pd.DataFrame([_row(d, "basic", "A", 0.05, 0.01, n=n, train=0.0, train_std=0.0) for d in (20, 56)])
+    [f] = deeper_residual(res)
+    assert f.status == UNJUDGED
+
+
+@pytest.mark.parametrize(("n", "plain56_std", "status"), [(2, 0.05, REPRODUCED), (3, 0.05, REPRODUCED),
+                                                          (2, 0.30, INCONCLUSIVE), (3, 0.40, INCONCLUSIVE)])
+def test_the_cure_is_judged_for_deep_nets_only(n, plain56_std, status):
+    # At 20 layers plain and residual nets are "comparably accurate" in the paper: shown, never judged,
+    # even where ours differ. At 56 layers: residual < plain, with Welch's interval over n seeds.
+    grid = pd.DataFrame([_row(20, "basic", "none", 0.03, 0.002, n=n, train=0.010, train_std=0.001),
+                         _row(20, "basic", "A", 0.03, 0.002, n=n, train=0.0, train_std=0.001),
+                         _row(56, "basic", "none", 0.60, 0.1, n=n, train=0.60, train_std=plain56_std),
+                         _row(56, "basic", "A", 0.03, 0.002, n=n, train=0.001, train_std=0.001)])
+    [f] = cure(grid)
+    assert f.status == status
+    shallow, deep = f.evidence
+    assert shallow.startswith("ResNet-20 (A) final training error") and "shown, not judged" in shallow
+    assert deep.startswith("ResNet-56 (A) final training error") and "shown" not in deep
+    assert ("holds;" in deep) == (status == REPRODUCED)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_degradation_needs_the_whole_interval_above_zero(n):
+    grid = pd.DataFrame([_row(20, "basic", "none", 0.03, 0.002, n=n, train=0.002, train_std=0.001),
+                         _row(56, "basic", "none", 0.60, 0.1, n=n, train=0.60, train_std=0.05)])
+    [f] = degradation(grid)
+    assert f.status == REPRODUCED and "> plain-20" in f.evidence[0] and ": holds;" in f.evidence[0]
+    wide = grid.assign(train_err_std=[0.001, 0.45])
+    assert degradation(wide)[0].status == INCONCLUSIVE
+
+
+@pytest.mark.parametrize(("n", "stds", "status"), [
+    (2, (0.0010, 0.0012), REPRODUCED),        # 90 % CI within ±1 point (t(0.95, 1) = 6.31 x 0.08)
+    (3, (0.0010, 0.0012), REPRODUCED),
+    (2, (0.0040, 0.0050), NOT_CONTRADICTED),  # CI -0.48 to +0.41-like: includes 0 but is wider than the margin
+    (3, (0.0150, 0.0150), NOT_CONTRADICTED),
+])
+def test_no_worse_is_an_equivalence_test_not_an_interval_that_includes_zero(n, stds, status):
+    res = pd.DataFrame([_row(20, "basic", "A", 0.05, 0.01, n=n, train=0.0010, train_std=stds[0]),
+                        _row(56, "basic", "A", 0.05, 0.01, n=n, train=0.0005, train_std=stds[1])])
+    [f] = deeper_residual(res)
+    assert f.status == status
+    assert "margin ±1.00 points, two one-sided tests (90 % CI" in f.evidence[0]
+    if status == NOT_CONTRADICTED:
+        assert "not contradicted" in f.evidence[0] and "holds" not in f.evidence[0]
 
 
 def test_shortcut_pairs_each_get_an_interval():
@@ -56,7 +113,7 @@ def test_shortcut_pairs_each_get_an_interval():
 def test_paper_numbers_compare_best_with_best_and_mean_with_mean():
     grid = pd.DataFrame([_row(110, "basic", "A", 0.069, 0.002, n=3, best=0.067)])
     [f] = paper_numbers(grid, epochs=164)
-    best, mean = f.evidence
+    mean, best = f.evidence  # a mean first (the one judged), then the best of N beside our best seed
     assert best == ("ResNet-110 (A) best seed 6.70 % of 3 vs He et al. 2016 (CVPR), Table 6 6.43 (best of 5) %: "
                     "best-of-N has no interval, shown only")
     welch = scipy_stats.ttest_ind_from_stats(6.9, 0.2, 3, 6.61, 0.16, 5, equal_var=False)
@@ -64,11 +121,24 @@ def test_paper_numbers_compare_best_with_best_and_mean_with_mean():
     df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 4)
     half = scipy_stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     assert 0.29 / math.sqrt(va + vb) == pytest.approx(welch.statistic)
+    half90 = scipy_stats.t.ppf(0.95, df) * math.sqrt(va + vb)
     assert mean == (f"ResNet-110 (A) mean test error 6.90 ± 0.20 % vs He et al. 2016 (CVPR), Table 6 6.61 ± 0.16 "
-                    f"(mean of 5) %: holds (no significant difference); difference +0.29 points (95 % CI "
-                    f"{0.29 - half:+.2f} to {0.29 + half:+.2f}), Welch's t")
-    assert 0.29 - half < 0 < 0.29 + half  # df = 3.57, half = 0.39: the interval includes 0
+                    f"(mean of 5) %: holds; difference +0.29 points (95 % CI "
+                    f"{0.29 - half:+.2f} to {0.29 + half:+.2f}), Welch's t; margin ±1.00 points, two one-sided "
+                    f"tests (90 % CI {0.29 - half90:+.2f} to {0.29 + half90:+.2f})")
+    assert -1 < 0.29 - half90 and 0.29 + half90 < 1  # equivalent within the stated margin
     assert f.status == REPRODUCED
+    wide = paper_numbers(pd.DataFrame([_row(110, "basic", "A", 0.069, 0.010, n=2, best=0.06)]), epochs=164)[0]
+    assert wide.status == NOT_CONTRADICTED  # an interval that includes 0 is not agreement
+
+
+def test_a_median_is_set_against_our_median():
+    row = _row(164, "preact_bottleneck", "B", 0.0560, 0.002, n=3)
+    [f] = paper_numbers(pd.DataFrame([{**row, "test_err_median": 0.0550}]), epochs=164)
+    [line] = f.evidence
+    assert line.startswith("ResNet-164 (B, preact_bottleneck) median test error 5.50 % of 3 seeds (mean 5.60 ± 0.20 %) "
+                           "vs He et al. 2016 (ECCV), Table 4 5.46 (median of 5) %")
+    assert "difference +0.04 points" in line and "t on medians" in line
 
 
 def test_paper_numbers_need_the_papers_epochs_and_a_net_it_ran():
