@@ -324,7 +324,7 @@ def ensure_door(conn: psycopg.Connection, where: str) -> Door:
                 if "concurrently" not in str(exc) or attempt == 4:
                     raise
     try:
-        _make_function(conn, door)
+        _make_function(conn, door, remake=bool(problems(conn, door)))
     except psycopg.errors.InsufficientPrivilege as exc:
         raise RolePrivilegeError(
             f"{where}: {_first_line(exc)}: run db upgrade as the owner of database {door.database} "
@@ -336,14 +336,18 @@ def ensure_door(conn: psycopg.Connection, where: str) -> Door:
     return door
 
 
-def _make_function(conn: psycopg.Connection, door: Door) -> None:
-    """The function afresh (whatever was there), owned by the runner; the roles' grants."""
+def _make_function(conn: psycopg.Connection, door: Door, remake: bool) -> None:
+    """The function afresh (whatever was there) when `remake`, owned by the runner; the roles'
+    grants on every relation of the schema always (a migration may have made new ones)."""
     schema, reader, runner = (pgsql.Identifier(n) for n in (door.schema, door.reader, door.runner))
     settings = pgsql.SQL(" ").join(
         [pgsql.SQL("SET search_path = pg_catalog, {}, pg_temp").format(schema)]
         + [pgsql.SQL("SET {} = {}").format(pgsql.Identifier(k), pgsql.Literal(v)) for k, v in SETTINGS]
     )
     run = lambda q, *a: conn.execute(pgsql.SQL(q).format(*a))  # noqa: E731
+    if not remake:
+        run("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}, {}", schema, reader, runner)
+        return
     run("DROP FUNCTION IF EXISTS {}", door.function)
     run(
         "CREATE FUNCTION {}.{}(query text, ncols integer, max_rows bigint, max_bytes bigint) "
@@ -384,8 +388,8 @@ BEGIN
         BEGIN
             EXECUTE format('REVOKE SET ON PARAMETER temp_file_limit FROM %I', r);
             EXECUTE format('DROP ROLE %I', r);
-        EXCEPTION WHEN dependent_objects_still_exist OR undefined_object OR object_in_use THEN
-            NULL;
+        EXCEPTION WHEN OTHERS THEN
+            NULL;  -- in use, or another session changing the parameter's ACL at once: next time
         END;
     END LOOP;
 END
