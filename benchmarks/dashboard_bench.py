@@ -1,6 +1,7 @@
 """Dashboard page render times in a real browser, on the 2,000-trial database of db_bench.
 
     python -m benchmarks.dashboard_bench [--trials 2000] [--epochs 200] [--repeat 3] [--quick]
+                                         [--keep PATH.db] [--db URL]
     python -m benchmarks --only dashboard_bench          (through the runner)
 
 Builds the database with benchmarks/db_bench.py's builder (2,000 trials x 200 epochs x 8
@@ -10,6 +11,8 @@ sidebar navigation and times from the click until the page's script has finished
 charts and tables are drawn. Round 1 is the first load (cold caches): the baseline. The figure
 is the median of the next `repeat` rounds, the page's render time after the first load; the
 target is under 2 s. The filters stay at "all", so every page shows all 2,000 trials.
+`--keep` builds the database at a path (or reuses it there); `--db` times an existing database
+(the quickstart's, say) instead.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import db_bench  # noqa: E402
 from benchmarks.common import result  # noqa: E402
+from db.engine import get_engine  # noqa: E402
 from orchestrator.cli.dashboard import start, wait_until_serving  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -86,18 +90,27 @@ def measure(base_url: str, repeat: int) -> dict[str, list[float]]:
     return times
 
 
-def run(quick: bool, trials: int | None = None, epochs: int | None = None, repeat: int = 3) -> list[dict]:
-    """The benchmark convention (benchmarks/common.py): one row per page."""
+def run(quick: bool, trials: int | None = None, epochs: int | None = None, repeat: int = 3,
+        db: str | None = None, keep: Path | None = None) -> list[dict]:
+    """The benchmark convention (benchmarks/common.py): one row per page. `db` serves that
+    database instead of building one; `keep` builds (or reuses) the database at that path."""
     trials = trials or (200 if quick else 2000)
     epochs = epochs or (50 if quick else 200)
     if not CHROMIUM.exists():
         return [result("dashboard pages", None, "s", note="Debian's chromium is not installed (apt-get install chromium)")]
     with tempfile.TemporaryDirectory(prefix="resweep-dashboard-bench-") as tmp:
-        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        build = argparse.Namespace(trials=trials, epochs=epochs, layers=56, probes=5)
-        engine, _ids, build_s = db_bench.build_query_db(url, build)
-        engine.dispose()
-        print(f"built {trials} trials x {epochs} epochs in {build_s:.1f} s", file=sys.stderr)
+        if db is None:
+            path = keep or Path(tmp) / "bench.db"
+            url = f"sqlite:///{path}"
+            if not path.exists():
+                build = argparse.Namespace(trials=trials, epochs=epochs, layers=56, probes=5)
+                db_bench._old_layout(get_engine(url))  # build_query_db copies the points into it too
+                engine, _ids, build_s, _sizes = db_bench.build_query_db(url, build)
+                engine.dispose()
+                print(f"built {trials} trials x {epochs} epochs in {build_s:.1f} s", file=sys.stderr)
+            label = f"{trials} trials"
+        else:
+            url, label = db, db.rsplit("/", 1)[-1]
         port = _free_port()
         with (Path(tmp) / "server.log").open("w") as log:
             server = start(url, "127.0.0.1", port, stdout=log, stderr=subprocess.STDOUT)
@@ -111,7 +124,7 @@ def run(quick: bool, trials: int | None = None, epochs: int | None = None, repea
     for title, seconds in times.items():
         after = statistics.median(seconds[1:])
         rows.append(result(
-            f"{title} page, {trials} trials: render after first load (median of {repeat})", after, "s",
+            f"{title} page, {label}: render after first load (median of {repeat})", after, "s",
             baseline="first load (cold caches)", baseline_value=seconds[0],
             note=f"target < {TARGET_S:g} s: {'met' if after < TARGET_S else 'MISSED'}; "
                  f"rounds {', '.join(f'{s:.2f}' for s in seconds)} s",
@@ -125,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 200)")
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds after the first load")
     parser.add_argument("--quick", action="store_true", help="200 trials x 50 epochs")
+    parser.add_argument("--db", default=None, help="serve this database (a URL) instead of building one")
+    parser.add_argument("--keep", type=Path, default=None, help="build the database at this path, or reuse it")
     args = parser.parse_args(argv)
-    rows = run(args.quick, args.trials, args.epochs, args.repeat)
+    rows = run(args.quick, args.trials, args.epochs, args.repeat, args.db, args.keep)
     print(f"{'page':<76} {'after first load':>17} {'first load':>11} {'ratio':>6}")
     for r in rows:
         if r["value"] is None:

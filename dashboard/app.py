@@ -26,13 +26,16 @@ from db.errors import StoreError  # noqa: E402
 # after a restart would run the page without this router.
 VIEWS = Path(__file__).resolve().parent / "views"
 
-st.set_page_config(page_title="resweep", page_icon=":material/stacked_line_chart:", layout="wide")
+# The icon ships with the package: a Material icon here would be fetched from a font host.
+st.set_page_config(page_title="resweep", page_icon=Path(__file__).resolve().parent / "icon.png", layout="wide")
 page = st.navigation(
     [
         st.Page(VIEWS / "sweeps.py", title="Sweeps", icon=":material/list_alt:", url_path="sweeps", default=True),
         st.Page(VIEWS / "curves.py", title="Curves", icon=":material/show_chart:", url_path="curves"),
         st.Page(VIEWS / "grid.py", title="Grid", icon=":material/grid_on:", url_path="grid"),
         st.Page(VIEWS / "layers.py", title="Layer responses", icon=":material/stacked_bar_chart:", url_path="layers"),
+        st.Page(VIEWS / "search.py", title="Search", icon=":material/tune:", url_path="search"),
+        st.Page(VIEWS / "trial.py", title="Trial", icon=":material/science:", url_path="trial"),
         st.Page(VIEWS / "sql.py", title="SQL", icon=":material/terminal:", url_path="sql"),
     ]
 )

@@ -58,11 +58,27 @@ def sweeps(url: str) -> pd.DataFrame:
     return queries.sweeps(engine(url))
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
 def trials(url: str, sweep: str, filters: tuple[tuple[str, tuple], ...] = ()) -> pd.DataFrame:
     """The trials of a sweep with their axes and final results, and `config` as JSON text of the
     hyperparameters besides the axes (hashable, unlike the dict); `filters` ((axis, values) pairs,
-    empty values: no filter) are applied in SQL by db.queries."""
+    empty values: no filter) are applied in SQL by db.queries.
+
+    Keyed by how far the sweep has come as the sweep list (`sweeps`) reports it, so the trials
+    shown are never older than the sweep list beside them, and are read again only when a trial
+    of the sweep moved."""
+    return _trials(url, sweep, filters, progress(url, sweep))
+
+
+def progress(url: str, sweep: str) -> tuple:
+    """How far `sweep` has come: its status, its trial counts by status and its recorded epochs."""
+    rows = sweeps(url)
+    row = rows[rows["name"] == sweep]
+    columns = ["status", "n_trials", "n_pending", "n_running", "n_terminated", "n_error", "n_stopped", "n_epochs"]
+    return tuple(str(v) for v in row[columns].to_numpy().ravel())
+
+
+@st.cache_data(ttl=KEPT_S, max_entries=256, show_spinner=False)
+def _trials(url: str, sweep: str, filters: tuple[tuple[str, tuple], ...], progress_key: tuple) -> pd.DataFrame:
     frame = queries.trials(engine(url), sweep, **{a: list(v) for a, v in filters if v})
     hyperparameters = [{k: v for k, v in (c or {}).items() if k not in queries.AXES} for c in frame["config"]]
     return frame.assign(config=[json.dumps(h) for h in hyperparameters])
@@ -107,6 +123,48 @@ def layer_profiles(url: str, selected: pd.DataFrame, epoch: int | None) -> tuple
     `epoch` (None: each trial's last probe; resweep.pooling.layer_profiles), and how many trials
     had a probe there."""
     return _layer_profiles(url, selected[CONTENT].reset_index(drop=True), epoch)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def trial(url: str, trial_id: int) -> pd.DataFrame:
+    """One trial with its sweep, checkpoint and results directory (db.queries.trial); `config`
+    is the dict of every hyperparameter."""
+    return queries.trial(engine(url), trial_id)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def trial_attempts(url: str, trial_id: int) -> pd.DataFrame:
+    return queries.trial_attempts(engine(url), trial_id)
+
+
+@st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
+def trial_curves(url: str, trial_id: int, epochs: int) -> pd.DataFrame:
+    """Every metric of one trial (long format); keyed by its recorded epochs."""
+    return queries.curves(engine(url), [trial_id])
+
+
+@st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
+def trial_layers(url: str, trial_id: int, epochs: int) -> pd.DataFrame:
+    """Every layer record of one trial, all probed epochs."""
+    frames = [queries.layer_stats(engine(url), [trial_id], e) for e in queries.probed_epochs(engine(url), [trial_id])]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=queries.LAYER_COLUMNS)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def sweep_spec(url: str, sweep: str) -> str:
+    """The sweep's YAML as launched."""
+    row = queries.sweep(engine(url), sweep)
+    return "" if row is None else row.spec
+
+
+@st.cache_resource(ttl=TTL_S, max_entries=16, show_spinner=False)
+def study(url: str, sweep: str, progress_key: tuple):
+    """The Optuna study of an optuna sweep (db.optuna_journal), or None; read again when the
+    sweep moved."""
+    from db.optuna_journal import load_study
+
+    row = queries.sweep(engine(url), sweep)
+    return None if row is None else load_study(engine(url), row.id)
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -10,20 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
-from dashboard.aggregate import order_key, varying
-from resweep.paper import PLAIN, group_label
+from dashboard.aggregate import order_key
+from resweep.paper import PLAIN
 from resweep.pooling import GROUP_AXES
 
-PALETTE = qualitative.D3 + qualitative.Dark2
 ERROR_METRICS = {"error": ("train_err", "test_err"), "loss": ("train_loss", "test_loss")}
 TEST_WIDTH, TRAIN_WIDTH = 2.6, 1.1
 BAND_OPACITY = 0.13
-
-
-def _colour_map(values: list) -> dict:
-    return {v: PALETTE[i % len(PALETTE)] for i, v in enumerate(sorted(set(values), key=order_key))}
 
 
 def _sort_column(column: pd.Series) -> pd.Series:
@@ -67,41 +61,44 @@ def _panels_side_by_side(titles: list[str], gap: float = 0.04) -> dict:
     return layout
 
 
-def curves_figure(
-    bands: pd.DataFrame, *, kind: str, colour: str, split: str, log_y: bool, height: int = 480
-) -> go.Figure:
-    """Training (thin, dashed) and test (bold) curves per group, mean over seeds with a band of
-    +- one std, one panel per value of the axis `split` ('': one panel), coloured by `colour`.
+def curves_figure(bands: pd.DataFrame, *, kind: str, split: str, log_y: bool, height: int = 480) -> go.Figure:
+    """Training (thin, dashed) and test (bold) curves per net, mean over seeds with a band of
+    +- one std clipped to the possible range (errors 0-100 %, losses above 0), one panel per
+    value of the axis `split` ('': one panel).
 
-    bands: the output of `resweep.pooling.curve_bands` (with the `net` axis added when split is net).
+    bands: `resweep.pooling.curve_bands` per sweep with `sweep`, the `net` axis and each net's
+    `label` and `colour` (dashboard.choices.with_looks).
     """
     train_name, test_name = ERROR_METRICS[kind]
     scale = 100.0 if kind == "error" else 1.0
+    top = 100.0 if kind == "error" else np.inf
     panels = sorted(bands[split].unique(), key=order_key) if split else [None]
     layout = _panels_side_by_side([str(p) if split else "" for p in panels])
-    colours = _colour_map(bands[colour].tolist())
-    vary = varying(bands)
-    ordered = bands.sort_values([*GROUP_AXES, "name", "epoch"], key=_sort_column)
+    keys = ["sweep", *GROUP_AXES]
+    rank = {s: i for i, s in enumerate(dict.fromkeys(bands["sweep"]))}
+    ordered = bands.assign(_sweep=bands["sweep"].map(rank)).sort_values(
+        ["_sweep", *GROUP_AXES, "name", "epoch"], key=_sort_column)
+    positive = ordered.loc[ordered["mean"] > 0, "mean"]
+    floor = float(positive.min()) * scale / 10 if len(positive) else 1e-6  # a log axis's band bottom
     traces = []
-    # one pass over (group, metric): test before train so the legend entry is the bold line
-    for (*key, name), line in ordered.groupby([*GROUP_AXES, "name"], sort=False):
+    # one pass over (net, metric): test before train so the legend entry is the bold line
+    for (*_key, name), line in ordered.groupby(["_sweep", *keys, "name"], sort=False):
         if name not in (test_name, train_name):
             continue
-        row = dict(zip(GROUP_AXES, key))
-        label = group_label(row, vary)
+        label, hue = line["label"].iloc[0], line["colour"].iloc[0]
         i = panels.index(line[split].iloc[0]) if split else 0
         axes = {"xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}"}
-        hue = colours[row[colour]]
         width, dash = (TEST_WIDTH, None) if name == test_name else (TRAIN_WIDTH, "dash")
         x = line["epoch"].to_numpy()
-        mean = line["mean"].to_numpy() * scale
+        mean = line["mean"].to_numpy(dtype=float) * scale
         std = np.nan_to_num(line["std"].to_numpy(dtype=float)) * scale
         n = int(line["n"].max())
         if n > 1:
-            low = (mean - std).clip(min=1e-6) if log_y else mean - std
+            low = (mean - std).clip(min=floor if log_y else 0.0)
+            high = (mean + std).clip(max=top)
             traces.append({
                 "type": "scatter", "x": np.concatenate([x, x[::-1]]),
-                "y": np.concatenate([mean + std, low[::-1]]), "mode": "lines", "fill": "toself",
+                "y": np.concatenate([high, low[::-1]]), "mode": "lines", "fill": "toself",
                 "fillcolor": _rgba(hue, BAND_OPACITY), "line": {"width": 0}, "hoverinfo": "skip",
                 "showlegend": False, "legendgroup": label, **axes,
             })  # fmt: skip
@@ -116,6 +113,8 @@ def curves_figure(
             axis.update(title={"text": "epoch"}, dtick=1 if bands["epoch"].max() <= 12 else None)
         if name.startswith("yaxis"):
             axis.update(type="log" if log_y else "linear")
+            if kind == "error" and not log_y:
+                axis.update(rangemode="tozero")
     layout["yaxis"]["title"] = {"text": "error (%)" if kind == "error" else "loss"}
     layout.update(
         height=height, margin={"l": 60, "r": 20, "t": 40, "b": 50},
@@ -125,12 +124,14 @@ def curves_figure(
 
 
 def grid_heatmap(means: pd.DataFrame, texts: pd.DataFrame, *, value: str, rows: str, cols: str) -> go.Figure:
-    """A heatmap of the pivoted means (error %), each cell annotated with mean +- std."""
+    """A heatmap of the pivoted means (error %), each cell annotated with mean +- std, on a scale
+    anchored at 0 and 100 %: 2.1 and 2.4 % look alike, as they should beside 64 % (whether two
+    cells differ is the differences table's to say, with its interval)."""
     y = [" / ".join(map(str, i)) if isinstance(i, tuple) else str(i) for i in means.index]
     x = [str(c) for c in means.columns]
     fig = go.Figure(go.Heatmap(
         z=means.to_numpy(dtype=float), x=x, y=y, text=texts.to_numpy(), texttemplate="%{text}",
-        colorscale="YlOrRd", colorbar={"title": {"text": f"{value} (%)"}},
+        colorscale="YlOrRd", zmin=0.0, zmax=100.0, colorbar={"title": {"text": f"{value} (%)"}},
         hovertemplate=f"{rows} %{{y}}, {cols} %{{x}}: %{{text}} %<extra></extra>", xgap=2, ygap=2,
     ))  # fmt: skip
     fig.update_xaxes(title_text=cols, type="category")
@@ -142,36 +143,140 @@ def grid_heatmap(means: pd.DataFrame, texts: pd.DataFrame, *, value: str, rows: 
 
 def layer_figure(profiles: pd.DataFrame, *, epoch_label: str) -> go.Figure:
     """The paper's Fig. 7: response std per 3x3 layer, top in forward order, bottom sorted
-    descending; plain nets dashed, residual nets solid, one colour per group."""
-    vary = varying(profiles)
-    groups = profiles.groupby(GROUP_AXES, sort=False)
-    ordered = sorted(groups.groups, key=lambda k: tuple(order_key(v) for v in k))
+    descending; one column of panels per depth, so a 20-layer net is not drawn under the first
+    20 layers of a deeper one; plain nets dashed, residual nets solid, one colour per net.
+
+    profiles: `resweep.pooling.layer_profiles` with `sweep`, `label` and `colour` (dashboard.choices).
+    """
+    depths = sorted(profiles["depth"].unique())
+    gap = 0.05
+    width = (1 - gap * (len(depths) - 1)) / len(depths)
+    keys = ["sweep", *GROUP_AXES]
+    traces, layout, shown = [], {}, set()
+    title = {"xref": "paper", "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False,
+             "font": {"size": 14}}  # fmt: skip
+    annotations = []
+    for c, depth in enumerate(depths):
+        top, bottom = f"{2 * c + 1}", f"{2 * c + 2}"
+        left = c * (width + gap)
+        ax = lambda n: "" if n == "1" else n  # noqa: E731
+        layout[f"xaxis{ax(top)}"] = {"domain": [left, left + width], "anchor": f"y{ax(top)}",
+                                     "title": {"text": "layer (forward order)"}}
+        layout[f"yaxis{ax(top)}"] = {"domain": [0.58, 1], "anchor": f"x{ax(top)}", **({"title": {"text": "std"}} if c == 0 else {})}
+        layout[f"xaxis{bottom}"] = {"domain": [left, left + width], "anchor": f"y{bottom}",
+                                    "title": {"text": "layer (sorted by magnitude)"}}
+        layout[f"yaxis{bottom}"] = {"domain": [0, 0.4], "anchor": f"x{bottom}", **({"title": {"text": "std"}} if c == 0 else {})}
+        centre = left + width / 2
+        annotations += [{**title, "text": f"{depth} layers, forward order ({epoch_label})", "x": centre, "y": 1.0},
+                        {**title, "text": f"{depth} layers, sorted by magnitude", "x": centre, "y": 0.41}]
+        at_depth = profiles[profiles["depth"] == depth]
+        for key, g in at_depth.groupby(keys, sort=False):
+            row = dict(zip(keys, key))
+            label, hue = g["label"].iloc[0], g["colour"].iloc[0]
+            style = {"color": hue, "width": 1.8, "dash": "dash" if row["shortcut"] == PLAIN else None}
+            by_layer, by_rank = g.sort_values("layer"), g.sort_values("rank")
+            traces += [
+                {"type": "scatter", "x": by_layer["layer"].to_numpy() + 1, "y": by_layer["mean"].to_numpy(),
+                 "mode": "lines", "name": label, "legendgroup": label, "showlegend": label not in shown, "line": style,
+                 "hovertemplate": f"{label}<br>layer %{{x}}: std %{{y:.3g}}<extra></extra>",
+                 "xaxis": f"x{ax(top)}", "yaxis": f"y{ax(top)}"},
+                {"type": "scatter", "x": by_rank["rank"].to_numpy() + 1, "y": by_rank["mean"].to_numpy(),
+                 "mode": "lines", "name": label, "legendgroup": label, "showlegend": False, "line": style,
+                 "hovertemplate": f"{label}<br>rank %{{x}}: std %{{y:.3g}}<extra></extra>",
+                 "xaxis": f"x{bottom}", "yaxis": f"y{bottom}"},
+            ]  # fmt: skip
+            shown.add(label)
+    layout.update(annotations=annotations, height=680, margin={"l": 60, "r": 20, "t": 40, "b": 50})
+    return go.Figure(data=traces, layout=layout)
+
+
+def response_finding(profiles: pd.DataFrame) -> str:
+    """What the profiles show of residual vs plain responses, net against net of the same depth
+    (mean over layers of the seed-mean std), or '' when no depth has both."""
+    found = []
+    for depth, at in profiles.groupby("depth", sort=True):
+        plain = at.loc[at["shortcut"] == PLAIN, "mean"]
+        residual = at.loc[at["shortcut"] != PLAIN, "mean"]
+        if plain.empty or residual.empty:
+            continue
+        p, r = float(plain.mean()), float(residual.mean())
+        word = "smaller than" if r < p else "larger than" if r > p else "equal to"
+        found.append(f"at {depth} layers, the residual nets' responses average {r:.3g}, {word} the plain nets' {p:.3g}")
+    return ("Here, " + "; ".join(found) + ".") if found else ""
+
+
+# --- one trial ---------------------------------------------------------------------------------
+
+TRIAL_PANELS = {  # panel title -> (metrics drawn in it, unit scale, log y)
+    "error (%)": (("train_err", "test_err", "val_err"), 100.0, False),
+    "loss": (("train_loss", "test_loss", "val_loss"), 1.0, True),
+    "learning rate": (("lr",), 1.0, False),
+    "epoch time (s)": (("epoch_time_s",), 1.0, False),
+    "images / s": (("images_per_s",), 1.0, False),
+}
+TRIAL_STYLE = {"train": ("#1F77B4", "dash", TRAIN_WIDTH), "test": ("#D62728", None, TEST_WIDTH),
+               "val": ("#2CA02C", "dot", TRAIN_WIDTH + 0.4)}  # fmt: skip
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """An exponential moving average (TensorBoard's smoothing, debiased): weight 0 leaves the values."""
+    if weight <= 0 or len(values) == 0:
+        return values
+    out, last, norm = np.empty(len(values)), 0.0, 0.0
+    for i, v in enumerate(values):
+        last, norm = last * weight + (1 - weight) * v, norm * weight + (1 - weight)
+        out[i] = last / norm
+    return out
+
+
+def trial_figures(curves: pd.DataFrame, *, wall_time: bool, smoothing: float) -> list[tuple[str, go.Figure]]:
+    """One small figure per kind of metric the trial recorded (TRIAL_PANELS and any other name),
+    against epoch or wall time (minutes: the sum of epoch times so far); lines smoothed with
+    `smoothing` (the raw values faint behind them)."""
+    wide = curves.pivot_table(index="epoch", columns="name", values="value", aggfunc="first").sort_index()
+    if wall_time and "epoch_time_s" in wide:
+        x, x_title = wide["epoch_time_s"].fillna(0).cumsum().to_numpy() / 60, "wall time (min, training)"
+    else:
+        x, x_title = wide.index.to_numpy(), "epoch"
+    panels = dict(TRIAL_PANELS)
+    known = {n for names, _, _ in panels.values() for n in names}
+    panels |= {name: ((name,), 1.0, False) for name in wide.columns if name not in known}
+    out = []
+    for title, (names, scale, log_y) in panels.items():
+        present = [n for n in names if n in wide and wide[n].notna().any()]
+        if not present:
+            continue
+        traces = []
+        for name in present:
+            colour, dash, width = TRIAL_STYLE.get(name.split("_")[0], ("#1F77B4", None, TEST_WIDTH))
+            y = wide[name].to_numpy(dtype=float) * scale
+            keep = ~np.isnan(y)
+            if smoothing > 0:
+                traces.append({"type": "scatter", "x": x[keep], "y": y[keep], "mode": "lines", "showlegend": False,
+                               "line": {"color": colour, "width": 1}, "opacity": 0.25, "hoverinfo": "skip"})
+            traces.append({"type": "scatter", "x": x[keep], "y": smooth(y[keep], smoothing), "mode": "lines+markers"
+                           if keep.sum() <= 30 else "lines", "name": name, "marker": {"size": 4},
+                           "line": {"color": colour, "dash": dash, "width": width},
+                           "hovertemplate": f"{name}<br>{x_title} %{{x:.3g}}: %{{y:.4g}}<extra></extra>"})
+        layout = {"height": 300, "margin": {"l": 55, "r": 10, "t": 30, "b": 45}, "title": {"text": title, "font": {"size": 14}},
+                  "xaxis": {"title": {"text": x_title}}, "yaxis": {"type": "log" if log_y else "linear"},
+                  "legend": {"orientation": "h", "y": -0.3}}  # fmt: skip
+        out.append((title, go.Figure(data=traces, layout=layout)))
+    return out
+
+
+def trial_layers_figure(layers: pd.DataFrame) -> go.Figure:
+    """One trial's response std per 3x3 layer in forward order, one line per probed epoch (the
+    last bold)."""
+    epochs = sorted(layers["epoch"].unique())
     traces = []
-    for i, key in enumerate(ordered):
-        g = groups.get_group(key)
-        row = dict(zip(GROUP_AXES, key))
-        label = group_label(row, vary)
-        style = {"color": PALETTE[i % len(PALETTE)], "width": 1.6, "dash": "dash" if row["shortcut"] == PLAIN else None}
-        by_layer = g.sort_values("layer")  # mean: the response std averaged over seeds
-        by_rank = g.sort_values("rank")
-        traces += [
-            {"type": "scatter", "x": by_layer["layer"].to_numpy() + 1, "y": by_layer["mean"].to_numpy(),
-             "mode": "lines", "name": label, "legendgroup": label, "line": style,
-             "hovertemplate": f"{label}<br>layer %{{x}}: std %{{y:.3g}}<extra></extra>"},
-            {"type": "scatter", "x": by_rank["rank"].to_numpy() + 1, "y": by_rank["mean"].to_numpy(),
-             "mode": "lines", "name": label, "legendgroup": label, "showlegend": False, "line": style,
-             "hovertemplate": f"{label}<br>rank %{{x}}: std %{{y:.3g}}<extra></extra>",
-             "xaxis": "x2", "yaxis": "y2"},
-        ]  # fmt: skip
-    title = {"xref": "paper", "yref": "paper", "x": 0.5, "xanchor": "center", "yanchor": "bottom",
-             "showarrow": False, "font": {"size": 15}}  # fmt: skip
-    layout = {
-        "xaxis": {"domain": [0, 1], "anchor": "y", "title": {"text": "layer index (original)"}},
-        "yaxis": {"domain": [0.6, 1], "anchor": "x", "title": {"text": "std"}},
-        "xaxis2": {"domain": [0, 1], "anchor": "y2", "title": {"text": "layer index (sorted by magnitude)"}},
-        "yaxis2": {"domain": [0, 0.4], "anchor": "x2", "title": {"text": "std"}},
-        "annotations": [{**title, "text": f"in forward order ({epoch_label})", "y": 1.0},
-                        {**title, "text": "sorted by magnitude", "y": 0.4}],
-        "height": 680, "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
-    }  # fmt: skip
+    for i, epoch in enumerate(epochs):
+        at = layers[layers["epoch"] == epoch].sort_values("layer")
+        last = i == len(epochs) - 1
+        traces.append({"type": "scatter", "x": at["layer"].to_numpy() + 1, "y": at["std"].to_numpy(), "mode": "lines",
+                       "name": f"epoch {epoch}", "line": {"width": 2.4 if last else 1.1},
+                       "customdata": at["name"].to_numpy(),
+                       "hovertemplate": f"epoch {epoch}<br>layer %{{x}} (%{{customdata}}): std %{{y:.3g}}<extra></extra>"})
+    layout = {"height": 360, "margin": {"l": 55, "r": 10, "t": 20, "b": 45}, "xaxis": {"title": {"text": "layer (forward order)"}},
+              "yaxis": {"title": {"text": "std"}}}  # fmt: skip
     return go.Figure(data=traces, layout=layout)

@@ -149,3 +149,17 @@ class SqlJournalBackend(BaseJournalBackend):
                         ),
                     )
                 )
+
+
+def load_study(engine: Engine, sweep_id: int) -> "optuna.Study | None":
+    """The Optuna study of sweep `sweep_id` as its searcher left it (read, never written), or None
+    when the sweep has none (a grid sweep, or an optuna sweep before its first trial)."""
+    import optuna
+
+    table = OptunaJournal.__table__
+    with transaction(engine) as conn:
+        if conn.scalar(sa.select(table.c.seq).where(table.c.sweep_id == sweep_id).limit(1)) is None:
+            return None
+    storage = optuna.storages.JournalStorage(SqlJournalBackend(engine, sweep_id))
+    names = optuna.get_all_study_names(storage)
+    return optuna.load_study(study_name=names[0], storage=storage) if names else None

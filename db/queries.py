@@ -18,13 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from db.engine import one_read, transaction
-from db.models import Sweep, Trial
+from db.models import Sweep, Trial, TrialAttempt, TrialSummary
 from resweep.paper import AXES  # the trials' grid axes
 
 SWEEP_COLUMNS = [
     "id", "name", "status", "created_at", "finished_at", "git_commit", "git_dirty",
     "storage_path", "spec_hash", "n_trials", "n_pending", "n_running", "n_terminated",
-    "n_error", "n_stopped",
+    "n_error", "n_stopped", "n_epochs",
 ]  # fmt: skip
 TRIAL_COLUMNS = [
     "trial_id", "trial_key", "dataset", "model", "depth", "block", "shortcut", "seed", "status",
@@ -62,8 +62,10 @@ def _sweep_filter(sweep: str | int) -> sa.ColumnElement[bool]:
 
 
 def sweeps(engine: Engine) -> pd.DataFrame:
-    """One row per sweep, newest first, with trial counts by status (columns SWEEP_COLUMNS)."""
-    s, t = Sweep.__table__, Trial.__table__
+    """One row per sweep, newest first, with trial counts by status and the epochs its trials
+    recorded in all (n_epochs: it grows with every result, so a reader can tell that a sweep
+    moved without reading its trials) (columns SWEEP_COLUMNS)."""
+    s, t, ts = Sweep.__table__, Trial.__table__, TrialSummary.__table__
 
     def n(status: str) -> sa.ColumnElement[int]:
         return sa.func.coalesce(sa.func.sum(sa.case((t.c.status == status, 1), else_=0)), 0)
@@ -73,8 +75,9 @@ def sweeps(engine: Engine) -> pd.DataFrame:
             s.c.id, s.c.name, s.c.status, s.c.created_at, s.c.finished_at, s.c.git_commit,
             s.c.git_dirty, s.c.storage_path, s.c.spec_hash, sa.func.count(t.c.id),
             n("pending"), n("running"), n("terminated"), n("error"), n("stopped"),
+            sa.func.coalesce(sa.func.sum(ts.c.epochs), 0),
         )  # fmt: skip
-        .select_from(s.outerjoin(t, t.c.sweep_id == s.c.id))
+        .select_from(s.outerjoin(t, t.c.sweep_id == s.c.id).outerjoin(ts, ts.c.trial_id == t.c.id))
         .group_by(s.c.id)
         .order_by(s.c.created_at.desc(), s.c.id.desc())
     )
@@ -320,3 +323,37 @@ def trial_details(engine: Engine, trial_id: int) -> pd.DataFrame:
         .where(t.c.id == int(trial_id))
     )
     return _frame(engine, stmt, TRIAL_DETAIL_COLUMNS)
+
+
+ATTEMPT_COLUMNS = ["attempt", "hostname", "node_ip", "started_at", "ended_at", "error"]
+
+
+def trial_attempts(engine: Engine, trial_id: int) -> pd.DataFrame:
+    """Every attempt of one trial, first first (ATTEMPT_COLUMNS): where it ran and why it failed."""
+    a = TrialAttempt.__table__
+    stmt = sa.select(*(a.c[c] for c in ATTEMPT_COLUMNS)).where(a.c.trial_id == int(trial_id)).order_by(a.c.attempt)
+    return _frame(engine, stmt, ATTEMPT_COLUMNS)
+
+
+def trial(engine: Engine, trial_id: int) -> pd.DataFrame:
+    """One trial (by id) as `trials` gives it, plus its sweep's name, latest checkpoint and the
+    sweep's results directory (columns: sweep, TRIAL_COLUMNS, checkpoint_uri, storage_path); no
+    rows when there is no such trial."""
+    sql = _TRIALS.format(where="id = (SELECT sweep_id FROM trials WHERE id = :trial)", filters=" AND t.id = :trial")
+    sql = sql.replace("t.config\n", "t.config, s.name, t.checkpoint_uri, s.storage_path\n", 1).replace(
+        "JOIN trials AS t ON t.id = r.trial_id", "JOIN trials AS t ON t.id = r.trial_id JOIN sweeps AS s ON s.id = t.sweep_id")
+    columns = [*TRIAL_COLUMNS, "sweep", "checkpoint_uri", "storage_path"]
+    stmt = sa.text(sql).columns(started_at=Trial.started_at.type, ended_at=Trial.ended_at.type, config=sa.JSON())
+    frame = _frame(engine, stmt, columns, trial=int(trial_id))
+    frame["config"] = [json.loads(c) if isinstance(c, str) else c for c in frame["config"]]
+    return frame[["sweep", *TRIAL_COLUMNS, "checkpoint_uri", "storage_path"]]
+
+
+def trial_ids(engine: Engine, reference: str | int) -> list[int]:
+    """The trials a user's reference names: an integer id (`12`) or Tune's trial key
+    (`b68e4_00006`, unique within a sweep; the same key in two sweeps gives both ids)."""
+    t = Trial.__table__
+    text = str(reference).strip()
+    where = t.c.id == int(text) if text.isdigit() else t.c.trial_key == text
+    with transaction(engine) as conn:
+        return [int(i) for i in conn.scalars(sa.select(t.c.id).where(where).order_by(t.c.id))]

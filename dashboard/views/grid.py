@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import aggregate, figures, sidebar
+import pandas as pd
+
+from dashboard import aggregate, figures, sidebar, state
 from resweep import pooling
 
-AXIS_CHOICES = pooling.GROUP_AXES
 VALUES = {"test error": "test_err", "training error": "train_err"}  # option text == URL value
 
 st.title("Grid")
 selection = sidebar.current()
-trials = sidebar.selected_trials(selection)
-cells = aggregate.grid_cells(trials)
+trials = sidebar.compared_trials(selection)
+several = len(selection.sweeps) > 1
+AXIS_CHOICES = [*pooling.GROUP_AXES, *(["sweep"] if several else [])]
+parts = [aggregate.grid_cells(group).assign(sweep=name) for name, group in trials.groupby("sweep", sort=False)]
+cells = pd.concat(parts, ignore_index=True)
+if not several:
+    cells = cells.drop(columns="sweep")
 if cells.empty:
     st.info(
         f"No trial of sweep **{selection.sweep}** (within the filters) has finished yet; the grid "
@@ -28,11 +34,9 @@ if cells.empty:
     st.stop()
 
 left, mid, right = st.columns(3)
-rows = left.selectbox("Rows", AXIS_CHOICES, index=AXIS_CHOICES.index("depth"), key="rows", bind="query-params")
-cols = mid.selectbox("Columns", AXIS_CHOICES, index=AXIS_CHOICES.index("shortcut"), key="cols", bind="query-params")
-shown = right.segmented_control(
-    "Value", list(VALUES), default="test error", key="value", bind="query-params"
-) or "test error"
+rows = state.choose(left.selectbox, "Rows", AXIS_CHOICES, key="rows", default="depth")
+cols = state.choose(mid.selectbox, "Columns", AXIS_CHOICES, key="cols", default="sweep" if several else "shortcut")
+shown = state.choose(right.segmented_control, "Value", list(VALUES), key="value", default="test error")
 value = VALUES[shown]
 if rows == cols:
     st.warning("Rows and columns are the same axis: choose two different ones.")
@@ -42,11 +46,12 @@ means, texts = aggregate.pivot(cells, rows, cols, value)
 st.subheader(f"Final {shown} (%), mean ± std over seeds")
 st.dataframe(texts)
 st.plotly_chart(figures.grid_heatmap(means, texts, value=shown, rows=rows, cols=cols))
+st.caption("Colours on a fixed 0-100 % scale. Whether two cells differ is said below, with its interval.")
 
 st.subheader(f"Differences between cells: final {shown}, 95 % confidence intervals over seeds")
 st.dataframe(aggregate.comparisons(cells, value), hide_index=True)
 st.caption(
-    "Pairs of grid points that differ in one axis (depth, shortcut or block): a − b of the mean over "
+    "Pairs of grid points that differ in one axis (depth, shortcut, block or sweep): a − b of the mean over "
     "seeds, in points, with Welch's t interval (a bootstrap over 3 seeds is far too narrow). An interval "
     "that includes 0 is no significant difference; a point with one seed cannot be judged."
 )
@@ -67,7 +72,8 @@ st.dataframe(
     column_config={
         c: st.column_config.NumberColumn(c.replace("_err_", " err ").replace("mean", "mean (%)").replace("std", "std (%)"), format="%.2f")
         for c in ("train_err_mean", "train_err_std", "test_err_mean", "test_err_std")
-    },
+    } | {c: st.column_config.NumberColumn(c.replace("test_err_", "test err ") + " (%)", format="%.2f")
+         for c in ("test_err_best", "test_err_median") if c in cells},
 )  # fmt: skip
 running = int((trials["status"] != pooling.FINISHED).sum())
 if running:

@@ -1,7 +1,8 @@
 """Sweeps: every sweep with its status and progress, and the selected sweep's trials; live.
 
-The tables redraw themselves every few seconds (a Streamlit fragment), so a running sweep's
-progress moves without a reload.
+While any sweep runs, the tables redraw themselves every few seconds (a Streamlit fragment), so
+a running sweep's progress moves without a reload; they stop when none runs. A click on a trial
+opens its page.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dashboard import cached, sidebar
 from db.models import TRIAL_STATUSES
 from resweep.paper import AXES
 
-REFRESH_S = 5
-TRIAL_COLUMNS = ["trial_id", *AXES, "status", "epochs", "final_train_err", "final_test_err", "best_test_err",
+REFRESH_S = sidebar.LIVE_S
+TRIAL_COLUMNS = ["trial_id", "trial_key", *AXES, "status", "epochs", "final_train_err", "final_test_err", "best_test_err",
                  "params_count", "hostname", "node_ip", "attempts", "started_at", "ended_at", "error",
                  "config"]  # fmt: skip
 
@@ -31,18 +32,21 @@ def sweep_table(sweeps: pd.DataFrame) -> pd.DataFrame:
         "sweep": sweeps["name"],
         "status": sweeps["status"],
         "progress": [d / t if t else 0.0 for d, t in zip(done, total)],
-        "finished": [f"{d} of {t}" for d, t in zip(done, total)],
+        "finished": [f"{d} of {t}" if t else "no trials yet" for d, t in zip(done, total)],
         "running": sweeps["n_running"].astype(int),
         "pending": sweeps["n_pending"].astype(int),
         "failed": sweeps["n_error"].astype(int),
         "stopped": sweeps["n_stopped"].astype(int),
-        "started": sweeps["created_at"],
-        "ended": sweeps["finished_at"],
+        "started": [_when(t) for t in sweeps["created_at"]],
+        "ended": [_when(t) for t in sweeps["finished_at"]],  # empty while it runs
         "git commit": commit,
     })  # fmt: skip
 
 
-@st.fragment(run_every=REFRESH_S)
+def _when(value) -> str:
+    return "" if value is None or pd.isna(value) else pd.Timestamp(value).strftime("%Y-%m-%d %H:%M")
+
+
 def live(selection: sidebar.Selection) -> None:
     sweeps = cached.sweeps(selection.url)
     if sweeps.empty:
@@ -53,10 +57,10 @@ def live(selection: sidebar.Selection) -> None:
         column_config={
             "progress": st.column_config.ProgressColumn(
                 "progress", help="Trials finished (terminated) of all trials", format="percent",
-                min_value=0.0, max_value=1.0,
+                min_value=0.0, max_value=1.0, color="green",
             ),
-            "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm"),
-            "ended": st.column_config.DatetimeColumn("ended", format="YYYY-MM-DD HH:mm"),
+            "started": st.column_config.TextColumn("started (UTC)"),
+            "ended": st.column_config.TextColumn("ended (UTC)"),
         },
     )  # fmt: skip
     if selection.sweep is None:
@@ -71,15 +75,19 @@ def live(selection: sidebar.Selection) -> None:
     shown = trials[TRIAL_COLUMNS].copy()
     for col in ("final_train_err", "final_test_err", "best_test_err"):
         shown[col] = shown[col].astype(float) * 100
-    st.dataframe(
-        shown, hide_index=True,
+    picked = st.dataframe(
+        shown, hide_index=True, key="trial_rows", on_select="rerun", selection_mode="single-row",
         column_config={
             c: st.column_config.NumberColumn(c.replace("_err", " err (%)"), format="%.2f")
             for c in ("final_train_err", "final_test_err", "best_test_err")
         },
     )  # fmt: skip
+    st.caption("Click a row to open the trial's page.")
+    sidebar.open_trial(picked, shown, selection.sweep)
 
 
 st.title("Sweeps")
-st.caption(f"Refreshes every {REFRESH_S} s while the page is open.")
-live(sidebar.current())
+selection = sidebar.current()
+running = bool((cached.sweeps(selection.url)["status"] == sidebar.RUNNING).any())
+st.caption(f"Refreshes every {REFRESH_S} s while a sweep runs." if running else "No sweep is running.")
+st.fragment(run_every=REFRESH_S if running else None)(live)(selection)

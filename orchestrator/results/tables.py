@@ -2,7 +2,8 @@
 sweep's grid (the end-of-run summary), a query's rows (`query`) and a cluster's jobs (`jobs`).
 
 Rich tables for the first four; `jobs` is plain aligned text. Cells share one formatting rule
-(`cell`): "-" for a missing value, 4 decimals for a float, minutes for a time.
+(`cell`): "-" for a missing value, 4 decimals for a float, minutes for a time; `status`'s tables
+fit 80 columns and write errors in % (`percent`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -35,32 +37,73 @@ def cell(value: Any, digits: int = 4) -> str:
 # --- status ---
 
 
-def sweeps_table(frame: Any) -> Table:
-    """db.queries.sweeps: one row per sweep."""
-    table = Table("sweep", "status", "trials", "done", "running", "failed", "created", "finished", "commit")
+def sweeps_table(frame: Any, width: int = 100) -> Table:
+    """db.queries.sweeps: one row per sweep, fitting `width` columns (80 and up; the commit at 100)."""
+    committed = width >= 100 and bool(frame["git_commit"].map(_present).any())
+    table = Table("sweep", "status", "trials", "done", "running", "failed", "started", "ended",
+                  *(["commit"] if committed else []), box=box.SIMPLE_HEAD, show_edge=False, padding=_gap(width))
+    for column in table.columns[1:]:
+        column.no_wrap = True
     for row in frame.itertuples(index=False):
-        commit = (row.git_commit or "")[:8] + ("+dirty" if row.git_dirty else "")
+        commit = (row.git_commit if _present(row.git_commit) else "")[:8] + ("+dirty" if row.git_dirty is True else "")
         table.add_row(row.name, row.status, str(row.n_trials), str(row.n_terminated + row.n_stopped),
-                      str(row.n_running), str(row.n_error), cell(row.created_at), cell(row.finished_at), commit)
+                      str(row.n_running), str(row.n_error), _when(row.created_at), _when(row.finished_at),
+                      *([commit] if committed else []))
     return table
 
 
-def trials_table(frame: Any) -> Table:
-    """db.queries.trials: one row per trial, with a column per searched hyperparameter that varies."""
-    table = Table("trial", "depth", "block", "shortcut", "seed", "status", "epochs",
-                  "train_err", "test_err", "best test_err", "params", "host", "attempts",
-                  caption="errors at the last epoch, and the lowest test_err of any epoch; host of the latest attempt")
+def _gap(width: int) -> tuple[int, int, int, int]:
+    """Cell padding: two spaces between columns from 100 columns up, one below."""
+    return (0, 1, 0, 0) if width >= 100 else (0, 0, 0, 0)
+
+
+def _when(value: Any) -> str:
+    """A time as MM-DD HH:MM: the year is rarely news, and the table must fit 80 columns."""
+    return value.strftime("%m-%d %H:%M") if hasattr(value, "strftime") and not _missing(value) else "-"
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return value is None or bool(value != value)  # None, NaN, NaT
+    except (TypeError, ValueError):
+        return False
+
+
+def percent(value: Any) -> str:
+    """An error (a fraction) as a percentage with two decimals; '-' when missing."""
+    return "-" if not _present(value) else f"{100 * float(value):.2f}"
+
+
+def trials_table(frame: Any, width: int = 100) -> Table:
+    """db.queries.trials: one row per trial, its integer id first (what `model` and the dashboard
+    take), errors in %, fitting `width` columns (80 and up). Tune's trial key when there is room;
+    the block, host and attempts only when they say something (a block that varies, more than one
+    host, a retried trial); a column per searched hyperparameter that varies."""
+    blocks = frame["block"].nunique(dropna=False) > 1
+    hosts = {_host(h, ip) for h, ip in zip(frame["hostname"], frame["node_ip"])} - {"-"}
+    retried = bool((frame["attempts"].fillna(0).astype(int) > 1).any())
     searched = [k for k in ("lr", "weight_decay", "momentum", "batch_size") if _varies(frame, k)]
-    for key in searched:
-        table.add_column(key)
-    frame = frame.sort_values(["depth", "block", "shortcut", "seed", "trial_key"], kind="stable")
+    keyed = width >= 110 + 10 * len(searched)
+    columns = [("trial", "right"), *([("key", "left")] if keyed else []), ("depth", "right"),
+               *([("block", "left")] if blocks else []), ("shortcut", "left"), ("seed", "right"), ("status", "left"),
+               ("epochs", "right"), ("train %", "right"), ("test %", "right"), ("best %", "right"), ("params", "right"),
+               *([("host", "left")] if len(hosts) > 1 else []), *([("attempts", "right")] if retried else []),
+               *[(k, "right") for k in searched]]  # fmt: skip
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=_gap(width),
+                  caption="errors in % at the last epoch; best: the lowest test error of any epoch"
+                          + ("; host of the latest attempt" if len(hosts) > 1 else ""))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name not in ("host", "key"), overflow="fold")
+    frame = frame.sort_values(["depth", "block", "shortcut", "seed", "trial_id"], kind="stable")
     for row in frame.itertuples(index=False):
-        cells = [str(row.trial_key), str(row.depth), row.block, row.shortcut, str(row.seed), row.status,
-                 cell(row.epochs), cell(row.final_train_err), cell(row.final_test_err),
-                 cell(row.best_test_err), f"{int(row.params_count):,}" if _present(row.params_count) else "-",
-                 _host(row.hostname, row.node_ip), cell(row.attempts)]
-        cells += [cell((row.config or {}).get(k), 5) for k in searched]
-        table.add_row(*cells)
+        cells = {"trial": str(row.trial_id), "key": str(row.trial_key), "depth": str(row.depth), "block": row.block,
+                 "shortcut": row.shortcut, "seed": str(row.seed), "status": row.status, "epochs": cell(row.epochs),
+                 "train %": percent(row.final_train_err), "test %": percent(row.final_test_err),
+                 "best %": percent(row.best_test_err),
+                 "params": f"{int(row.params_count):,}" if _present(row.params_count) else "-",
+                 "host": _host(row.hostname, row.node_ip), "attempts": cell(row.attempts)}  # fmt: skip
+        cells |= {k: f"{v:.3g}" if isinstance(v := (row.config or {}).get(k), float) else cell(v) for k in searched}
+        table.add_row(*(cells[name] for name, _ in columns))
     return table
 
 
