@@ -1,6 +1,8 @@
 """Every write to the result store: idempotent upserts on the natural keys.
 
-Used only by the recorder on the driver (and by tests and benchmarks). Writing the same thing
+Called on the driver: by the recorder's outbox (orchestrator/run/outbox.py: every write of a
+sweep's run), by `launch` for the sweep's record (`create_sweep`, before the run and its outbox
+exist), and by `db import`; and by tests and benchmarks. Writing the same thing
 twice leaves one row; a later write of the same key replaces the value, so a replayed result
 (a trial restored from a checkpoint reports its epochs again) never makes a duplicate. Each
 call is one transaction; the rows of a call go in one batched statement per table (on
@@ -30,6 +32,7 @@ from db.engine import redact, transaction, translate_errors
 from db.errors import SweepBusyError, SweepExistsError
 from db.models import (
     METRIC_IDS, SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, MetricName, MetricValue, Sweep, Trial,
+    TrialSummary,
 )
 from resweep.paper import AXES  # the trials' grid axes, each a column of trials
 
@@ -182,6 +185,32 @@ def claim_sweep(engine: Engine, sweep_id: int, name: str) -> Iterator[None]:
 
 
 # --- trials -----------------------------------------------------------------------------------
+
+
+def find_trial(engine: Engine, sweep_id: int, trial_key: str) -> int | None:
+    """The id of the sweep's trial `trial_key`, or None: for a writer that knows a trial by its
+    key only (an outbox writing back what a stopped run registered)."""
+    table = Trial.__table__
+    with transaction(engine) as conn:
+        return conn.scalar(sa.select(table.c.id).where(table.c.sweep_id == sweep_id, table.c.trial_key == trial_key))
+
+
+def interrupt_sweep(engine: Engine, sweep_id: int, *, epochs: int) -> None:
+    """The sweep's driver stopped before its experiment ended: every trial of it that is running
+    goes back to pending (a resume continues it), or to terminated (ended now) when its `epochs`
+    are all recorded (its last report came before the stop), and the sweep is interrupted. One
+    durable transaction, from the database's own rows: a replay of it does the same."""
+    trials, summaries, sweeps = Trial.__table__, TrialSummary.__table__, Sweep.__table__
+    recorded = sa.select(summaries.c.epochs).where(summaries.c.trial_id == trials.c.id).scalar_subquery()
+    done = sa.func.coalesce(recorded, 0) >= epochs
+    with durable_transaction(engine) as conn:
+        conn.execute(
+            trials.update()
+            .where(trials.c.sweep_id == sweep_id, trials.c.status == "running")
+            .values(status=sa.case((done, FINAL_STATUS), else_="pending"),
+                    ended_at=sa.case((done, _now()), else_=sa.null()), error=sa.null())
+        )
+        conn.execute(sweeps.update().where(sweeps.c.id == sweep_id).values(status="interrupted"))
 
 
 def _axes(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,16 @@ def db_url(request) -> str:
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
 
 
+@pytest.fixture
+def engine(db_url):
+    """An engine on db_url (both backends), its schema made by migrating it."""
+    from db.engine import get_engine
+
+    engine = get_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On CI a skipped test is a failure, except GPU tests: CI machines have no GPU.

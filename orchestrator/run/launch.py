@@ -125,25 +125,32 @@ def launch(
                                 "results there first; launch with --new-name NAME")
             engine = engine or database.engine()  # a command that refuses never leaves a new database
             commit, dirty = git_state()
+            # The sweep's record is written directly, not through the run's outbox: the outbox
+            # belongs to the run, which needs the record's id (and a name taken by another launch
+            # must be refused now, not queued).
             sweep_id = writes.create_sweep(
                 engine, name=spec.name, spec=text, spec_hash=spec_hash(text), git_commit=commit,
                 git_dirty=dirty, storage_path=experiment_dir,
             )  # fmt: skip
-            held.enter_context(writes.claim_sweep(engine, sweep_id, spec.name))  # PostgreSQL's own guard
-            # Beside Tune's state, so `db import` can rebuild the sweep from its results alone.
-            save_sweep_record(str(experiment_dir), name=spec.name, spec=text, spec_hash=spec_hash(text),
-                              git_commit=commit, git_dirty=dirty)
-            recorder, progress, callbacks = tuning.callbacks(spec, engine, sweep_id, console, experiment_dir,
-                                                             db_wait)
-            try:
+            recorder = None
+            try:  # from here nothing may leave the sweep `running` with no run behind it (a Ctrl-C too)
+                held.enter_context(writes.claim_sweep(engine, sweep_id, spec.name))  # PostgreSQL's own guard
+                # Beside Tune's state, so `db import` can rebuild the sweep from its results alone.
+                save_sweep_record(str(experiment_dir), name=spec.name, spec=text, spec_hash=spec_hash(text),
+                                  git_commit=commit, git_dirty=dirty)
+                recorder, progress, callbacks = tuning.callbacks(spec, engine, sweep_id, console, experiment_dir,
+                                                                 db_wait)
                 tuner = tuning.new_tuner(spec, trainable(spec), location, callbacks, engine, sweep_id)
             except BaseException:
-                writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
+                if recorder is not None:
+                    recorder.failed(say=tuning.say(console))
+                else:  # no run and no outbox yet: nothing of the run was written, this is its one write
+                    writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
                 raise
             console.print(f"[bold]{spec.name}[/]: {spec.num_trials} trials of {spec.train.epochs} epochs, "
                           f"results in {storage.shown(experiment_dir)}, database {database.shown}", highlight=False,
                           soft_wrap=True)
-            return tuning.fit(tuner, spec, engine, sweep_id, recorder, progress, console, database.flag)
+            return tuning.fit(tuner, spec, recorder, progress, console, database.flag)
     finally:
         if engine is not None:
             engine.dispose()
@@ -204,14 +211,20 @@ def _resume(
         if queries.sweep(engine, name).status == "finished":  # a resume that held the claim before us
             return _already_finished(console, name, database)
         preflight.check(storage.parent(experiment_dir))
-        writes.set_sweep_status(engine, row.id, "running")
+        # The run's outbox reads (or refuses) what a stopped run spilled before anything is written;
+        # the sweep's `running` is its first event, after that spill.
+        recorder, progress, callbacks = tuning.callbacks(spec, engine, row.id, console, experiment_dir, db_wait)
+        recorder.running()
         with tuning.journal_attached(spec, engine):
-            tuner = tuning.restored_tuner(experiment_dir, trainable(spec))
-            recorder, progress, callbacks = tuning.callbacks(spec, engine, row.id, console, experiment_dir, db_wait)
-            tuning.replace_callbacks(tuner, callbacks)
+            try:
+                tuner = tuning.restored_tuner(experiment_dir, trainable(spec))
+                tuning.replace_callbacks(tuner, callbacks)
+            except BaseException:  # not restored: the sweep is as it was
+                recorder.failed(row.status if row.status != "running" else "interrupted", say=tuning.say(console))
+                raise
             console.print(f"[bold]{name}[/]: resuming from {storage.shown(experiment_dir)}, database {database.shown}",
                           highlight=False, soft_wrap=True)
-            return tuning.fit(tuner, spec, engine, row.id, recorder, progress, console, database.flag)
+            return tuning.fit(tuner, spec, recorder, progress, console, database.flag)
 
 
 def _already_finished(console: Console, name: str, database: Database) -> Outcome:

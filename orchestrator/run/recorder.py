@@ -1,12 +1,13 @@
 """The recorder: a Ray Tune callback on the driver, the only writer of a sweep's results.
 
 Trials report through `tune.report`; Tune hands every result to the driver's callbacks, and this
-one writes it with `db.writes`. So the database sees one writer (SQLite is happy) and need only be
+one turns it into an event that its outbox writes with `db.writes`. So the database sees one writer (SQLite is happy) and need only be
 reachable from the head node. Every write is an upsert on a natural key: a trial restored from a
 checkpoint that reports an epoch again replaces that epoch's rows, never duplicates them.
 
 What it writes, when:
-- a trial starts (or restarts after a failure): its row, status running, with its flat config;
+- a trial starts (or restarts after a failure): its row, status running (with its flat config the
+  first time in a run);
 - each result: the epoch's metrics, params_count, and layer records on probe epochs;
 - each checkpoint Tune has persisted: its location (trials.checkpoint_uri, the latest wins);
 - a trial fails and will be retried: status pending; fails for good: status error with the error
@@ -16,9 +17,11 @@ What it writes, when:
   failed, its error; the trial's node_ip, hostname and attempts follow its latest attempt;
 - a trial ends: terminated if it ran every epoch, stopped if the scheduler stopped it early;
   a trial whose last epoch is recorded when a stop lands, before Tune completes it, is terminated;
-- all of it through an outbox (orchestrator.run.outbox): in order, held and retried through a
-  database outage, spilled to a file past a size; a store that fails for good stops the run
-  the way Ctrl-C does;
+- all of it as typed events (orchestrator.run.outbox: TrialRegistered, carrying the trial's
+  config once, then ResultReported, TrialStatus, CheckpointSaved, Attempt*, SweepStatus,
+  SweepInterrupted) through the outbox: in order, held and retried through a database outage,
+  spilled to a versioned file past a size; a store that fails for good stops the run the way
+  Ctrl-C does. Nothing here writes around it: the reads that judge the sweep wait for it first;
 - the experiment ends: the sweep's status, judged from the database and the spec, not from Tune's
   trial statuses (on shutdown Tune marks every live trial TERMINATED before this callback runs):
   `finished` (or `failed`, when some failed for good) only when every trial of the sweep is in the
@@ -35,16 +38,18 @@ import os
 import re
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from sqlalchemy.engine import Engine
 
-from db import writes
 from db.errors import StoreError
 from db.models import METRIC_NAMES
-from orchestrator.run.outbox import MEMORY_OPS, Outbox
+from orchestrator.run.outbox import (
+    MEMORY_OPS, AttemptEnded, AttemptHost, AttemptStarted, CheckpointSaved, Outbox, ResultReported, SweepInterrupted,
+    SweepStatus, TrialRegistered, TrialStatus,
+)
 from orchestrator.run.stops import STOPS
 from orchestrator.run.storage import checkpoint_uri
 
@@ -70,7 +75,6 @@ class Recorder(Callback):
     def __init__(self, engine: Engine, sweep_id: int, *, epochs: int, expected_trials: int,
                  db_wait_s: float = 600.0, spill_path: str | os.PathLike | None = None,
                  memory_ops: int = MEMORY_OPS):
-        self.engine = engine
         self.sweep_id = sweep_id
         self.epochs = epochs
         self.expected_trials = expected_trials
@@ -82,14 +86,15 @@ class Recorder(Callback):
         self.stop_reason: str | None = None
         self._ending = False
         self._ended: set[str] = set()  # trials recorded as ended (terminated, stopped, error)
+        self._registered: set[str] = set()  # trials whose TrialRegistered (with the config) was put
         self.hosts: dict[str, tuple[str | None, str | None]] = {}  # Ray's trial id -> (node_ip, hostname) now
         self._hostnames: dict[str, str] = {}  # node ip -> host name, from Ray's node table
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks into tuner.pkl; the engine (and the URL's password with it)
-        # stays out. launch.resume() puts a fresh Recorder in place before anything runs.
+        # Tune pickles its callbacks into tuner.pkl; the outbox (its engine, and the URL's password
+        # with it) stays out. A resume (orchestrator.run.launch) puts a fresh Recorder in place
+        # before anything runs.
         state = self.__dict__.copy()
-        state["engine"] = None
         state["outbox"] = None
         return state
 
@@ -109,8 +114,14 @@ class Recorder(Callback):
         """A stop is under way (a signal, or the store's): Tune ending trials now is not their end."""
         return self.stop_reason is not None or STOPS.requested
 
-    def _trial_op(self, trial: Trial) -> list:
-        return [trial.trial_id, dict(trial.config)]
+    def _key(self, trial: Trial, status: str = "running") -> str:
+        """The trial's key for its events; the first time in this run, after a TrialRegistered
+        with its config (in `status`: the one its first event gives it)."""
+        key = trial.trial_id
+        if key not in self._registered:
+            self._registered.add(key)
+            self.outbox.put(TrialRegistered(key, dict(trial.config), status))
+        return key
 
     def note(self) -> str | None:
         """The progress line's word on the database while writes wait (None when all is written)."""
@@ -121,9 +132,11 @@ class Recorder(Callback):
         self.outbox.flush()  # a retry, when one is due
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-        self.outbox.put(["trial", *self._trial_op(trial), "running"])
-        self.hosts.pop(trial.trial_id, None)
-        self.outbox.put(["attempt_start", *self._trial_op(trial)])
+        if trial.trial_id in self._registered:  # a retry, or a restart after a stop
+            self.outbox.put(TrialStatus(trial.trial_id, "running"))
+        key = self._key(trial)
+        self.hosts.pop(key, None)
+        self.outbox.put(AttemptStarted(key))
 
     def on_trial_result(
         self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
@@ -132,18 +145,19 @@ class Recorder(Callback):
         metrics = {name: result[name] for name in METRIC_NAMES if name in result}
         if "params_count" in result:
             metrics["params_count"] = result["params_count"]
-        self.outbox.put(["result", *self._trial_op(trial), int(result["epoch"]), metrics, result.get("layer_stats")])
+        key = self._key(trial)
+        self.outbox.put(ResultReported(key, int(result["epoch"]), metrics, result.get("layer_stats")))
         host = (result.get("node_ip"), result.get("hostname"))
-        if host != self.hosts.get(trial.trial_id) and any(host):
-            self.hosts[trial.trial_id] = host
-            self.outbox.put(["attempt_host", *self._trial_op(trial), *host])
+        if host != self.hosts.get(key) and any(host):
+            self.hosts[key] = host
+            self.outbox.put(AttemptHost(key, *host))
         self.seconds_per_result.append(time.perf_counter() - start)
 
     def on_checkpoint(
         self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any
     ) -> None:
         # Tune has persisted the checkpoint to the sweep's storage by now (local or object store).
-        self.outbox.put(["checkpoint", *self._trial_op(trial), checkpoint_uri(checkpoint)])
+        self.outbox.put(CheckpointSaved(self._key(trial), checkpoint_uri(checkpoint)))
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._set_trial(trial, "pending")
@@ -168,7 +182,7 @@ class Recorder(Callback):
         """The trial ended (terminated or stopped): its status, and its attempt closed without error."""
         self._ended.add(trial.trial_id)
         self._set_trial(trial, status, ended=True)
-        self.outbox.put(["attempt_end", *self._trial_op(trial), None, None, None])
+        self.outbox.put(AttemptEnded(self._key(trial)))
 
     def _end_attempt(self, trial: Trial, error: str) -> None:
         """Close the trial's attempt with its error; a trial that never reported names its node
@@ -178,7 +192,7 @@ class Recorder(Callback):
             node_ip = found.group(1)
         if node_ip is not None and hostname is None:
             hostname = self._hostname(node_ip)
-        self.outbox.put(["attempt_end", *self._trial_op(trial), error, node_ip, hostname])
+        self.outbox.put(AttemptEnded(self._key(trial), error, node_ip, hostname))
 
     def _hostname(self, node_ip: str) -> str | None:
         if node_ip not in self._hostnames:
@@ -192,10 +206,10 @@ class Recorder(Callback):
         return self._hostnames.get(node_ip)
 
     def _set_trial(self, trial: Trial, status: str, *, error: str | None = None, ended: bool = False) -> None:
-        self.outbox.put(["status", *self._trial_op(trial), status, error, ended])
+        self.outbox.put(TrialStatus(self._key(trial, status), status, error, ended))
 
     def _set_sweep(self, status: str, *, finished: bool = False) -> None:
-        self.outbox.put(["sweep", status, finished])
+        self.outbox.put(SweepStatus(status, finished))
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._ending = True
@@ -209,19 +223,18 @@ class Recorder(Callback):
     def _end(self, trials: list[Trial]) -> None:
         # Everything reported must be in before the orphans are looked for and the sweep judged.
         if not self.outbox.wait_until_written():
-            for t in trials:  # kept in the spill file: a resume writes them first
-                if t.trial_id not in self._ended:
-                    self._set_trial(t, "pending")
-            self.final_status = "interrupted"
-            self._set_sweep("interrupted")
+            self._unjudged(trials)
             return
         self._close_orphans(trials)
         try:
-            frame = self._rows()
+            frame = self._rows() if self.outbox.wait_until_written() else None
         except StoreError:
             frame = None
-        status = dict(zip(frame["trial_key"], frame["status"])) if frame is not None else {}
-        epochs = dict(zip(frame["trial_key"], frame["epochs"].fillna(0))) if frame is not None else {}
+        if frame is None:
+            self._unjudged(trials)
+            return
+        status = dict(zip(frame["trial_key"], frame["status"]))
+        epochs = dict(zip(frame["trial_key"], frame["epochs"].fillna(0)))
         for t in trials:  # created by Tune, not ended as far as the database knows
             if status.get(t.trial_id) in ENDED:
                 continue
@@ -231,30 +244,73 @@ class Recorder(Callback):
                 self._end_trial(t, "terminated")
             else:  # to be continued by a resume
                 self._set_trial(t, "pending")
-        verdict = "interrupted" if frame is None or self.stop_reason is not None else self.verdict()
+        if self.stop_reason is not None or not self.outbox.wait_until_written():
+            verdict = "interrupted"
+        else:
+            try:
+                verdict = self.verdict()
+            except StoreError:
+                verdict = "interrupted"
         self.final_status = verdict
         self._set_sweep(verdict, finished=verdict != "interrupted")
+
+    def _unjudged(self, trials: list[Trial]) -> None:
+        """The database cannot be read: every trial not ended goes back to pending and the sweep
+        reads interrupted, in the spill file for a resume to write first."""
+        for t in trials:
+            if t.trial_id not in self._ended:
+                self._set_trial(t, "pending")
+        self.final_status = "interrupted"
+        self._set_sweep("interrupted")
 
     def stopping(self) -> None:
         """A stop signal arrived (see orchestrator.run.stops): the sweep reads interrupted and its
         running trials pending from now on, even if the driver is killed before Tune has stopped;
-        on_experiment_end then judges the sweep again."""
+        on_experiment_end then judges the sweep again. Runs in the stop's own thread: it queues
+        and tries once (the outbox keeps the order), and never waits out an outage."""
+        self.final_status = "interrupted"
         try:
-            self.interrupted()
-        except Exception:  # a database outage: on_experiment_end will try again
+            self.outbox.put(SweepInterrupted(self.epochs))
+        except Exception:  # never the stop's undoing: on_experiment_end judges the sweep again
             pass
 
-    def interrupted(self) -> None:
+    def interrupted(self, say: Callable[[str], None] | None = None) -> None:
         """The driver stopped before the experiment ended (a second stop signal): every trial the
-        database has as running goes back to pending, and the sweep is interrupted."""
-        frame = self._rows()
-        for trial_id, status, epochs in zip(frame["trial_id"], frame["status"], frame["epochs"].fillna(0)):
-            if status == "running":  # one that has its last epoch recorded ran to the end
-                ended = epochs >= self.epochs
-                writes.set_trial_status(self.outbox.engine, int(trial_id), "terminated" if ended else "pending",
-                                        ended=ended)
+        database has as running goes back to pending (or terminated when its last epoch is
+        recorded), and the sweep is interrupted. Through the outbox like every write: through an
+        outage it waits for the database (at most --db-wait; `say` tells the user once), and
+        what is still unwritten then goes to the spill file for the resume."""
         self.final_status = "interrupted"
-        writes.set_sweep_status(self.outbox.engine, self.sweep_id, "interrupted")
+        self._ending = True  # no SIGUSR1 from here: Tune has stopped
+        try:
+            self.outbox.put(SweepInterrupted(self.epochs))
+            self._wait(say, "to record the interruption")
+        finally:
+            self.outbox.persist()
+            self.outbox.close()
+
+    def failed(self, status: str = "failed", say: Callable[[str], None] | None = None) -> None:
+        """The run broke before Tune ended it (the Tuner could not be built or restored, or Tune
+        raised): the sweep is `status` (failed; a resume that could not restore puts back the
+        status it found), never left running."""
+        self.final_status = status
+        self._ending = True
+        try:
+            self.outbox.put(SweepStatus(status, finished=status in ("failed", "finished")))
+            self._wait(say, "to record the failure")
+        finally:
+            self.outbox.persist()
+            self.outbox.close()
+
+    def running(self) -> None:
+        """A resumed sweep runs again: its first event (after what a stopped run spilled)."""
+        self.outbox.put(SweepStatus("running"))
+
+    def _wait(self, say: Callable[[str], None] | None, what: str) -> None:
+        if not self.outbox.flush(force=True) and self.outbox.fatal is None and say is not None:
+            say(f"Waiting up to {self.outbox.wait_s:g} s for the database {what} ({self.outbox.note()}); "
+                "what is not written then waits in the spill file for the resume.")
+        self.outbox.wait_until_written()
 
     def verdict(self) -> str:
         """finished | failed | interrupted, from the database's trials and the spec's count."""
@@ -271,16 +327,16 @@ class Recorder(Callback):
 
     def _close_orphans(self, trials: list[Trial]) -> None:
         """Trials of the database Tune no longer knows: started after its last saved state by a
-        driver that was then killed, and replaced on resume by the searcher's new ones."""
+        driver that was then killed, and replaced on resume by the searcher's new ones. (Read
+        once everything queued is written; the outbox finds them by key.)"""
         known = {t.trial_id for t in trials}
         try:
             frame = self._rows()
-            for key, trial_id, status in zip(frame["trial_key"], frame["trial_id"], frame["status"]):
-                if key not in known and status in ("pending", "running"):
-                    writes.set_trial_status(self.outbox.engine, int(trial_id), "error", ended=True,
-                                            error=ORPHAN_ERROR)
         except StoreError:
-            pass  # the database went away just now: the next run's end looks again
+            return  # the database went away just now: the next run's end looks again
+        for key, status in zip(frame["trial_key"], frame["status"]):
+            if key not in known and status in ("pending", "running"):
+                self.outbox.put(TrialStatus(key, "error", ORPHAN_ERROR, ended=True))
 
 
 _ERROR_IP = re.compile(r"\bip[=:]\s*(\d{1,3}(?:\.\d{1,3}){3})\b")

@@ -12,14 +12,13 @@ import os
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from rich.console import Console
 from sqlalchemy.engine import Engine
 
-from db import writes
 from orchestrator.run import alias_moved_modules, outcome, ray_compat, storage
 from resweep.errors import UserError
 from orchestrator.run.outbox import SPILL_FILE
@@ -88,11 +87,11 @@ def can_restore(experiment_dir: str) -> bool:
 
 
 def fit(
-    tuner: tune.Tuner, spec: SweepSpec, engine: Engine, sweep_id: int, recorder: Recorder,
-    progress: Progress, console: Console, db_flag: str,
+    tuner: tune.Tuner, spec: SweepSpec, recorder: Recorder, progress: Progress, console: Console, db_flag: str,
 ) -> Outcome:
     """Run the Tuner to its end; `db_flag` is the ` --db ...` advice lines repeat
-    (db.engine.Database.flag)."""
+    (db.engine.Database.flag). Every write, the sweep's status on a stop or a failure too, goes
+    through the recorder's outbox."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
     # Tune's CSV and JSON loggers come from `callbacks` (db import reads result.json); its
     # automatic TensorBoard logger (tensorboardX's imports) only with `loggers: [tensorboard]`.
@@ -107,14 +106,14 @@ def fit(
     except KeyboardInterrupt:
         # A second stop signal: Tune skipped its last checkpoint, but its periodic one is on disk.
         progress.close()
-        recorder.interrupted()
+        recorder.interrupted(say(console))
         console.print(f"\nInterrupted. Resume with: python -m orchestrator resume {spec.name}{db_flag}",
                       highlight=False, soft_wrap=True)
         return Outcome(spec.name, "interrupted", seconds=time.monotonic() - start, recorder=recorder,
                        signal=STOPS.first)
     except BaseException:
         progress.close()
-        writes.set_sweep_status(engine, sweep_id, "failed", finished=True)
+        recorder.failed(say=say(console))
         raise
     seconds = time.monotonic() - start
     if recorder.stop_reason is not None and recorder.final_status not in ("finished", "failed"):
@@ -134,6 +133,11 @@ def fit(
     return Outcome(spec.name, status, trials=len(results), errors=len(failures), seconds=seconds, recorder=recorder,
                    signal=STOPS.first if status == "interrupted" else None, spec=spec,
                    best=_best(results, spec), failures=failures)
+
+
+def say(console: Console) -> Callable[[str], None]:
+    """One line to the user, as the driver prints its others."""
+    return lambda line: console.print(line, highlight=False, soft_wrap=True)
 
 
 def _best(results: list, spec: SweepSpec) -> tuple[float, str] | None:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from db import writes
 from db.engine import get_engine
-from orchestrator.run.outbox import SPILL_FILE, Outbox
+from orchestrator.run.outbox import SPILL_FILE, Outbox, ResultReported, SweepStatus, TrialRegistered
 
 CONFIG = {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic", "shortcut": "A", "seed": 0}
 
@@ -26,8 +26,8 @@ def store(tmp_path):
     engine.dispose()
 
 
-def result(epoch: int) -> list:
-    return ["result", "t1", CONFIG, epoch, {"train_err": 1 / epoch, "test_err": 0.5}, None]
+def result(epoch: int) -> ResultReported:
+    return ResultReported("t1", epoch, {"train_err": 1 / epoch, "test_err": 0.5})
 
 
 def epochs(engine) -> list:
@@ -44,7 +44,7 @@ def lock(path):
 def test_writes_wait_through_a_lock_in_order_and_land_once(store):
     engine, sweep_id, tmp = store
     box = Outbox(engine, sweep_id, wait_s=60)
-    box.put(["trial", "t1", CONFIG, "running"])
+    box.put(TrialRegistered("t1", CONFIG, "running"))
     box.put(result(1))
     holder = lock(tmp / "resweep.db")
     start = time.monotonic()
@@ -64,12 +64,12 @@ def test_past_a_size_writes_spill_to_a_file_that_a_later_outbox_writes_back(stor
     spill = tmp / "results" / SPILL_FILE
     box = Outbox(engine, sweep_id, wait_s=60, spill_path=spill, memory_ops=3)
     holder = lock(tmp / "resweep.db")
-    box.put(["trial", "t1", CONFIG, "running"])
+    box.put(TrialRegistered("t1", CONFIG, "running"))
     for e in range(1, 9):
         box.put(result(e))
     assert spill.exists() and box.waiting == 9
     assert len(box._memory) <= 3  # memory stays bounded
-    box.put(["sweep", "interrupted", False])
+    box.put(SweepStatus("interrupted", finished=False))
     box.persist()  # the sweep stops while the lock is held
     holder.execute("COMMIT")
     holder.close()
@@ -89,7 +89,7 @@ def test_an_outage_past_the_wait_is_fatal_with_one_line(store):
     said = []
     box = Outbox(engine, sweep_id, wait_s=0.5, on_fatal=said.append)
     holder = lock(tmp / "resweep.db")
-    box.put(["trial", "t1", CONFIG, "running"])
+    box.put(TrialRegistered("t1", CONFIG, "running"))
     assert not box.wait_until_written()
     holder.execute("COMMIT")
     holder.close()
@@ -103,7 +103,7 @@ def test_a_deleted_or_replaced_file_is_noticed_and_never_written(store, how):
     engine, sweep_id, tmp = store
     said = []
     box = Outbox(engine, sweep_id, on_fatal=said.append)
-    box.put(["trial", "t1", CONFIG, "running"])
+    box.put(TrialRegistered("t1", CONFIG, "running"))
     box.put(result(1))
     for suffix in ("", "-wal", "-shm"):
         (tmp / f"resweep.db{suffix}").unlink(missing_ok=True)
@@ -127,7 +127,7 @@ def test_a_dropped_postgres_database_is_gone_for_good_at_once(pg_url):
     sweep_id = writes.create_sweep(engine, name="s", spec="name: s\n", spec_hash="0" * 64)
     said = []
     box = Outbox(engine, sweep_id, wait_s=600, on_fatal=said.append)
-    box.put(["trial", "t1", CONFIG, "running"])
+    box.put(TrialRegistered("t1", CONFIG, "running"))
     box.put(result(1))
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

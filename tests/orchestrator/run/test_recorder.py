@@ -5,23 +5,13 @@ from __future__ import annotations
 
 import pickle
 
-import pytest
 import sqlalchemy as sa
 from ray.tune.experiment import Trial
 
 from db import writes
-from db.engine import get_engine
 from orchestrator.run.recorder import Recorder
 
 CONFIG = {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic", "shortcut": "A", "epochs": 3}
-
-
-@pytest.fixture
-def engine(db_url):
-    """The same tests on SQLite and on the real PostgreSQL server."""
-    engine = get_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def setup(engine, n_trials: int = 2, expected: int | None = None):
@@ -185,8 +175,11 @@ def test_a_stop_signal_marks_the_sweep_interrupted_at_once(engine):
 
 def test_pickled_recorder_carries_no_engine(engine):
     recorder, _ = setup(engine)
-    clone = pickle.loads(pickle.dumps(recorder))
-    assert clone.engine is None and recorder.engine is engine and clone.sweep_id == recorder.sweep_id
+    data = pickle.dumps(recorder)
+    clone = pickle.loads(data)
+    # The engine lives in the outbox only (Recorder.engine was never read), and stays out.
+    assert clone.outbox is None and recorder.outbox.engine is not None and clone.sweep_id == recorder.sweep_id
+    assert b"Engine" not in data and str(engine.url.database).encode() not in data
 
 
 def test_trials_tune_forgot_are_closed_as_lost(engine):
