@@ -14,17 +14,12 @@ from db.engine import Database, redact
 from orchestrator.cluster import jobs_api, k8s, remote_sweep, slurm
 from orchestrator.run.storage import refuse_credentials
 from orchestrator.run.token import find_token
-from orchestrator.cli.options import DbOption, user_errors
+from orchestrator.cli.options import DbOption, TokenFileOption, user_errors
 from orchestrator.results.tables import jobs_lines
 
-AddressOption = typer.Option(
+DashboardAddressOption = typer.Option(  # the Jobs API's URL, not the Ray address launch joins
     "--address",
     help="The Ray head's dashboard URL, http://HEAD:8265 (default: $RAY_ADDRESS if HTTP, else http://127.0.0.1:8265).",
-    show_default=False,
-)
-TokenFileOption = typer.Option(
-    "--token-file",
-    help="File holding the cluster's Ray token (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).",
     show_default=False,
 )
 SweepArg = typer.Argument(help="The sweep file (YAML).", show_default=False)
@@ -32,7 +27,7 @@ SweepArg = typer.Argument(help="The sweep file (YAML).", show_default=False)
 
 def submit_cmd(
     sweep: Annotated[Path, SweepArg],
-    address: Annotated[Optional[str], AddressOption] = None,
+    address: Annotated[Optional[str], DashboardAddressOption] = None,
     db: Optional[str] = DbOption,
     follow: Annotated[bool, typer.Option(
         "--follow", help="Stream the job's logs until it ends; exit with its outcome.")] = False,
@@ -73,7 +68,7 @@ def _write(text: str) -> None:
 
 
 def jobs_cmd(
-    address: Annotated[Optional[str], AddressOption] = None,
+    address: Annotated[Optional[str], DashboardAddressOption] = None,
     token_file: Annotated[Optional[Path], TokenFileOption] = None,
 ) -> None:
     """List the jobs a Ray cluster knows, with their status."""
@@ -104,7 +99,7 @@ def _shown_entrypoint(entrypoint: str, ray_cluster: jobs_api.Cluster) -> str:
 
 def stop_cmd(
     job: Annotated[str, typer.Argument(help="The job id, as `jobs` lists it.", show_default=False)],
-    address: Annotated[Optional[str], AddressOption] = None,
+    address: Annotated[Optional[str], DashboardAddressOption] = None,
     token_file: Annotated[Optional[Path], TokenFileOption] = None,
 ) -> None:
     """Stop a job on a Ray cluster (its sweep can be continued with `launch --resume`)."""

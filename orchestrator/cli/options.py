@@ -6,6 +6,7 @@ register it: the commands import this module, never the app, so no import goes i
 
 from __future__ import annotations
 
+import enum
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -29,6 +30,30 @@ def user_errors() -> Iterator[None]:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from None
+
+
+# For `Annotated[Optional[Path], TokenFileOption] = None`: launch and resume (joining Ray at
+# --address) and the Jobs API commands (submit, jobs, stop) read the same token the same way.
+TokenFileOption = typer.Option(
+    "--token-file",
+    help="File holding the Ray cluster's token (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).",
+    show_default=False,
+)
+
+class Format(str, enum.Enum):
+    """Every output format of the command line: `query` prints table, csv or json; `export`
+    writes csv, parquet or json files. Each refuses the others in one line."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def refuse_format(format: Format, allowed: tuple[Format, ...], why: str) -> None:
+    """One line (exit 2) for a format this command does not write."""
+    if format not in allowed:
+        raise UserError(f"--format {format.value}: {why} (allowed: {', '.join(f.value for f in allowed)})")
 
 
 DbOption = typer.Option(

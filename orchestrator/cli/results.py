@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import enum
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,13 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from db.engine import Database
-from orchestrator.cli.options import DbOption, user_errors
-
-
-class ExportFormat(str, enum.Enum):
-    csv = "csv"
-    parquet = "parquet"
-    json = "json"
+from orchestrator.cli.options import DbOption, Format, refuse_format, user_errors
 
 
 def model(
@@ -53,12 +46,13 @@ def model(
 def export(
     name: Annotated[str, typer.Argument(help="The sweep's name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the files into.")],
-    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="File format.")] = ExportFormat.csv,
+    format: Annotated[Format, typer.Option("--format", "-f", help="File format: csv, parquet or json.")] = Format.csv,
     db: Optional[str] = DbOption,
 ) -> None:
     """Write one sweep's trials, per-epoch metrics (long and wide), layer stats and sweep.json
     (spec and provenance) as CSV, Parquet or JSON files."""
     with user_errors():
+        refuse_format(format, (Format.csv, Format.parquet, Format.json), "export writes files; `query` prints tables")
         from orchestrator.results.export import export_sweep
 
         engine = Database(db).engine(create=False)

@@ -8,15 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from db.engine import Database
-from orchestrator.cli.options import DbOption, user_errors
+from orchestrator.cli.options import DbOption, TokenFileOption, user_errors
 from orchestrator.run.spec import DEFAULT_MAX_TRIALS  # the spec module has no Ray: the CLI starts fast
 
-TokenFileOption = typer.Option(
-    None, "--token-file", show_default=False,
-    help="File holding the Ray cluster's token, for --address (default: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, "
-         "~/.ray/auth_token).",
-)  # fmt: skip
-AddressOption = typer.Option(
+JoinAddressOption = typer.Option(  # Ray's own address (cluster.py's --address is the Jobs API's URL)
     None, "--address", help="Join the Ray cluster at this address (default: start a local Ray).",
     show_default=False,
 )  # fmt: skip
@@ -50,7 +45,7 @@ def _seconds(text: str) -> float:
 def launch(
     sweep: Annotated[Path, typer.Argument(help="The sweep file (YAML), e.g. sweeps/quickstart.yaml.")],
     db: Optional[str] = DbOption,
-    address: Optional[str] = AddressOption,
+    address: Optional[str] = JoinAddressOption,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the sweep of this name.")] = False,
     new_name: Annotated[
         Optional[str],
@@ -58,7 +53,7 @@ def launch(
                      show_default=False),
     ] = None,
     results: Optional[str] = ResultsOption,
-    token_file: Optional[Path] = TokenFileOption,
+    token_file: Annotated[Optional[Path], TokenFileOption] = None,
     max_trials: Annotated[
         int, typer.Option("--max-trials", min=1, help="Refuse a sweep of more trials than this.")
     ] = DEFAULT_MAX_TRIALS,
@@ -80,11 +75,11 @@ def launch(
 def resume(
     name: Annotated[str, typer.Argument(help="The sweep's name, as `status` lists it.")],
     db: Optional[str] = DbOption,
-    address: Optional[str] = AddressOption,
+    address: Optional[str] = JoinAddressOption,
     results: Annotated[Optional[str], typer.Option(
         "--results", show_default=False,
         help="Where the sweep's results are now, if not where it was launched with (a path or URI).")] = None,
-    token_file: Optional[Path] = TokenFileOption,
+    token_file: Annotated[Optional[Path], TokenFileOption] = None,
     db_wait: str = DbWaitOption,
 ) -> None:
     """Continue an interrupted or crashed sweep from its last checkpoints."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
-import enum
 import json
 import math
 import sys
@@ -16,14 +15,8 @@ from rich.console import Console
 
 from db.engine import Database, upgrade as upgrade_schema
 from db.readonly import DEFAULT_LIMIT, QueryResult, run_readonly
-from orchestrator.cli.options import DbOption, user_errors
+from orchestrator.cli.options import DbOption, Format, refuse_format, user_errors
 from orchestrator.results.tables import query_table
-
-
-class Format(str, enum.Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 def query(
@@ -42,6 +35,8 @@ def query(
     resweep_reader in a READ ONLY transaction, SQLite opens the file read-only (docs/security.md).
     """
     with user_errors():
+        refuse_format(format, (Format.table, Format.csv, Format.json),
+                      "query prints to the terminal; `export NAME --format parquet` writes Parquet files")
         result = run_readonly(Database(db).url, sql, limit)
     if format is Format.table:
         _print_table(result)

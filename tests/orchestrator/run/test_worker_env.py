@@ -10,6 +10,8 @@ import sys
 import tempfile
 import textwrap
 
+import pytest
+
 SECRET_URL = "postgresql://alice:s3cr3t-pw@127.0.0.1:1/results"
 
 SCRIPT = textwrap.dedent("""
@@ -28,6 +30,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.ray  # starts a real local Ray (in a subprocess)
 def test_workers_of_the_local_ray_do_not_get_the_database_url():
     with tempfile.TemporaryDirectory(prefix="rw", dir="/tmp") as temp_dir:
         env = {**os.environ, "RESWEEP_DB": SECRET_URL, "RAY_TMPDIR": temp_dir, "RAY_AUTH_MODE": "disabled",
@@ -64,6 +67,7 @@ STOP_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.ray  # starts a real local Ray (in a subprocess)
 def test_a_local_ray_ends_whole_with_its_autoscaler_monitor_killed_before_the_rest():
     """stop_local_ray: the monitor (which would stall ray.shutdown a second trying to reach the
     GCS that Ray stops before it) is gone when ray.shutdown starts, while the raylet and GCS still
@@ -118,6 +122,7 @@ PROBES = {
 }  # fmt: skip
 
 
+@pytest.mark.ray  # starts a real local Ray (in a subprocess)
 def test_the_modules_named_warm_are_imported_in_a_thread_while_ray_init_starts_a_local_ray(tmp_path):
     """start_ray(..., warm=...): the import runs off the main thread, begins before ray.init has
     returned (it overlaps Ray's start) and is complete when start_ray returns; a module that fails
