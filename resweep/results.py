@@ -112,9 +112,17 @@ class Results:
         """Where trial `trial_id`'s latest checkpoint lies and the trial's config."""
         row = self.trial(trial_id)
         if not row["checkpoint_uri"]:
+            trials = queries.trials(self.engine, row["sweep"])
+            started = trials.loc[trials["trial_id"] == int(trial_id), "started_at"]
+            why = "it never started" if started.isna().all() else "it ended before its first checkpoint"
             raise NotFound(f"trial {trial_id} ({row['sweep']}): no checkpoint recorded in {self.url} "
-                           f"(status {row['status']}; it ended before its first checkpoint)")
+                           f"(status {row['status']}; {why})")
         return str(row["checkpoint_uri"]), dict(row["config"])
+
+    def last_epoch(self, trial_id: int) -> int:
+        """The trial's last recorded epoch (0 when none is)."""
+        epochs = queries.curves(self.engine, [int(trial_id)])["epoch"]
+        return int(epochs.max()) if len(epochs) else 0
 
     def model(self, trial_id: int) -> Any:
         """The trained network of trial `trial_id`: a torch `nn.Module` in eval mode, on the CPU.

@@ -10,6 +10,9 @@ the loop's state, the RNG states and the config), on the local filesystem or in 
 (`s3://...`, read through pyarrow's filesystems, as Tune wrote it). `model_file` packs what a
 user needs into one dict of tensors and plain values, which `torch.save` writes and
 `torch.load(path, weights_only=True)` reads back; `load_model_file` builds the model from it.
+The file's `config` holds, beside the trial's hyperparameters, `architecture`: how the net is
+wired (stages, each unit's layer order, where shortcut A's zero channels go), so that it can be
+rebuilt without resweep (README, "Model files").
 
 A checkpoint also holds the result reported with it (`with_result`), so that a trial restored from
 it reports that epoch again first (`restored_result`): a checkpoint can reach storage while its
@@ -29,11 +32,13 @@ import torch
 from torch import nn
 
 from resweep.config import TrialConfig
+from resweep.paper import PREACT_BLOCKS, stage_units
 from trainers.models import build_model
 
 CHECKPOINT_FILE = "checkpoint.pt"  # in each of Tune's checkpoint directories: one torch.save'd dict
 
 MODEL_FILE_FORMAT = "resweep-model/1"
+ARCHITECTURE = "architecture"  # the key of the model file's config that says how the net is wired
 
 
 class CheckpointNotFound(FileNotFoundError):
@@ -106,10 +111,11 @@ def model_file(checkpoint_uri: str, config: dict[str, Any], **about: Any) -> dic
     this machine. `about` adds plain values (trial id, sweep, epoch...).
     """
     state = read_checkpoint(checkpoint_uri)
+    config = {k: v for k, v in config.items() if k != ARCHITECTURE}
     cfg = TrialConfig.from_dict(config)
     out: dict[str, Any] = {
         "format": MODEL_FILE_FORMAT,
-        "config": _plain(config),
+        "config": _plain({**config, ARCHITECTURE: architecture(cfg)}),
         "state_dict": state["loop"]["model"],
         "epoch": int(state["loop"]["epoch"]),
         "checkpoint_uri": checkpoint_uri,
@@ -121,15 +127,66 @@ def model_file(checkpoint_uri: str, config: dict[str, Any], **about: Any) -> dic
     return out
 
 
-def save_model_file(path: str | os.PathLike, checkpoint_uri: str, config: dict[str, Any], **about: Any) -> Path:
-    """Write `model_file(...)` to `path` whole (a temporary file renamed into place)."""
+def save_model_file(path: str | os.PathLike, checkpoint_uri: str, config: dict[str, Any], **about: Any
+                    ) -> dict[str, Any]:
+    """Write `model_file(...)` to `path` whole (a temporary file renamed into place); returns what
+    it wrote."""
     path = Path(path)
     contents = model_file(checkpoint_uri, config, **about)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     torch.save(contents, partial)
     os.replace(partial, path)
-    return path
+    return contents
+
+
+def architecture(cfg: TrialConfig) -> dict[str, Any]:
+    """How trainers.models wires the net of `cfg`, in words and numbers a plain PyTorch script can
+    follow (README, "Model files"); the state_dict's keys name the same modules."""
+    preact = cfg.block in PREACT_BLOCKS
+    bottleneck = cfg.block in ("bottleneck", "preact_bottleneck")
+    expansion = 4 if bottleneck else 1
+    widths = [64, 128, 256, 512] if cfg.model == "imagenet" else [16, 32, 64]
+    units = stage_units(cfg.model, cfg.depth, cfg.block)
+    if cfg.model == "imagenet":
+        stem = ["conv1 (7x7, stride 2, padding 3)", "bn1", "relu", "maxpool (3x3, stride 2, padding 1)"]
+    else:
+        stem = ["conv1 (3x3, stride 1, padding 1)"] + ([] if preact else ["bn1", "relu"])
+    stride_1x1 = cfg.stride_in == "first_1x1"
+    if preact and bottleneck:
+        order = ["bn1", "relu", f"conv1 (1x1{', stride' if stride_1x1 else ''})", "bn2", "relu",
+                 f"conv2 (3x3{'' if stride_1x1 else ', stride'})", "bn3", "relu", "conv3 (1x1, 4x width)", "add"]
+    elif preact:
+        order = ["bn1", "relu", "conv1 (3x3, stride)", "bn2", "relu", "conv2 (3x3)", "add"]
+    elif bottleneck:
+        order = [f"conv1 (1x1{', stride' if stride_1x1 else ''})", "bn1", "relu",
+                 f"conv2 (3x3{'' if stride_1x1 else ', stride'})", "bn2", "relu", "conv3 (1x1, 4x width)", "bn3",
+                 "add", "relu"]
+    else:
+        order = ["conv1 (3x3, stride)", "bn1", "relu", "conv2 (3x3)", "bn2", "add", "relu"]
+    if cfg.shortcut == "none":
+        order = [step for step in order if step != "add"]
+    shortcuts = {
+        "none": "none: a plain net, no addition",
+        "A": "A: the identity; where the shape changes, x[:, :, ::stride, ::stride] with zero channels after",
+        "B": "B: the identity; where the shape changes, a 1x1 conv (stride) and BN: shortcut.0, shortcut.1",
+        "C": "C: a 1x1 conv (stride) and BN on every unit: shortcut.0, shortcut.1",
+    }
+    projection = "" if not preact else " (pre-activation: a bare 1x1 conv of the unit's bn1-relu output)"
+    return {
+        "layout": cfg.model,
+        "stem": stem,
+        "stages": [{"module": f"layer{i + 1}", "units": n, "width": w, "out_channels": w * expansion,
+                    "stride": 1 if i == 0 else 2} for i, (n, w) in enumerate(zip(units, widths))],
+        "block_order": order,  # one unit, input to output; "stride" sits on the stage's first unit
+        "shortcut": shortcuts[cfg.shortcut] + (projection if cfg.shortcut in ("B", "C") else ""),
+        # Shortcut A's padding: the input's channels first, then the zeros (F.pad(x, (0, 0, 0, 0, 0, extra))).
+        "shortcut_padding": "after",
+        "head": (["bn", "relu"] if preact else []) + ["adaptive average pool to 1x1", "flatten", "fc"],
+        "convs": "no bias; 3x3 convs padding 1",
+        "batch_norm": {"eps": 1e-5, "momentum": 0.1},
+        "input": "NCHW float32 images minus input_mean (the training set's per-pixel mean)",
+    }
 
 
 def load_model_file(path: str | os.PathLike) -> nn.Module:
@@ -137,7 +194,8 @@ def load_model_file(path: str | os.PathLike) -> nn.Module:
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FILE_FORMAT:
         raise ValueError(f"{path}: not a resweep model file (expected format {MODEL_FILE_FORMAT})")
-    return build_trained(saved["config"], saved["state_dict"])
+    config = {k: v for k, v in saved["config"].items() if k != ARCHITECTURE}
+    return build_trained(config, saved["state_dict"])
 
 
 def input_mean(cfg: TrialConfig) -> torch.Tensor | None:

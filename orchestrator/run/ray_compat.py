@@ -127,6 +127,18 @@ def credentials_out_of_runtime_env() -> Iterator[None]:
         class_cache.ENV_VARS_TO_PROPAGATE = propagated
 
 
+# --- W&B's logging actors --------------------------------------------------------------------
+
+
+def set_wandb_actor_options(callback: Any, **options: Any) -> None:
+    """Make a WandbLoggerCallback start its per-trial logging actors with `options` (ray.remote's)
+    instead of Ray's own (max_restarts=-1, for which Ray's core prints an error line per actor).
+    Ray 2.60 builds the actor class once, in _start_logging_actor, unless one is already set."""
+    import ray
+
+    callback._remote_logger_class = ray.remote(**options)(callback._logger_actor_cls)
+
+
 # --- the local Ray's processes and a token cluster ----------------------------------------------
 
 

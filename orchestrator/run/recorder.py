@@ -51,7 +51,7 @@ from orchestrator.run.outbox import (
     SweepStatus, TrialRegistered, TrialStatus,
 )
 from orchestrator.run.stops import STOPS
-from orchestrator.run.storage import checkpoint_uri
+from orchestrator.run.storage import checkpoint_uri, newest_checkpoint
 
 ERROR_CHARS = 4000  # the tail of a trial's error text kept in trials.error
 ORPHAN_ERROR = ("lost: its driver was killed before Ray Tune saved this trial in the experiment state, "
@@ -89,6 +89,7 @@ class Recorder(Callback):
         self._registered: set[str] = set()  # trials whose TrialRegistered (with the config) was put
         self.hosts: dict[str, tuple[str | None, str | None]] = {}  # Ray's trial id -> (node_ip, hostname) now
         self._hostnames: dict[str, str] = {}  # node ip -> host name, from Ray's node table
+        self._unsaved: dict[str, Trial] = {}  # reported a checkpoint that Tune has not registered yet
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks into tuner.pkl; the outbox (its engine, and the URL's password
@@ -147,6 +148,8 @@ class Recorder(Callback):
             metrics["params_count"] = result["params_count"]
         key = self._key(trial)
         self.outbox.put(ResultReported(key, int(result["epoch"]), metrics, result.get("layer_stats")))
+        if result.get("should_checkpoint"):  # on storage already; on_checkpoint follows unless a stop comes first
+            self._unsaved[key] = trial
         host = (result.get("node_ip"), result.get("hostname"))
         if host != self.hosts.get(key) and any(host):
             self.hosts[key] = host
@@ -157,7 +160,18 @@ class Recorder(Callback):
         self, iteration: int, trials: list[Trial], trial: Trial, checkpoint: Any, **info: Any
     ) -> None:
         # Tune has persisted the checkpoint to the sweep's storage by now (local or object store).
+        self._unsaved.pop(trial.trial_id, None)
         self.outbox.put(CheckpointSaved(self._key(trial), checkpoint_uri(checkpoint)))
+
+    def _record_unsaved_checkpoints(self) -> None:
+        """A trial's checkpoint reaches storage before its result reaches the driver, and Tune
+        registers it (on_checkpoint) a step later; a stop in between leaves the result recorded and
+        the checkpoint not. The newest checkpoint in the trial's directory is that one."""
+        for key, trial in list(self._unsaved.items()):  # a copy: the stop's thread runs this too
+            newest = newest_checkpoint(trial.storage.storage_filesystem, trial.path)
+            if newest is not None:
+                self.outbox.put(CheckpointSaved(self._key(trial), newest))
+            self._unsaved.pop(key, None)
 
     def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._set_trial(trial, "pending")
@@ -215,6 +229,7 @@ class Recorder(Callback):
         self._ending = True
         STOPS.join()  # what a stop signal wrote at once comes before the verdict
         try:
+            self._record_unsaved_checkpoints()
             self._end(trials)
         finally:
             self.outbox.persist()  # what could not be written waits in the spill file for a resume
@@ -270,8 +285,9 @@ class Recorder(Callback):
         and tries once (the outbox keeps the order), and never waits out an outage."""
         self.final_status = "interrupted"
         try:
+            self._record_unsaved_checkpoints()
             self.outbox.put(SweepInterrupted(self.epochs))
-        except Exception:  # never the stop's undoing: on_experiment_end judges the sweep again
+        except Exception:  # e.g. a checkpoint's storage unreadable: on_experiment_end tries again
             pass
 
     def interrupted(self, say: Callable[[str], None] | None = None) -> None:
@@ -283,6 +299,7 @@ class Recorder(Callback):
         self.final_status = "interrupted"
         self._ending = True  # no SIGUSR1 from here: Tune has stopped
         try:
+            self._record_unsaved_checkpoints()
             self.outbox.put(SweepInterrupted(self.epochs))
             self._wait(say, "to record the interruption")
         finally:

@@ -176,3 +176,22 @@ def save_sweep_record(experiment_dir: str, *, name: str, spec: str, spec_hash: s
     record = {"name": name, "spec": spec, "spec_hash": spec_hash, "git_commit": git_commit, "git_dirty": git_dirty}
     with fs.open_output_stream(f"{path.rstrip('/')}/{SWEEP_RECORD}") as f:
         f.write(json.dumps(record, indent=1).encode())
+
+
+def newest_checkpoint(filesystem: Any, trial_dir: str) -> str | None:
+    """The newest non-empty `checkpoint_NNNNNN` in a trial's directory (a path on `filesystem`),
+    as `checkpoint_uri` writes locations; None when there is none. Tune persists a checkpoint
+    before its result reaches the driver, and registers it a step later, so a stop can leave the
+    newest on storage unknown to Tune's state."""
+    import pyarrow.fs as pafs
+
+    try:
+        found = [c.path for c in filesystem.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+                 if c.type == pafs.FileType.Directory and re.fullmatch(r"checkpoint_\d+", c.base_name)]
+    except OSError:
+        return None
+    for path in sorted(found, reverse=True):  # checkpoint_NNNNNN: the highest index is the newest
+        if any(f.type == pafs.FileType.File for f in filesystem.get_file_info(pafs.FileSelector(path))):
+            scheme = getattr(filesystem, "type_name", "local")
+            return path if scheme == "local" or "://" in path else f"{scheme}://{path.lstrip('/')}"
+    return None

@@ -4,6 +4,8 @@ name when the pinned Ray moves one of them, so an upgrade is one file to read ag
 from __future__ import annotations
 
 import importlib
+import importlib.util
+from pathlib import Path
 
 import ray
 
@@ -33,6 +35,11 @@ def test_every_private_module_and_name_the_adapter_uses_exists():
     missing = [f"{module}.{name}" for module, names in expected.items()
                for name in names if not hasattr(importlib.import_module(module), name)]
     assert missing == []
+    # set_wandb_actor_options; read, not imported (importing it imports wandb, which changes
+    # how the callback count runs for the rest of this process).
+    wandb_source = Path(importlib.util.find_spec("ray.air.integrations.wandb").origin).read_text()
+    assert "_logger_actor_cls = _WandbLoggingActor" in wandb_source
+    assert "if not self._remote_logger_class:" in wandb_source
     assert hasattr(ray.tune.Tuner, "_local_tuner") or "_local_tuner" in ray.tune.Tuner.__init__.__code__.co_names
 
 

@@ -41,9 +41,26 @@ def test_loggers_become_ray_tunes_own_callbacks_in_order():
 
     spec = parse_spec(GOOD + "loggers: [mlflow, tensorboard, wandb]\n")
     mlflow, tensorboard, wandb = logger_callbacks(spec)
-    assert isinstance(mlflow, MLflowLoggerCallback) and mlflow.experiment_name == "tracked"
+    assert type(mlflow).__name__ == "MlflowMirror" and mlflow.experiment_name == "tracked"
     assert isinstance(tensorboard, TBXLoggerCallback)
-    assert isinstance(wandb, WandbLoggerCallback)
+    assert type(wandb).__name__ == "WandbMirror" and wandb.ray is None  # Ray's callback, made in setup()
+    assert isinstance(MLflowLoggerCallback, type) and isinstance(WandbLoggerCallback, type)
+
+
+def test_a_logger_entry_may_carry_options():
+    from orchestrator.run.trackers import logger_callbacks, logger_entries
+
+    spec = parse_spec(GOOD + "loggers: [tensorboard, {mlflow: {log_model: true}}]\n")
+    assert logger_entries(spec) == {"tensorboard": {}, "mlflow": {"log_model": True}}
+    assert logger_callbacks(spec)[1].log_model is True
+    assert problems(GOOD + "loggers: [{mlflow: {log_modle: true}}]\n") == [
+        "bad.yaml: loggers[0].mlflow.log_modle: unknown key (allowed: log_model)"]
+
+
+def test_importing_the_trackers_imports_neither_mlflow_nor_wandb():
+    code = "import sys, orchestrator.run.trackers; print(sorted({'mlflow', 'wandb'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr
 
 
 def test_an_unknown_logger_lists_the_allowed_ones():
@@ -99,7 +116,7 @@ def test_callbacks_counted_by_name_match_ray_tunes_own_count():
         pass
 
     trackers = logger_callbacks(parse_spec(GOOD + "loggers: [tensorboard, mlflow, wandb]\n"))
-    assert {type(c).__name__ for c in trackers} >= {"MLflowLoggerCallback", "WandbLoggerCallback"}
+    assert {type(c).__name__ for c in trackers} == {"TensorBoardMirror", "MlflowMirror", "WandbMirror"}
     ours = [Recorder.__new__(Recorder), Progress.__new__(Progress), CSVLoggerCallback(), JsonLoggerCallback()]
     for callbacks in ([], ours, [*ours, *trackers], [Mine(), MyLogger(), MyLogger(), object(), *trackers]):
         assert count_callbacks_by_name(callbacks) == _count_callbacks(callbacks), callbacks
