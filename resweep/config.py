@@ -84,12 +84,14 @@ class TrialConfig(BaseModel):
     # On every parameter, BN's included, as in the paper; at 1, one step at lr 1 would zero every weight.
     weight_decay: float = Field(default=1.0e-4, ge=0, le=1, allow_inf_nan=False)
     lr_milestones: tuple[int, ...] = ()  # epochs after which the lr is divided by 10, at each
-    # The optional warm-up (the paper's ResNet-110): this lr until the running training error (over
-    # trainers.loop.WARMUP_WINDOW iterations) is below warmup_until_train_err, or after
-    # warmup_max_iterations iterations (None: no cap); warmup_lr None: no warm-up.
+    # The optional warm-up at warmup_lr (None: no warm-up), one of two kinds. CVPR's (ResNet-110): until
+    # the running training error (over trainers.loop.WARMUP_WINDOW iterations) is below
+    # warmup_until_train_err, or after warmup_max_iterations iterations (None: no cap). ECCV's (every
+    # CIFAR net, appendix): exactly warmup_iterations iterations, whatever the training error.
     warmup_lr: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     warmup_until_train_err: float | None = Field(default=None, gt=0, le=1)  # a fraction
     warmup_max_iterations: int | None = Field(default=None, ge=1)  # iterations (batches)
+    warmup_iterations: int | None = Field(default=None, ge=1)  # iterations (batches): a fixed warm-up
     # fp32: the paper's arithmetic (on CUDA, TF32 off too); bf16: autocast, and channels_last on CUDA.
     precision: Precision = "fp32"
     augment: bool = True  # pad + random crop (+ horizontal flip where it keeps the class)
@@ -143,6 +145,15 @@ class TrialConfig(BaseModel):
             # torch.optim.SGD refuses it too, but only once a trial has started.
             out.append((("nesterov", "momentum"), f"true needs a momentum above 0 ({key('momentum')} is "
                                                   f"{self.momentum}; allowed: nesterov false, or momentum > 0)"))
+        if self.warmup_iterations is not None and self.warmup_until_train_err is not None:
+            out.append((("warmup_iterations", "warmup_until_train_err"),
+                        f"a fixed warm-up of {self.warmup_iterations} iterations and one until the training error "
+                        f"is below {self.warmup_until_train_err} (allowed: one of {key('warmup_iterations')} and "
+                        f"{key('warmup_until_train_err')})"))
+        if self.warmup_lr is not None and self.warmup_iterations is None and self.warmup_until_train_err is None:
+            out.append((("warmup_lr", "warmup_iterations", "warmup_until_train_err"),
+                        f"a warm-up needs its end (allowed: {key('warmup_iterations')} for a fixed one, or "
+                        f"{key('warmup_until_train_err')} for one decided by the training error)"))
         if self.zero_init_residual and self.block in PREACT_BLOCKS:
             out.append((("zero_init_residual", "block"),
                         f"zeroes the last BN of each residual branch, and {self.block} units end in a conv "

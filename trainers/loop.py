@@ -1,13 +1,15 @@
 """Training and evaluation, one epoch at a time, with the paper's recipe.
 
 SGD with momentum and weight decay; the learning rate divided by 10 at given epochs; optionally a
-warm-up at a lower rate (the paper's ResNet-110 recipe: 0.01 "until the training error is below 80%
-(about 400 iterations)", then back to 0.1).
-
-The warm-up is decided per iteration: after each training batch the running training error (over
-the last WARMUP_WINDOW batches, fewer at the start) is compared with the threshold, and the warm-up
-ends at the first iteration where it is below, or after `warmup_max_iterations` iterations at the
-latest. From the next batch on the lr is the schedule's. The epoch in which it ends reports
+warm-up at a lower rate, of one of two kinds:
+- CVPR 2016's (ResNet-110): 0.01 "until the training error is below 80% (about 400 iterations)",
+  then back to 0.1. Decided per iteration: after each training batch the running training error
+  (over the last WARMUP_WINDOW batches, fewer at the start) is compared with
+  `warmup_until_train_err`, and the warm-up ends at the first iteration where it is below, or
+  after `warmup_max_iterations` iterations at the latest.
+- ECCV 2016's (every CIFAR net, appendix): 0.01 "at the beginning 400 iterations", then 0.1, whatever
+  the training error: exactly `warmup_iterations` iterations.
+From the next batch on the lr is the schedule's. The epoch in which it ends reports the metric
 `warmup_iterations`: how many iterations the warm-up lasted (= the cap when the cap ended it).
 
 Precision: "fp32" is the paper's arithmetic: no autocast, and on CUDA TF32 is switched off too (it
@@ -44,7 +46,8 @@ class LrSchedule:
 
     def __init__(self, cfg: TrialConfig) -> None:
         self.cfg = cfg
-        self.warming = cfg.warmup_lr is not None and cfg.warmup_until_train_err is not None
+        self.warming = cfg.warmup_lr is not None and (
+            cfg.warmup_until_train_err is not None or cfg.warmup_iterations is not None)
         self.iterations = 0  # warm-up iterations done
         self.window: deque[tuple[int, int]] = deque(maxlen=WARMUP_WINDOW)  # (wrong, seen) per batch
 
@@ -62,10 +65,14 @@ class LrSchedule:
 
     def step(self, wrong: int, seen: int) -> bool:
         """Called after each warm-up iteration with its misclassified and seen counts; True when this
-        iteration ended the warm-up (running error below the threshold, or the cap reached)."""
+        iteration ended the warm-up (a fixed warm-up's last iteration; else the running error below
+        the threshold, or the cap reached)."""
         if not self.warming:
             return False
         self.iterations += 1
+        if self.cfg.warmup_iterations is not None:
+            self.warming = self.iterations < self.cfg.warmup_iterations
+            return not self.warming
         self.window.append((int(wrong), int(seen)))
         cap = self.cfg.warmup_max_iterations
         if self.running_err < self.cfg.warmup_until_train_err or (cap is not None and self.iterations >= cap):

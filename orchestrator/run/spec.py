@@ -12,6 +12,8 @@ where a field is written when not as `train.<field>`); a point's flat config is 
 Extensions beyond DESIGN.md (all optional):
 - `grid.exclude`: a list of partial grid points (`{depth: 110, shortcut: none}`) left out of the
   product, for sets such as Fig. 7's (plain-20/56, ResNet-20/56/110) that are not a full product.
+- `train.warmup.iterations`: a fixed warm-up of that many iterations at `train.warmup.lr` (ECCV
+  2016's, every CIFAR net), instead of `until_train_err` (CVPR 2016's, decided by the training error);
 - `train.warmup.depths`: the depths the warm-up applies to (the paper warms up ResNet-110 only);
   default every depth.
 - `synthetic`: the generated dataset's size and shape (only with `dataset: synthetic`).
@@ -99,7 +101,7 @@ FILE_KEYS = {
     "dataset": "dataset", "data_dir": "data_dir", "model": "model",
     "depth": "grid.depth", "block": "grid.block", "shortcut": "grid.shortcut", "seed": "grid.seed",
     "warmup_lr": "train.warmup.lr", "warmup_until_train_err": "train.warmup.until_train_err",
-    "warmup_max_iterations": "train.warmup.max_iterations",
+    "warmup_max_iterations": "train.warmup.max_iterations", "warmup_iterations": "train.warmup.iterations",
     "probes_every": "probes.every", "checkpoint_every": "fault_tolerance.checkpoint_every",
     "stride_in": "model_options.stride_in", "zero_init_residual": "model_options.zero_init_residual",
     "synthetic": "synthetic",
@@ -145,8 +147,10 @@ def _section(name: str, section: str, *, first: dict[str, Any] = {}, last: dict[
     return create_model(name, __base__=_Frozen, **keys, **last)
 
 
+# `until_train_err` (CVPR's warm-up, capped at `max_iterations`) or `iterations` (ECCV's fixed one):
+# TrialConfig asks for exactly one.
 Warmup = _section(
-    "Warmup", "train.warmup", lr=REQUIRED, until_train_err=REQUIRED, max_iterations=WARMUP_MAX_ITERATIONS,
+    "Warmup", "train.warmup", lr=REQUIRED, max_iterations=WARMUP_MAX_ITERATIONS,
     last={"depths": (list[int] | None, None)},  # only these depths warm up (default: all)
 )
 Train = _section("Train", "train", subsections={"warmup": (Warmup | None, None)}, epochs=REQUIRED)

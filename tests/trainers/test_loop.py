@@ -218,3 +218,31 @@ def test_nesterov_reaches_the_optimizer_off_by_default_and_changes_the_steps():
     assert [g["nesterov"] for g in plain.optimizer.param_groups] == [False]
     assert [g["nesterov"] for g in nesterov.optimizer.param_groups] == [True]
     assert next(iter(plain))["train_loss"] != next(iter(nesterov))["train_loss"]
+
+
+def test_a_fixed_warmup_lasts_its_iterations_whatever_the_training_error():
+    # ECCV 2016's warm-up: lr 0.01 for exactly the first N iterations. Every batch right: CVPR's
+    # rule (until the running error is below 80 %) would end it after the first iteration.
+    fixed = LrSchedule(TrialConfig(epochs=6, lr=0.1, warmup_lr=0.01, warmup_iterations=5))
+    by_error = _warm_schedule(threshold=0.8, cap=5)
+    fixed_ends = [(fixed.lr(0), fixed.step(0, 10)) for _ in range(7)]
+    assert fixed_ends == [(0.01, False)] * 4 + [(0.01, True), (0.1, False), (0.1, False)]
+    assert fixed.iterations == 5 and not fixed.warming
+    assert by_error.step(0, 10) is True and by_error.iterations == 1  # the old rule stops at once
+
+
+def test_loop_fixed_warmup_spans_epochs_and_reports_where_it_ended():
+    # 96 images in batches of 16: 6 iterations an epoch; a fixed warm-up of 9 ends mid-epoch 2
+    # whatever the training error (the CVPR rule with threshold 1.0 would end it after 1).
+    loop = _loop(TrialConfig(epochs=3, batch_size=16, warmup_lr=0.01, warmup_iterations=9))
+    lrs = _step_lrs(loop)
+    results = list(loop)
+    assert lrs == pytest.approx([0.01] * 9 + [0.1] * 9)
+    assert [r.get("warmup_iterations") for r in results] == [None, 9, None]
+
+
+def test_a_warmup_is_either_fixed_or_decided_by_the_error_and_has_an_end():
+    with pytest.raises(ValueError, match="one of warmup_iterations and warmup_until_train_err"):
+        TrialConfig(warmup_lr=0.01, warmup_iterations=400, warmup_until_train_err=0.8)
+    with pytest.raises(ValueError, match="a warm-up needs its end"):
+        TrialConfig(warmup_lr=0.01)

@@ -26,7 +26,7 @@ CONFIG = {
     "epochs": 4,
     "batch_size": 16,
     "lr": 0.1,
-    "lr_milestones": [3],
+    "lr_milestones": [3],  # runs shorter than 3 epochs drop it: a config refuses milestones past its end
     "augment": True,
     "val_size": 16,
     "probes_every": 2,
@@ -35,7 +35,7 @@ CONFIG = {
 
 CONTRACT_KEYS = {
     "dataset", "data_dir", "model", "depth", "block", "shortcut", "seed", "epochs", "batch_size", "lr", "momentum", "nesterov",
-    "weight_decay", "lr_milestones", "warmup_lr", "warmup_until_train_err", "warmup_max_iterations", "precision",
+    "weight_decay", "lr_milestones", "warmup_lr", "warmup_until_train_err", "warmup_max_iterations", "warmup_iterations", "precision",
     "augment", "val_size",
     "max_train_samples", "probes_every", "checkpoint_every", "stride_in", "zero_init_residual", "synthetic",
 }  # fmt: skip
@@ -95,7 +95,7 @@ def test_results_carry_epoch_params_and_layer_stats_on_probe_epochs():
 
 def test_probes_every_beyond_the_epochs_probes_only_the_last_epoch():
     reporter = LocalReporter()
-    train({**CONFIG, "epochs": 2, "probes_every": 3, "val_size": 0}, reporter)
+    train({**CONFIG, "epochs": 2, "lr_milestones": [], "probes_every": 3, "val_size": 0}, reporter)
     assert [("layer_stats" in r) for r in reporter.results] == [False, True]
 
 
@@ -149,16 +149,16 @@ def test_resume_from_an_older_checkpoint_replays_the_same_epochs():
 
 def test_a_finished_trial_restarted_reports_its_last_epoch_again_and_trains_nothing():
     done = LocalReporter()
-    train({**CONFIG, "epochs": 1}, done)
+    train({**CONFIG, "epochs": 1, "lr_milestones": []}, done)
     again = LocalReporter(checkpoint=done.checkpoint)
-    train({**CONFIG, "epochs": 1}, again)
+    train({**CONFIG, "epochs": 1, "lr_milestones": []}, again)
     assert again.results == done.results and again.checkpoint == done.checkpoint  # no checkpoint saved anew
 
 
 def test_different_seeds_give_different_runs_and_equal_seeds_equal_runs():
     a, b, c = LocalReporter(), LocalReporter(), LocalReporter()
     for reporter, seed in ((a, 0), (b, 0), (c, 1)):
-        train({**CONFIG, "epochs": 1, "seed": seed}, reporter)
+        train({**CONFIG, "epochs": 1, "lr_milestones": [], "seed": seed}, reporter)
     assert _without_timing(a.results) == _without_timing(b.results) != _without_timing(c.results)
 
 
@@ -369,6 +369,6 @@ def test_every_config_field_is_read_by_the_trainer(monkeypatch):
             return super().__getattribute__(name)
 
     monkeypatch.setattr(trainable, "TrialConfig", Recording)
-    train({**CONFIG, "epochs": 2, "warmup_lr": 0.01, "warmup_until_train_err": 0.5, "warmup_max_iterations": 2,
+    train({**CONFIG, "epochs": 2, "lr_milestones": [], "warmup_lr": 0.01, "warmup_until_train_err": 0.5, "warmup_max_iterations": 2,
                "max_train_samples": 48}, LocalReporter())
     assert sorted(set(TrialConfig.model_fields) - read) == []

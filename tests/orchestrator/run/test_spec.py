@@ -130,7 +130,7 @@ model_options: {stride_in: 3x3, zero_init_residual: true}
 EVERY_CONFIG = {
     "dataset": "synthetic", "data_dir": "/tmp/resweep-every", "model": "imagenet", "epochs": 7, "batch_size": 32,
     "lr": 0.2, "momentum": 0.8, "nesterov": True, "weight_decay": 5.0e-4, "lr_milestones": [3, 6], "warmup_lr": 0.01,
-    "warmup_until_train_err": 0.7, "warmup_max_iterations": 9, "precision": "bf16", "augment": False,
+    "warmup_until_train_err": 0.7, "warmup_max_iterations": 9, "warmup_iterations": None, "precision": "bf16", "augment": False,
     "val_size": 16, "max_train_samples": 48, "probes_every": 2, "checkpoint_every": 3, "stride_in": "3x3",
     "zero_init_residual": True,
     "synthetic": {"num_train": 64, "num_test": 32, "image_size": 64, "channels": 1, "num_classes": 4},
@@ -144,7 +144,9 @@ def test_every_trial_config_field_is_set_from_its_key_in_the_sweep_file():
     assert config == EVERY_CONFIG
     assert TrialConfig.from_dict(config).as_dict() == config  # what the trainer reads is what was stored
     defaults = TrialConfig(synthetic={}).as_dict()
-    assert sorted(k for k in TrialConfig.model_fields if config[k] == defaults[k]) == []
+    # warmup_iterations excludes warmup_until_train_err: its key is set in
+    # test_a_warmup_is_fixed_or_decided_by_the_error_at_the_files_keys
+    assert sorted(k for k in TrialConfig.model_fields if config[k] == defaults[k]) == ["warmup_iterations"]
 
 
 def test_nesterov_is_a_train_key_off_by_default_and_only_true_or_false():
@@ -162,7 +164,7 @@ def test_nesterov_is_a_train_key_off_by_default_and_only_true_or_false():
 def test_the_sweep_files_keys_take_type_bounds_and_default_from_the_trial_config():
     from orchestrator.run import spec as spec_module
 
-    overridden = {"train.epochs", "train.warmup.lr", "train.warmup.until_train_err", "train.warmup.max_iterations"}
+    overridden = {"train.epochs", "train.warmup.lr", "train.warmup.max_iterations"}
     sections = {"train": spec_module.Train, "train.warmup": spec_module.Warmup, "probes": spec_module.Probes,
                 "fault_tolerance": spec_module.FaultTolerance, "model_options": spec_module.ModelOptions}
     checked = 0
@@ -418,7 +420,7 @@ def test_paper_reproduction_files_train_in_fp32_and_cap_the_warmup_at_400(name):
     spec, text = load_spec(next(p for p in SWEEPS if p.name == name))
     assert spec.train.precision == "fp32" and "precision: fp32" in text
     assert spec.train.epochs == 164 and spec.train.lr_milestones == [82, 123] and spec.train.batch_size == 128
-    if spec.train.warmup is not None:
+    if spec.train.warmup is not None and spec.train.warmup.iterations is None:
         assert spec.train.warmup.max_iterations == 400 and "max_iterations: 400" in text
 
 
@@ -508,3 +510,28 @@ def test_one_home_for_the_grid_axes_the_search_metrics_and_the_trial_cap():
     assert set(spec_module.Metric.__args__) == {n for n in METRIC_NAMES if n.endswith(("_err", "_loss"))}
     assert problems(edit(search="search: {metric: lr}"))[0].startswith("bad.yaml: search.metric: 'lr' is not allowed")
     assert inspect.signature(launch).parameters["max_trials"].default == spec_module.DEFAULT_MAX_TRIALS
+
+
+def test_the_eccv_files_warm_up_for_a_fixed_number_of_iterations_with_the_papers_shortcuts():
+    # ECCV 2016's appendix: lr 0.01 for the first 400 iterations of every CIFAR net, whatever the error
+    # (CVPR's "until the training error is below 80 %" ended after 8-26 iterations on digits).
+    spec, text = load_spec(next(p for p in SWEEPS if p.name == "preact.yaml"))
+    configs = [spec.trial_config(p) for p in spec.points()]
+    assert len(configs) == 18
+    assert all((c["warmup_lr"], c["warmup_iterations"], c["warmup_until_train_err"]) == (0.01, 400, None)
+               for c in configs)
+    assert {(c["depth"], c["shortcut"]) for c in configs} == {(110, "A"), (164, "B"), (1001, "B")}
+    assert "at the beginning 400 iterations" in text and "ECCV" in text.splitlines()[1]
+    small, _ = load_spec(next(p for p in SWEEPS if p.name == "preact-digits.yaml"))
+    assert {(c["warmup_iterations"], c["warmup_until_train_err"]) for c in map(small.trial_config, small.points())} == {
+        (12, None)}
+
+
+def test_a_warmup_is_fixed_or_decided_by_the_error_at_the_files_keys():
+    fixed = parse_spec(edit(train="train: {epochs: 3, warmup: {lr: 0.01, iterations: 7}}"))
+    assert (fixed.base_config()["warmup_iterations"], fixed.base_config()["warmup_until_train_err"]) == (7, None)
+    both = problems(edit(train="train: {epochs: 3, warmup: {lr: 0.01, iterations: 7, until_train_err: 0.8}}"))
+    assert len(both) == 1 and both[0].startswith("bad.yaml: train.warmup.iterations: a fixed warm-up of 7 iterations")
+    assert "allowed: one of train.warmup.iterations and train.warmup.until_train_err" in both[0]
+    endless = problems(edit(train="train: {epochs: 3, warmup: {lr: 0.01}}"))
+    assert len(endless) == 1 and "a warm-up needs its end" in endless[0] and endless[0].startswith("bad.yaml: train.warmup")
