@@ -18,6 +18,7 @@ Adding a hyperparameter: a field here, and the code in trainers/ that uses it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -117,7 +118,7 @@ class TrialConfig(BaseModel):
         key = (info.context or {}).get("key", str)
         problems = [
             InitErrorDetails(type=PydanticCustomError("trial_rule", "{problem}", {"problem": what, "fields": fields}),
-                             loc=(fields[0],), input=getattr(self, fields[0]))
+                             loc=(fields[0],), input=self.__dict__[fields[0]])
             for fields, what in self._problems(key)
         ]
         if problems:
@@ -126,44 +127,47 @@ class TrialConfig(BaseModel):
 
     def _problems(self, key: Callable[[str], str]) -> list[tuple[tuple[str, ...], str]]:
         """(the field to change and the fields the rule read, what is wrong) per broken rule."""
+        # The values through __dict__, not attributes: tests/trainers/test_trainable.py records the
+        # fields the trainer reads, and a check here is not a use.
+        c = SimpleNamespace(**self.__dict__)
         out = []
-        if not depth_allowed(self.model, self.block, self.depth):
-            out.append((("depth", "model", "block"), f"{self.depth} is not a depth of {self.model} nets with "
-                                                     f"{self.block} blocks (allowed: {allowed_depths(self.model, self.block)})"))
-        if self.model == "imagenet" and self.image_size < IMAGENET_MIN_SIZE:
-            side = self.image_size
+        if not depth_allowed(c.model, c.block, c.depth):
+            out.append((("depth", "model", "block"), f"{c.depth} is not a depth of {c.model} nets with "
+                                                     f"{c.block} blocks (allowed: {allowed_depths(c.model, c.block)})"))
+        side = _image_size(c.dataset, c.synthetic)
+        if c.model == "imagenet" and side < IMAGENET_MIN_SIZE:
             out.append((("model", "dataset", "synthetic"),
-                        f"imagenet's stem and stages shrink images 32-fold; {self.dataset}'s {side}x{side} images "
+                        f"imagenet's stem and stages shrink images 32-fold; {c.dataset}'s {side}x{side} images "
                         f"are too small (allowed: {key('model')}: cifar, or images of at least {IMAGENET_MIN_SIZE} px)"))
-        milestones = list(self.lr_milestones)
-        if any(m < 1 or m > self.epochs for m in milestones):
+        milestones = list(c.lr_milestones)
+        if any(m < 1 or m > c.epochs for m in milestones):
             out.append((("lr_milestones", "epochs"), f"{shown(milestones)} (allowed: epochs from 1 to "
-                                                     f"{key('epochs')} = {self.epochs})"))
+                                                     f"{key('epochs')} = {c.epochs})"))
         elif milestones != sorted(set(milestones)):
             out.append((("lr_milestones",), f"{shown(milestones)} (allowed: strictly increasing epochs)"))
-        if self.nesterov and self.momentum <= 0:
+        if c.nesterov and c.momentum <= 0:
             # torch.optim.SGD refuses it too, but only once a trial has started.
             out.append((("nesterov", "momentum"), f"true needs a momentum above 0 ({key('momentum')} is "
-                                                  f"{self.momentum}; allowed: nesterov false, or momentum > 0)"))
-        if self.warmup_iterations is not None and self.warmup_until_train_err is not None:
+                                                  f"{c.momentum}; allowed: nesterov false, or momentum > 0)"))
+        if c.warmup_iterations is not None and c.warmup_until_train_err is not None:
             out.append((("warmup_iterations", "warmup_until_train_err"),
-                        f"a fixed warm-up of {self.warmup_iterations} iterations and one until the training error "
-                        f"is below {self.warmup_until_train_err} (allowed: one of {key('warmup_iterations')} and "
+                        f"a fixed warm-up of {c.warmup_iterations} iterations and one until the training error "
+                        f"is below {c.warmup_until_train_err} (allowed: one of {key('warmup_iterations')} and "
                         f"{key('warmup_until_train_err')})"))
-        if self.warmup_lr is not None and self.warmup_iterations is None and self.warmup_until_train_err is None:
+        if c.warmup_lr is not None and c.warmup_iterations is None and c.warmup_until_train_err is None:
             out.append((("warmup_lr", "warmup_iterations", "warmup_until_train_err"),
                         f"a warm-up needs its end (allowed: {key('warmup_iterations')} for a fixed one, or "
                         f"{key('warmup_until_train_err')} for one decided by the training error)"))
-        if self.zero_init_residual and self.block in PREACT_BLOCKS:
+        if c.zero_init_residual and c.block in PREACT_BLOCKS:
             out.append((("zero_init_residual", "block"),
-                        f"zeroes the last BN of each residual branch, and {self.block} units end in a conv "
+                        f"zeroes the last BN of each residual branch, and {c.block} units end in a conv "
                         "(allowed: false with pre-activation blocks)"))
         return out
 
     @property
     def image_size(self) -> int:
         """The side of the trial's images in pixels."""
-        return IMAGE_SIZE.get(self.dataset) or (self.synthetic or Synthetic()).image_size
+        return _image_size(self.dataset, self.synthetic)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrialConfig:
@@ -181,3 +185,7 @@ class TrialConfig(BaseModel):
         if config["synthetic"] is None:
             del config["synthetic"]
         return config
+
+
+def _image_size(dataset: str, synthetic: Synthetic | None) -> int:
+    return IMAGE_SIZE.get(dataset) or (synthetic or Synthetic()).image_size

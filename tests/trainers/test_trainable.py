@@ -369,6 +369,6 @@ def test_every_config_field_is_read_by_the_trainer(monkeypatch):
             return super().__getattribute__(name)
 
     monkeypatch.setattr(trainable, "TrialConfig", Recording)
-    train({**CONFIG, "epochs": 2, "lr_milestones": [], "warmup_lr": 0.01, "warmup_until_train_err": 0.5, "warmup_max_iterations": 2,
-               "max_train_samples": 48}, LocalReporter())
+    train({**CONFIG, "epochs": 2, "lr_milestones": [], "warmup_lr": 0.01, "warmup_until_train_err": 0.5,
+           "warmup_max_iterations": 2, "max_train_samples": 48}, LocalReporter())
     assert sorted(set(TrialConfig.model_fields) - read) == []
