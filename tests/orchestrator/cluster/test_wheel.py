@@ -10,6 +10,7 @@ runs it on a real local Ray head through the Jobs API.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -34,8 +35,11 @@ def test_a_job_carries_every_package_the_wheel_installs_but_the_benchmarks():
 def installed(tmp_path_factory) -> Path:
     """The venv's python, with resweep installed from a freshly built wheel."""
     root = tmp_path_factory.mktemp("wheel")
+    source = root / "source"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "results", "*.egg-info", "__pycache__", ".pytest_cache", "*.db", "out"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(root / "dist"), str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(root / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (root / "dist").glob("resweep-*.whl")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
