@@ -274,7 +274,16 @@ class TrialSummary(Base):
 
 
 class LayerStat(Base):
-    """Response statistics of one 3x3 conv layer of one trial at one probed epoch (Fig. 7)."""
+    """Response statistics of one 3x3 conv layer of one trial at one probed epoch (Fig. 7).
+
+    The response (trainers/probes.py) is the conv's output after the BN that normalises it and before
+    any ReLU or addition, over the test set with BN in eval mode: in an original unit its own BN
+    (Fig. 7's definition); in a pre-activation unit the BN that next takes the conv's output (the
+    unit's next bn, the next unit's bn1 in a plain net, the final bn), so a plain net of either kind of
+    unit, computing one function, records the same numbers. Where the output meets a shortcut before
+    any BN (the last conv of a residual pre-activation basic unit) it is the raw branch output, just
+    before the addition.
+    """
 
     __tablename__ = "layer_stats"
     __table_args__ = (

@@ -17,7 +17,12 @@ CIFAR layout only) order each branch BN-ReLU-conv and add nothing after the addi
 unit is `shortcut(x) + branch(x)`, not its ReLU. The stem is the bare 3x3 conv (the first unit's BN-ReLU
 normalises it) and one final BN-ReLU comes before the pooling (ECCV 2016 Fig. 4(e) and its code,
 github.com/KaimingHe/resnet-1k-layers). A projection shortcut (B, C) is a bare 1x1 conv of the
-pre-activated input, as there; A and the identity take the unit's input itself.
+pre-activated input, as there. The net's first unit, and every unit whose shape changes, activate
+before the split into the two paths, so their shortcut (identity, option A's zero-padding or a
+projection) takes the activated input too: ECCV 2016 Sec. 4.1, "for the first Residual Unit (that
+follows a stand-alone convolutional layer, conv1), we adopt the first activation right after conv1
+and before splitting into two paths", and resnet-pre-act.lua's units "for increasing dimensions"
+("common BN, ReLU"). Elsewhere the identity takes the unit's input itself.
 
 Parameter counts this module must produce (``python -m trainers.models`` checks them):
 
@@ -179,8 +184,10 @@ class Bottleneck(nn.Module):
 
 
 class Response(nn.Identity):
-    """Marks a residual branch's last conv output (no BN follows it in a pre-activation unit), so the
-    layer probes (trainers/probes.py) read the response there; computes nothing."""
+    """Marks the output of a residual branch's last 3x3 conv where it is added to a shortcut before
+    any BN normalises it (a pre-activation basic unit with a shortcut), so the layer probes
+    (trainers/probes.py) read the response there; computes nothing. A unit without a shortcut has
+    none: the next BN normalises its conv's output, as in a plain net of original units."""
 
 
 def _preact_shortcut(kind: str, in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
@@ -195,35 +202,40 @@ class PreActBlock(nn.Module):
 
     Modules are registered in forward order (bn1, conv1, bn2, conv2, response) because the probes
     pair each 3x3 conv with the module registered after it; the ReLUs are functional for the same reason.
+    `first`: the net's first unit (it activates before the split, as does a unit whose shape changes).
     """
 
     expansion: int = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, stride_in: str) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, stride_in: str,
+                 first: bool = False) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
-        self.response = Response()
+        self.response = Response() if shortcut != "none" else None
         self.shortcut = _preact_shortcut(shortcut, in_planes, planes, stride)
+        self.activate_before_split = first or stride != 1 or in_planes != planes
 
     def forward(self, x: Tensor) -> Tensor:
         pre = F.relu(self.bn1(x))
-        out = self.conv1(pre)
-        out = self.response(self.conv2(F.relu(self.bn2(out))))
+        out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+        if self.response is not None:
+            out = self.response(out)
         return _preact_add(self, x, pre, out)
 
 
 class PreActBottleneck(nn.Module):
     """BN-ReLU-1x1 conv (reduce), BN-ReLU-3x3 conv, BN-ReLU-1x1 conv (restore, 4x), then the addition.
 
-    The stride sits where `stride_in` says, as in :class:`Bottleneck`.
+    The stride sits where `stride_in` says, as in :class:`Bottleneck`; `first` as in :class:`PreActBlock`.
     """
 
     expansion: int = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, stride_in: str) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str, stride_in: str,
+                 first: bool = False) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         stride_1x1, stride_3x3 = (stride, 1) if stride_in == "first_1x1" else (1, stride)
@@ -234,6 +246,7 @@ class PreActBottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, out_planes)
         self.shortcut = _preact_shortcut(shortcut, in_planes, out_planes, stride)
+        self.activate_before_split = first or stride != 1 or in_planes != out_planes
 
     def forward(self, x: Tensor) -> Tensor:
         pre = F.relu(self.bn1(x))
@@ -244,10 +257,11 @@ class PreActBottleneck(nn.Module):
 
 
 def _preact_add(unit: PreActBlock | PreActBottleneck, x: Tensor, pre: Tensor, out: Tensor) -> Tensor:
-    """The unit's output: its branch plus its shortcut, of the pre-activated input where it projects."""
+    """The unit's output: its branch plus its shortcut, of the pre-activated input where the unit
+    activates before the split (the first unit, a change of shape) or the shortcut projects."""
     if unit.shortcut is None:
         return out
-    if isinstance(unit.shortcut, nn.Conv2d):
+    if unit.activate_before_split or isinstance(unit.shortcut, nn.Conv2d):
         return out + unit.shortcut(pre)
     return out + unit.shortcut(x)
 
@@ -273,7 +287,8 @@ class PreActResNet(nn.Module):
             stride = 1 if i == 0 else 2
             units = []
             for j in range(blocks):
-                units.append(block(self.in_planes, width, stride if j == 0 else 1, shortcut, stride_in))
+                units.append(block(self.in_planes, width, stride if j == 0 else 1, shortcut, stride_in,
+                                   first=i == 0 and j == 0))
                 self.in_planes = width * block.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*units))
         self.num_stages = len(layers)

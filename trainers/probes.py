@@ -1,14 +1,21 @@
 """Layer responses, the paper's Fig. 7.
 
-For every 3x3 conv layer: the standard deviation (and mean) of its output after its BN and before the
-ReLU or the shortcut addition, over a whole split (the test set), with BN in eval mode. The statistic
-is taken over every element of the response, (N, C, H, W) pooled, as a population std.
+For every 3x3 conv layer: the standard deviation (and mean) of its output after the BN that
+normalises it and before any ReLU or shortcut addition, over a whole split (the test set), with BN
+in eval mode. The statistic is taken over every element of the response, (N, C, H, W) pooled, as a
+population std.
 
-The BN that belongs to a 3x3 conv is the module registered right after it (conv1/bn1, conv2/bn2, ...,
-as in this package's and torchvision's blocks); a forward hook on that BN sees exactly the response,
-before the block applies its ReLU or addition. In a pre-activation unit (BN-ReLU-conv) the last conv
-of the branch has no BN after it: a `models.Response` marker registered after it stands in, and its
-response is the branch's output itself, before the addition. Hooks exist only for the probe pass.
+One probe point for every block, so that the same function gives the same numbers whatever block
+builds it: the BN that normalises a 3x3 conv is the module registered right after it (conv1/bn1,
+conv2/bn2, ... in this package's and torchvision's original blocks: Fig. 7's definition). In a
+pre-activation unit (BN-ReLU-conv) that is the BN that next takes the conv's output: the unit's next
+bn, or, for its last conv in a plain net (no shortcut), the next unit's bn1 or the final bn. A plain
+net of pre-activation units computes what a plain net of original units computes, and records the
+same responses (tests/trainers/test_probes.py). Only where a conv's output is added to a shortcut
+before any BN sees it (the last conv of a residual pre-activation basic unit) is there no BN: a
+`models.Response` marker registered after the conv stands in, and the response is the branch's
+output itself, just before the addition. A forward hook on that module sees exactly the response,
+before any ReLU or addition. Hooks exist only for the probe pass.
 """
 
 from __future__ import annotations

@@ -96,7 +96,8 @@ def test_units_run_bn_relu_conv_and_add_without_a_relu_after(block, depth, short
         branch = by_name[f"{u}.conv{convs}"][1]
         projects = isinstance(unit.shortcut, nn.Conv2d)  # B where the shape changes: a bare 1x1 conv
         assert projects == (shortcut == "B" and x.shape != out.shape)
-        identity = unit.shortcut(F.relu(by_name[f"{u}.bn1"][1]) if projects else x)
+        # each stage's first unit (the net's first, or a change of shape) activates before the split
+        identity = unit.shortcut(F.relu(by_name[f"{u}.bn1"][1]))
         assert torch.allclose(out, branch + identity, atol=1e-6)
         assert (out < 0).any()  # the addition is the unit's output: no ReLU after it
     # The stem is a bare conv; the last unit's output goes through the final BN-ReLU, then pooling.
@@ -104,6 +105,33 @@ def test_units_run_bn_relu_conv_and_add_without_a_relu_after(block, depth, short
     last_unit_out = by_name[f"layer3.{len(net.layer3) - 1}"][1]
     assert torch.equal(by_name["bn"][0], last_unit_out)
     assert torch.allclose(by_name["fc"][0], F.relu(by_name["bn"][1]).mean((2, 3)))
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_the_first_unit_and_units_that_change_shape_take_the_activated_input_on_both_paths(shortcut):
+    # ECCV 2016 Sec. 4.1: "the first activation right after conv1 and before splitting into two paths";
+    # resnet-pre-act.lua: units for increasing dimensions share their BN-ReLU ("common BN, ReLU").
+    # Every other unit adds its input itself. ResNet-14 with preact units: 2 units a stage.
+    torch.manual_seed(0)
+    net = build_model("cifar", 14, "preact", shortcut, 10).eval()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # BN that moves the input, so that x and ReLU(BN(x)) differ
+            m.bias.data.normal_()
+            m.running_mean.normal_()
+    x = net.conv1(torch.randn(2, 3, 8, 8))
+    for name, unit in net.named_children():
+        if not name.startswith("layer"):
+            continue
+        for j, u in enumerate(unit):
+            pre = F.relu(u.bn1(x))
+            branch = u.conv2(F.relu(u.bn2(u.conv1(pre))))
+            before_split = name == "layer1" and j == 0 or j == 0 and name != "layer1"
+            expected = branch + u.shortcut(pre if before_split else x)
+            assert torch.allclose(u(x), expected, atol=1e-6), f"{name}.{j}"
+            if name == "layer1" and j == 0:  # the first unit: an identity of the activated stem
+                assert isinstance(u.shortcut, nn.Identity)
+                assert not torch.allclose(u(x), branch + x, atol=1e-3)  # what it did before
+            x = u(x)
 
 
 def test_identity_shortcut_adds_the_units_input_itself():

@@ -126,3 +126,52 @@ def test_bottleneck_and_imagenet_nets_record_only_their_3x3_convs():
 def test_a_3x3_conv_without_its_bn_is_refused():
     with pytest.raises(ValueError, match="0 is not followed by its BatchNorm2d"):
         conv_bn_pairs(nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU()))
+
+
+def _plain_preact_from_basic(basic: nn.Module, preact: nn.Module) -> None:
+    """Load a plain net of original units into the plain pre-activation net that computes the same
+    function: each conv's BN becomes the BN that follows that conv in the pre-activation net (the
+    same unit's bn2, the next unit's bn1, or the final bn)."""
+    units_b = [u for s in ("layer1", "layer2", "layer3") for u in getattr(basic, s)]
+    units_p = [u for s in ("layer1", "layer2", "layer3") for u in getattr(preact, s)]
+    following = [u.bn1 for u in units_p[1:]] + [preact.bn]
+    preact.conv1.load_state_dict(basic.conv1.state_dict())
+    units_p[0].bn1.load_state_dict(basic.bn1.state_dict())
+    for ub, up, after in zip(units_b, units_p, following):
+        up.conv1.load_state_dict(ub.conv1.state_dict())
+        up.bn2.load_state_dict(ub.bn1.state_dict())
+        up.conv2.load_state_dict(ub.conv2.state_dict())
+        after.load_state_dict(ub.bn2.state_dict())
+    preact.fc.load_state_dict(basic.fc.state_dict())
+
+
+def test_a_plain_net_of_preact_units_records_what_the_same_plain_net_of_original_units_does():
+    # Without shortcuts, BN-ReLU-conv units compute exactly what conv-BN-ReLU layers compute: the same
+    # function must give the same responses, whatever block builds it (each conv's response read at
+    # the BN that normalises its output, before the ReLU).
+    torch.manual_seed(0)
+    basic = build_model("cifar", 14, "basic", "none", 10).eval()
+    for m in basic.modules():  # trained-looking BN: statistics and affine parameters away from 0 / 1
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_()
+    preact = build_model("cifar", 14, "preact", "none", 10).eval()
+    _plain_preact_from_basic(basic, preact)
+    x = torch.randn(16, 3, 8, 8)
+    assert torch.allclose(preact(x), basic(x), atol=1e-5)  # one function
+    got_b, got_p = layer_responses(basic, [(x, None)]), layer_responses(preact, [(x, None)])
+    assert [r["name"] for r in got_p] == [r["name"] for r in got_b]  # conv1, layerk.j.conv1/conv2
+    for rb, rp in zip(got_b, got_p):
+        assert (rp["layer"], rp["stage"]) == (rb["layer"], rb["stage"])
+        assert rp["std"] == pytest.approx(rb["std"], rel=1e-5), rb["name"]
+        assert rp["mean"] == pytest.approx(rb["mean"], rel=1e-5, abs=1e-6), rb["name"]
+
+
+def test_residual_preact_units_still_read_the_branch_where_it_meets_the_shortcut():
+    net = build_model("cifar", 8, "preact", "A", 10)
+    pairs = {name: type(m).__name__ for name, m in conv_bn_pairs(net)}
+    assert pairs["layer1.0.conv2"] == "Response"
+    plain = {name: m for name, m in conv_bn_pairs(build_model("cifar", 8, "preact", "none", 10))}
+    assert {n: type(m).__name__ for n, m in plain.items()} == dict.fromkeys(plain, "BatchNorm2d")

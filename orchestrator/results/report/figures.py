@@ -29,10 +29,23 @@ PANEL_TITLE = {"none": "Plain nets", "A": "ResNets, option A", "B": "ResNets, op
 DPI = 150
 
 
+BLOCK_MARKER = {"basic": None, "bottleneck": "s", "preact": "o", "preact_bottleneck": "^"}
+RESPONSE_LABEL = ("response std (after the BN that normalises the conv, before ReLU/addition;\n"
+                  "residual preact units: the branch output before the addition)")
+
+
 def depth_colours(depths) -> dict[int, tuple]:
     """One colour per depth, the same in every panel and figure (tab10, shallow to deep)."""
     cmap = matplotlib.colormaps["tab10"]
     return {d: cmap(i % 10) for i, d in enumerate(sorted(set(int(x) for x in depths)))}
+
+
+def net_colours(keys) -> dict[tuple, tuple]:
+    """One colour per (depth, block): nets of one depth built from different blocks differ in
+    colour too, not only in marker (tab10, then tab20, in depth order)."""
+    pairs = sorted({(int(d), b) for d, b, *_ in keys})
+    cmap = matplotlib.colormaps["tab10" if len(pairs) <= 10 else "tab20"]
+    return {p: cmap(i % cmap.N) for i, p in enumerate(pairs)}
 
 
 def _panels(frame) -> list[tuple[str, str]]:
@@ -112,16 +125,18 @@ def responses_png(data: ReportData, path: Path) -> Path | None:
     prof = pooling.layer_profiles(data.layers, data.trials)
     if prof.empty:
         return None
-    colours = depth_colours(prof["depth"])
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
     ax_order, ax_sorted = fig.subplots(1, 2, sharey=True)
     keys = prof.groupby(["depth", "block", "shortcut"]).size().index
     keys = sorted(keys, key=lambda k: (SHORTCUT_ORDER[k[2]] > 0, k[0], SHORTCUT_ORDER[k[2]], k[1]))
+    colours = net_colours(keys)
     for depth, block, shortcut in keys:
         p = prof[(prof["depth"] == depth) & (prof["block"] == block)
                  & (prof["shortcut"] == shortcut)].sort_values("layer")
-        style = dict(color=colours[depth], ls=SHORTCUT_STYLE[shortcut], lw=1.6,
-                     marker="." if len(p) <= 12 else None)
+        # colour: depth and block; line style: shortcut; marker: block (every net its own look)
+        marker = BLOCK_MARKER.get(block) or ("." if len(p) <= 12 else None)
+        style = dict(color=colours[int(depth), block], ls=SHORTCUT_STYLE[shortcut], lw=1.6, marker=marker,
+                     markersize=3.5, markevery=max(1, len(p) // 12))
         ax_order.plot(p["layer"] + 1, p["mean"], label=net_label(depth, block, shortcut), **style)
         ax_sorted.plot(range(1, len(p) + 1), p["mean"].sort_values(ascending=False).to_numpy(),
                        **style)
@@ -129,7 +144,7 @@ def responses_png(data: ReportData, path: Path) -> Path | None:
     ax_order.set_xlabel("layer index (3×3 conv, forward order)")
     ax_sorted.set_title("sorted by magnitude", fontsize=11)
     ax_sorted.set_xlabel("rank (largest response first)")
-    ax_order.set_ylabel("response std (after BN, before ReLU/addition)")
+    ax_order.set_ylabel(RESPONSE_LABEL, fontsize=8.5)
     for ax in (ax_order, ax_sorted):
         ax.set_ylim(bottom=0)
         ax.set_xlim(left=1)

@@ -169,3 +169,24 @@ def test_warmup_section_says_where_each_trials_warmup_ended_and_why():
     assert "- ResNet-110 (A) seed 2: still warming up at its last recorded epoch" in text
     assert "ResNet-20" not in text
     assert warmup_markdown(SimpleNamespace(trials=trials.iloc[3:], curves=curves)) == ""
+
+
+def test_responses_figure_gives_every_net_its_own_look_and_says_what_it_plots(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from orchestrator.results.report import figures
+
+    nets = [(d, b, s) for d in (20, 56) for b in ("basic", "preact") for s in ("none", "A")]
+    trials = pd.DataFrame([dict(trial_id=i, dataset="digits", model="cifar", depth=d, block=b, shortcut=s, seed=0)
+                           for i, (d, b, s) in enumerate(nets)])
+    layers = pd.DataFrame([dict(trial_id=i, epoch=5, layer=k, std=1.0 + 0.1 * i + 0.01 * k)
+                           for i, (d, *_) in enumerate(nets) for k in range(d - 1)])
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    figures.responses_png(SimpleNamespace(name="x", layers=layers, trials=trials), tmp_path / "r.png")
+    ax = drawn["fig"].axes[0]
+    looks = {line.get_label(): (line.get_color(), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()}
+    assert len(looks) == len(nets) and len(set(looks.values())) == len(nets)
+    # basic and preact nets of one depth and shortcut: different colours, not only markers
+    assert looks["ResNet-56 (A)"][0] != looks["ResNet-56 (A, preact)"][0]
+    assert "branch output before the addition" in ax.get_ylabel()
