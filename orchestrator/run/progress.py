@@ -52,6 +52,7 @@ class Progress(Callback):
         self._last_note: str | None = None
         self._start = time.monotonic()
         self._epochs_at_start: int | None = None
+        self._first_report: tuple[float, int] | None = None  # (when, epochs done) at the first epoch reported
         self._live: Live | None = None
         self._last_draw = 0.0
         self._last_line = ""
@@ -62,7 +63,8 @@ class Progress(Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Pickled into Tune's experiment state; the console and the live display do not travel.
         state = self.__dict__.copy()
-        state.update(console=None, _live=None, _trials=[], _best={}, store=None)
+        state.update(console=None, _live=None, _trials=[], _best={}, store=None, _first_report=None,
+                     _epochs_at_start=None)  # monotonic times mean nothing in another process
         return state
 
     # --- Tune's hooks --------------------------------------------------------------------
@@ -139,18 +141,27 @@ class Progress(Callback):
         return pick(found, key=lambda pair: pair[0])
 
     def _eta(self, trials: list[Trial], elapsed: float) -> float | None:
-        """Seconds left at this session's pace in epochs; an upper bound when trials stop early."""
+        """Seconds left at this session's pace in epochs, measured from its first reported epoch
+        (Ray's start, the workers' start and the data's first load are not the pace of training:
+        counted in, a 90 s sweep's first estimate was 20 minutes); none until a second report.
+        An upper bound when trials stop early."""
         epochs_done = sum(
             self.epochs if t.status in (Trial.TERMINATED, Trial.ERROR) else (t.last_result or {}).get("epoch", 0)
             for t in trials
         )
+        now = time.monotonic()
         if self._epochs_at_start is None:
             self._epochs_at_start = epochs_done
-        trained = epochs_done - self._epochs_at_start
-        if trained <= 0 or elapsed <= 0:
+        if getattr(self, "_first_report", None) is None and epochs_done > self._epochs_at_start:
+            self._first_report = (now, epochs_done)
+        if getattr(self, "_first_report", None) is None:  # (a Progress pickled before it had one)
+            return None
+        since, first = self._first_report
+        trained = epochs_done - first
+        if trained <= 0 or now <= since:
             return None
         left = self.total * self.epochs - epochs_done
-        return max(0.0, left * elapsed / trained)
+        return max(0.0, left * (now - since) / trained)
 
     def _note(self) -> str | None:
         return self.store.note() if self.store is not None else None

@@ -87,3 +87,24 @@ def test_the_line_says_when_the_database_is_unreachable_and_logs_it_at_once(tmp_
     assert lines[1].endswith(", 1 result waiting")
     assert "unreachable" not in lines[0] + lines[2]
     engine.dispose()
+
+
+def test_time_left_is_the_pace_of_training_not_of_the_start(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("orchestrator.run.progress.time.monotonic", lambda: clock[0])
+    ts = trials(2)
+    progress = Progress("demo", total=2, epochs=10, metric="test_err", mode="min")
+    for t in ts:
+        t.set_status(Trial.RUNNING)
+    progress.on_step_end(0, ts)
+    assert "left" not in progress.line()  # the line as the sweep starts
+    clock[0] += 60  # a minute of Ray, workers and data before the first epoch
+    report(progress, ts, ts[0], 1, 0.9)
+    report(progress, ts, ts[1], 1, 0.9)
+    progress.on_step_end(0, ts)
+    assert "left" not in progress.line()  # one report: no pace yet
+    clock[0] += 2  # then an epoch of each trial every 2 s
+    report(progress, ts, ts[0], 2, 0.8)
+    report(progress, ts, ts[1], 2, 0.8)
+    line = progress.line()
+    assert line.endswith("· ~16s left"), line  # 16 epochs left at 1 epoch a second, not 16 * 62 / 2 s
