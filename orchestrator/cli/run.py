@@ -120,14 +120,14 @@ def status(
     console = tables.console()
     with user_errors():
         database = Database(db)
-        engine = database.engine(create=False)
+        engine = _existing(database, "status")
         try:
             if name is None:
                 frame = queries.sweeps(engine)
                 if frame.empty:
                     console.print(f"No sweeps in {database.shown} yet: python -m orchestrator launch SWEEP.yaml")
                     return
-                console.print(tables.sweeps_table(frame))
+                console.print(tables.sweeps_table(frame, width=console.width))
                 return
             frame = queries.trials(engine, name)
             details = queries.sweep(engine, name)
@@ -139,4 +139,24 @@ def status(
         finally:
             engine.dispose()
     console.print(f"[bold]{name}[/]  {details.status}  ({len(frame)} trials)", highlight=False)
-    console.print(tables.trials_table(frame))
+    console.print(tables.trials_table(frame, width=console.width))
+
+
+def _existing(database: Database, command: str):
+    """The engine of a database that exists; a missing SQLite file is one line naming where it
+    was looked for and how to make one."""
+    from db.engine import sqlite_path
+    from db.errors import NoDatabaseError
+    from resweep.errors import UserError
+
+    try:
+        return database.engine(create=False)
+    except NoDatabaseError:
+        path = sqlite_path(database.url)
+        if path is None:
+            raise
+        raise UserError(
+            f"{command}: no resweep database at {path.resolve()} (looked in {path.resolve().parent}): launch a "
+            "sweep there first (python -m orchestrator launch sweeps/quickstart.yaml), or point --db or "
+            "$RESWEEP_DB at the database"
+        ) from None

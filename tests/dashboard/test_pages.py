@@ -23,7 +23,7 @@ from db.engine import get_engine
 from tests.dashboard.conftest import DEPTH_SWEEP, EPOCHS, STARTING_SWEEP, build, layer_std
 
 APP = Path(dashboard.__file__).resolve().parent / "app.py"
-PAGES = ("sweeps", "curves", "grid", "layers", "sql")
+PAGES = ("sweeps", "curves", "grid", "layers", "search", "trial", "sql")
 
 
 def open_page(url: str, page: str, monkeypatch: pytest.MonkeyPatch, **params: str | list[str]) -> AppTest:
@@ -79,7 +79,7 @@ def test_sidebar_shows_database_sweeps_newest_first_and_filters(fixture_db, monk
     assert at.sidebar.code[0].value == fixture_db
     assert at.sidebar.selectbox(key="sweep").options == [STARTING_SWEEP, DEPTH_SWEEP]
     assert at.sidebar.selectbox(key="sweep").value == STARTING_SWEEP
-    assert [m.key for m in at.sidebar.multiselect] == ["dataset", "model", "depth", "block", "shortcut", "seed"]
+    assert [m.key for m in at.sidebar.multiselect] == ["compare", "dataset", "model", "depth", "block", "shortcut", "seed"]
 
 
 def test_sidebar_takes_sweep_and_filters_from_the_query_string(fixture_db, monkeypatch):
@@ -190,7 +190,7 @@ def test_curves_filters_change_the_lines(fixture_db, monkeypatch):
 
 def test_curves_loss_on_log_scale_coloured_by_shortcut_in_one_panel(fixture_db, monkeypatch):
     at = open_page(fixture_db, "curves", monkeypatch, sweep=DEPTH_SWEEP, depth="20",
-                   metric="loss", log="true", colour="shortcut", split="one panel")  # fmt: skip
+                   metric="loss", scale="log", colour="shortcut", split="one panel")  # fmt: skip
     fig = figure(at)
     assert fig.layout.yaxis.type == "log"
     assert fig.layout.yaxis.title.text == "loss"
