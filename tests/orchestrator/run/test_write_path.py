@@ -182,7 +182,13 @@ def test_a_double_stop_during_a_database_outage_records_interrupted_once_the_dat
                                                                                              ray_cluster):
     from tests.orchestrator.conftest import start_cli, wait_for
     from tests.orchestrator.private_pg import PrivatePostgres
-    from tests.orchestrator.run.test_sweeps_e2e import count, rows, sweep_file
+    from tests.orchestrator.run.test_sweeps_e2e import rows, sweep_file
+
+    def count(url: str, sql: str) -> int:  # 0 while the database or its tables are not there yet
+        try:
+            return rows(url, sql)[0][0] or 0
+        except sa.exc.DBAPIError:
+            return 0
 
     server = PrivatePostgres()
     try:
