@@ -58,6 +58,7 @@ from db.errors import (
 from db.statement_check import check_statement, without_final_semicolon
 
 DEFAULT_LIMIT = 1000
+MAX_LIMIT = 100_000  # the most rows `query` and the dashboard's SQL page return: time and memory stay bounded
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BYTES = 64 * 2**20  # a result's text, summed over its values
 UPGRADE_ADVICE = 'python -m orchestrator db upgrade --db "$RESWEEP_DB"'

@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import cached, sidebar
+from db import readonly
 from db.errors import StoreError
 from orchestrator.cli.dashboard import SQL_PAGE_ENV, sql_page_on
 
@@ -38,7 +39,8 @@ with query_col:
     with st.form("sql_form", border=False):
         sql = st.text_area("Read-only SQL (one statement)", DEFAULT_SQL, height=140, key="sql")
         cap_col, time_col, run_col = st.columns([1, 1, 1], vertical_alignment="bottom")
-        limit = cap_col.number_input("Row cap", min_value=1, max_value=100_000, value=1000, step=100, key="limit")
+        limit = cap_col.number_input("Row cap", min_value=1, max_value=readonly.MAX_LIMIT, value=readonly.DEFAULT_LIMIT,
+                                     step=100, key="limit")
         timeout_s = time_col.number_input("Time limit (s)", min_value=1, max_value=120, value=10, key="timeout")
         submitted = run_col.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
 

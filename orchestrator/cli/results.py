@@ -14,6 +14,14 @@ import typer
 
 from db.engine import Database
 from orchestrator.cli.options import DbOption, Format, refuse_format, user_errors
+from resweep.errors import UserError
+
+MAX_ID = 2**63 - 1  # the largest id a 64-bit integer key holds
+
+
+def _bounded(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
 
 
 def model(
@@ -28,8 +36,12 @@ def model(
     from resweep.results import NotFound
 
     with user_errors():
+        database = Database(db)
+        if not 1 <= trial_id <= MAX_ID:  # SQLite and PostgreSQL ids are 64-bit: no such trial, and no query
+            raise UserError(f"model: no trial {_bounded(trial_id)} in {database.shown} (trial ids are 1 to {MAX_ID}; "
+                            "`python -m orchestrator status NAME` lists a sweep's trials with their ids)")
         try:
-            with resweep.open(Database(db).url) as results:
+            with resweep.open(database.url) as results:
                 row = results.trial(trial_id)
                 uri, config = results.checkpoint(trial_id)
             from trainers.restore import save_model_file  # torch: only here

@@ -14,9 +14,10 @@ import typer
 from rich.console import Console
 
 from db.engine import Database, upgrade as upgrade_schema
-from db.readonly import DEFAULT_LIMIT, QueryResult, run_readonly
+from db.readonly import DEFAULT_LIMIT, MAX_LIMIT, QueryResult, run_readonly
 from orchestrator.cli.options import DbOption, Format, refuse_format, user_errors
 from orchestrator.results.tables import query_table
+from resweep.errors import UserError
 
 
 def query(
@@ -24,19 +25,23 @@ def query(
     db: Optional[str] = DbOption,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=0, help="Print at most this many rows (0: all).")
+        int, typer.Option("--limit", "-n", help=f"Print at most this many rows (1 to {MAX_LIMIT:,}).")
     ] = DEFAULT_LIMIT,
 ) -> None:
     """Run one read-only SQL statement on the result database and print the rows.
 
     Anything that could write (INSERT, UPDATE, DELETE, DROP, CREATE, several statements), file
-    and admin functions, and results past the row or 64 MiB byte cap end with exit status 2 and
-    one line. The database itself enforces it: PostgreSQL runs the statement as the role
-    resweep_reader in a READ ONLY transaction, SQLite opens the file read-only (docs/security.md).
+    and admin functions, and results past the 64 MiB byte cap end with exit status 2 and one
+    line; at most --limit rows (1 to 100,000) are printed. The database itself enforces it:
+    PostgreSQL runs the statement as the role resweep_reader in a READ ONLY transaction, SQLite
+    opens the file read-only (docs/security.md).
     """
     with user_errors():
         refuse_format(format, (Format.table, Format.csv, Format.json),
                       "query prints to the terminal; `export NAME --format parquet` writes Parquet files")
+        if not 1 <= limit <= MAX_LIMIT:  # "all rows" of a huge result took minutes and gigabytes to print
+            raise UserError(f"--limit {_bounded(limit)}: give 1 to {MAX_LIMIT} rows; a whole sweep's tables go to files "
+                            "with `python -m orchestrator export NAME`, or page with LIMIT and OFFSET in the statement")
         result = run_readonly(Database(db).url, sql, limit)
     if format is Format.table:
         _print_table(result)
@@ -45,9 +50,9 @@ def query(
     else:
         _print_json(result)
     if result.truncated:
-        typer.echo(
-            f"note: output cut at {result.limit} rows; --limit N shows more (0: all)", err=True
-        )
+        more = (f"--limit N shows more (up to {MAX_LIMIT})" if result.limit < MAX_LIMIT else
+                "`python -m orchestrator export NAME` writes whole tables to files")
+        typer.echo(f"note: output cut at {result.limit} rows; {more}", err=True)
 
 
 def upgrade(db: Optional[str] = DbOption) -> None:
@@ -95,6 +100,11 @@ def import_(
                        "(dataset, model, depth, block, shortcut, seed)", err=True)
         if sweep.status == "interrupted" and sweep.resumable:
             typer.echo(f"{sweep.name}: continue it with: python -m orchestrator resume {sweep.name}{flag}")
+
+
+def _bounded(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
 
 
 def _shell_db(database: Database) -> str:

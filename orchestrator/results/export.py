@@ -9,9 +9,10 @@ Files written into the output directory (`EXT` = csv | parquet | json):
 - `sweep.json`: the spec (as launched, and parsed), provenance (git commit, dirty flag, times,
   results directory) and what was exported.
 
-Everything is read through `db.queries`. Files are written into a temporary directory beside the
+Everything is read through `db.queries`. Files are written into a temporary directory inside the
 target and moved into place only when all are complete, so a failed export leaves nothing
-half-written.
+half-written: no file, and no directory it made itself (an --out below a file, under /proc or
+/sys, or on a full disk is one line).
 """
 
 from __future__ import annotations
@@ -55,33 +56,65 @@ def export_sweep(engine: Engine, sweep: str, fmt: str, out: str | os.PathLike) -
         raise UserError(f"export: no sweep named {sweep!r} in {redact(engine)} "
                         "(`python -m orchestrator status` lists the sweeps)")
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file (allowed: a directory, new or existing)")
-    trials = queries.trials(engine, sweep)
-    ids = trials["trial_id"].tolist()
-    metrics = queries.curves(engine, ids)
-    layers = _all_layer_stats(engine, ids)
-    tables = {
-        "trials": trials,
-        "metrics": metrics,
-        "metrics_wide": _wide(metrics, trials),
-        "layer_stats": layers,
-    }
-    sweep_info = _sweep_json(details.iloc[0].to_dict(), fmt, {k: len(v) for k, v in tables.items()})
-
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    made = _make_dirs(out)
     try:
-        for name, frame in tables.items():
-            _write(frame, staging / f"{name}.{fmt}", fmt)
-        (staging / "sweep.json").write_text(json.dumps(sweep_info, indent=2, default=str) + "\n")
-        files = {}
-        for path in sorted(staging.iterdir()):
-            files[path.name] = path.stat().st_size
-            os.replace(path, out / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        trials = queries.trials(engine, sweep)
+        ids = trials["trial_id"].tolist()
+        metrics = queries.curves(engine, ids)
+        layers = _all_layer_stats(engine, ids)
+        tables = {
+            "trials": trials,
+            "metrics": metrics,
+            "metrics_wide": _wide(metrics, trials),
+            "layer_stats": layers,
+        }
+        sweep_info = _sweep_json(details.iloc[0].to_dict(), fmt, {k: len(v) for k, v in tables.items()})
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+        try:
+            for name, frame in tables.items():
+                _write(frame, staging / f"{name}.{fmt}", fmt)
+            (staging / "sweep.json").write_text(json.dumps(sweep_info, indent=2, default=str) + "\n")
+            files = {}
+            for path in sorted(staging.iterdir()):
+                files[path.name] = path.stat().st_size
+                os.replace(path, out / path.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        if made:  # what this export made (each directory inside the one before), nothing else
+            shutil.rmtree(made[0], ignore_errors=True)
+        if isinstance(exc, OSError):  # a read-only or full filesystem, no permission
+            raise UserError(f"--out {out}: cannot write there ({_reason(exc)}); give a directory you can "
+                            "write, new or existing") from None
+        raise
     return Exported(out, files, {k: len(v) for k, v in tables.items()})
+
+
+def _make_dirs(out: Path) -> list[Path]:
+    """Make `out` and its missing parents; the directories made, outermost first. UserError (and
+    nothing left made) where a parent is a file or a directory cannot be made (/proc, /sys, no
+    permission)."""
+    made: list[Path] = []
+    for directory in [*reversed(out.parents), out]:
+        if directory.is_dir():
+            continue
+        problem = f"{directory} is a file" if directory.exists() or directory.is_symlink() else None
+        if problem is None:
+            try:
+                directory.mkdir()
+                made.append(directory)
+                continue
+            except OSError as exc:
+                problem = f"cannot make {directory} ({_reason(exc)})"
+        for done in reversed(made):
+            done.rmdir()
+        raise UserError(f"--out {out}: {problem}; give a directory you can write, new or existing")
+    return made
+
+
+def _reason(exc: OSError) -> str:
+    lines = str(exc).splitlines()
+    return exc.strerror or (lines[0] if lines else type(exc).__name__)
 
 
 def _all_layer_stats(engine: Engine, ids: list[int]) -> pd.DataFrame:
