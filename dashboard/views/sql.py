@@ -51,7 +51,8 @@ with query_col:
             st.session_state[RESULT_KEY] = exc
     result = st.session_state[RESULT_KEY]
     if isinstance(result, StoreError):
-        st.error(str(result), icon=":material/block:")
+        # db.readonly speaks for the `query` command; here the reader is on this page
+        st.error(str(result).replace("the query command", "this page"), icon=":material/block:")
     else:
         frame = result.to_frame()
         st.dataframe(frame, hide_index=True)

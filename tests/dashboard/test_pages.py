@@ -332,6 +332,9 @@ def test_sql_page_refuses_writes_with_one_line(fixture_db, monkeypatch):
     at.button[0].click().run()
     assert not at.exception
     assert at.error[0].value.startswith("refused: DELETE statements are not allowed")
+    at.text_area(key="sql").input("PRAGMA user_version = 3")  # db.readonly names its command in the refusal
+    at.button[0].click().run()
+    assert "this page is read-only" in at.error[0].value and "query command" not in at.error[0].value
     at = open_page(fixture_db, "sweeps", monkeypatch)
     assert len(at.dataframe[0].value) == 2  # still there
 
