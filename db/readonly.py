@@ -18,8 +18,12 @@ PostgreSQL (read-only by construction; the door's roles and function are db/door
   through a cursor. It stops after `limit + 1` rows or past `max_bytes`, so a huge result is
   never built.
 SQLite: the file is opened with `mode=ro` and `PRAGMA query_only`, ATTACH is disabled, an
-authorizer allows only reads and function calls, sqlite3 runs one statement at a time, and no
-value may be larger than `max_bytes` (SQLITE_LIMIT_LENGTH); rows are read in blocks up to the caps.
+authorizer allows only reads and function calls, sqlite3 runs one statement at a time. Memory is
+bounded before it is allocated: no string or blob may be longer than 4 MiB (SQLITE_LIMIT_LENGTH),
+the statement's text than 1 MiB, and all of SQLite's memory in the process than 64 MiB
+(`PRAGMA hard_heap_limit`), so a row is refused inside SQLite before Python converts it. Rows
+are read one at a time, text as bytes, and each value counts its size in Python towards
+`max_bytes` before the next one is decoded.
 
 Before all that, `db.statement_check.check_statement` refuses the obvious in one friendly line.
 """
@@ -27,6 +31,7 @@ Before all that, `db.statement_check.check_statement` refuses the obvious in one
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 import time
 import urllib.parse
@@ -62,6 +67,14 @@ MAX_LIMIT = 100_000  # the most rows `query` and the dashboard's SQL page return
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BYTES = 64 * 2**20  # a result's text, summed over its values
 UPGRADE_ADVICE = 'python -m orchestrator db upgrade --db "$RESWEEP_DB"'
+# SQLite's bounds (docs/security.md, "SQLite"). resweep's own values are a few kB (a sweep file,
+# a config's JSON, an error's last 4,000 characters); 4 MiB leaves room for a user's
+# group_concat. The heap limit is SQLite's own, for every connection of the process (the
+# dashboard server's included): its reads peak at 5 MiB of SQLite memory on a 3.2-million-point
+# database, so only a statement that would build a huge row, string or sort in memory meets it.
+SQLITE_VALUE_BYTES = 4 * 2**20  # SQLITE_LIMIT_LENGTH: the longest string, blob or row SQLite builds
+SQLITE_SQL_BYTES = 2**20  # SQLITE_LIMIT_SQL_LENGTH: the statement's text
+SQLITE_HEAP_BYTES = 64 * 2**20  # PRAGMA hard_heap_limit: all of SQLite's memory in this process
 
 @dataclass(frozen=True)
 class QueryResult:
@@ -152,10 +165,59 @@ def _sqlite_reads_only(action: int, *_: object) -> int:
     return sqlite3.SQLITE_OK if action in _SQLITE_READS else sqlite3.SQLITE_DENY
 
 
-def _size(value: Any) -> int:
-    if isinstance(value, (str, bytes, bytearray, memoryview)):
-        return len(value)
-    return 8
+class _Utf8:
+    """A TEXT value as SQLite's bytes (the connection's text_factory): decoded only once the
+    result has room for it, since a str may take up to four times its UTF-8 length."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+
+_ROW_BYTES = sys.getsizeof(()) + 8  # a row's tuple and its slot in the list
+
+
+def _value_too_big(where: str, cap: int) -> QueryError:
+    return QueryError(
+        f"the query on {where} built a value larger than {_amount(cap)}, the most one string, blob "
+        "or row may hold: select shorter values (substr) or aggregate fewer rows (WHERE)"
+    )
+
+
+def _out_of_memory(where: str) -> QueryError:
+    return QueryError(
+        f"the query on {where} needed more than the {_amount(SQLITE_HEAP_BYTES)} of memory a query "
+        "may use: select fewer or shorter values (LIMIT, WHERE, substr)"
+    )
+
+
+def _read_sqlite_rows(cursor: sqlite3.Cursor, columns: list[str], limit: int | None, max_bytes: int,
+                      where: str) -> list[tuple]:
+    """At most `limit + 1` rows, one at a time; every value counts what it costs in Python
+    towards `max_bytes` before the next is decoded."""
+    rows: list[tuple] = []
+    size = 0
+    for raw in cursor:  # SQLite's heap limit has bounded this row before sqlite3 converted it
+        size += _ROW_BYTES
+        row = []
+        for column, value in zip(columns, raw):
+            if type(value) is _Utf8:
+                try:
+                    value = value.raw.decode()
+                except UnicodeDecodeError:
+                    raise QueryError(
+                        f"query failed on {where}: column {column[:40]!r} holds text that is not UTF-8: "
+                        "select it as a blob, e.g. CAST(... AS BLOB)"
+                    ) from None
+            size += sys.getsizeof(value) + 8
+            if size > max_bytes:
+                raise _too_big(where, max_bytes)
+            row.append(value)
+        rows.append(tuple(row))
+        if limit is not None and len(rows) > limit:
+            break
+    return rows
 
 
 def _execute_sqlite(url: str, sql: str, limit: int | None, timeout_s: float, max_bytes: int) -> QueryResult:
@@ -163,41 +225,39 @@ def _execute_sqlite(url: str, sql: str, limit: int | None, timeout_s: float, max
     where = redact(url)
     if path is None or not path.is_file():
         raise NoDatabaseError(f'no SQLite database at {where}: check --db / ${ENV_VAR}')
+    if len(sql) >= SQLITE_SQL_BYTES or len(sql.encode()) >= SQLITE_SQL_BYTES:
+        raise QueryError(f"the statement is longer than {_amount(SQLITE_SQL_BYTES)}: shorten it")
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=timeout_s)
     except sqlite3.Error as exc:
         raise UnreachableError(describe_db_error(exc, sa.make_url(url))) from exc
     deadline = time.monotonic() + timeout_s
+    value_cap = min(SQLITE_VALUE_BYTES, max(1_000_000, max_bytes))
     try:
-        conn.execute("PRAGMA query_only = ON")
-        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # ATTACH could create files
-        # No string or blob bigger than the byte cap is ever built (randomblob(1e9), printf).
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(1_000_000, min(max_bytes, 2**31 - 1)))
-        conn.set_authorizer(_sqlite_reads_only)
-        add_sqlite_math(conn)
-        # Abort a runaway query: SQLite calls this every 10k VM steps; nonzero interrupts.
-        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
+            conn.execute("PRAGMA query_only = ON")
+            # For the whole process, and it only ever lowers the limit: set once, the same every time.
+            conn.execute(f"PRAGMA hard_heap_limit = {SQLITE_HEAP_BYTES}")
+            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)  # ATTACH could create files
+            # No string, blob or row longer than value_cap is ever built (randomblob(1e9), printf).
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, value_cap)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, SQLITE_SQL_BYTES)
+            conn.text_factory = _Utf8
+            conn.set_authorizer(_sqlite_reads_only)
+            add_sqlite_math(conn)
+            # Abort a runaway query: SQLite calls this every 10k VM steps; nonzero interrupts.
+            conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
             cursor = conn.execute(sql)
             columns = [d[0] for d in cursor.description or ()]
-            rows: list[tuple] = []
-            size = 0
-            while columns and (limit is None or len(rows) <= limit):
-                block = cursor.fetchmany(256 if limit is None else min(256, limit + 1 - len(rows)))
-                if not block:
-                    break
-                size += sum(_size(v) for row in block for v in row)
-                if size > max_bytes:
-                    raise _too_big(where, max_bytes)
-                rows.extend(block)
-        except MemoryError:
-            raise _too_big(where, max_bytes) from None
+            rows = _read_sqlite_rows(cursor, columns, limit, max_bytes, where)
+        except MemoryError:  # SQLite's heap limit (SQLITE_NOMEM), or the process's own
+            raise _out_of_memory(where) from None
         except (sqlite3.Error, sqlite3.Warning) as exc:
             if time.monotonic() > deadline:
                 raise _timed_out(where, timeout_s) from exc
             if "too big" in str(exc):
-                raise _too_big(where, max_bytes) from exc
+                raise _value_too_big(where, value_cap) from exc
             raise _query_error(where, _first_line(exc)) from exc
     finally:
         conn.rollback()
