@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from db import writes
 from db.engine import Database
@@ -35,6 +36,14 @@ from tests.orchestrator.run.test_stops import (
 from tests.orchestrator.run.test_sweeps_e2e import count, rows
 
 BUSY = "another resweep command is running this sweep now"
+
+
+def results(url: str) -> int:
+    """The test_err results recorded so far (0 before the launch has made the tables)."""
+    try:
+        return count(url, "SELECT count(*) FROM metrics WHERE name = 'test_err'")
+    except sa.exc.ProgrammingError:  # PostgreSQL: no such table yet
+        return 0
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
@@ -164,8 +173,7 @@ def interrupted_sweep(tmp_path: Path, ray_cluster, name: str, url: str) -> None:
     """A grid sweep stopped by Ctrl-C after its first two results (interrupted, resumable)."""
     path = grid_sweep(tmp_path, name)
     driver = start_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
-    wait_for(lambda: count(url, "SELECT count(*) FROM metrics WHERE name = 'test_err'") >= 2,
-             timeout=180, what="2 results", proc=driver)
+    wait_for(lambda: results(url) >= 2, timeout=180, what="2 results", proc=driver)
     driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, out
@@ -230,13 +238,40 @@ def test_ctrl_c_twice_in_quick_succession_leaves_a_resumable_sweep(tmp_path, ray
 def test_sigterm_during_a_resume_interrupts_it_and_the_next_resume_finishes_every_trial(tmp_path, ray_cluster):
     url = f"sqlite:///{tmp_path / 'resweep.db'}"
     interrupted_sweep(tmp_path, ray_cluster, "race-term", url)
-    before = count(url, "SELECT count(*) FROM metrics WHERE name = 'test_err'")
+    before = results(url)
     resumed = start_cli("resume", "race-term", "--db", url, "--address", ray_cluster.address, cwd=tmp_path)
-    wait_for(lambda: count(url, "SELECT count(*) FROM metrics WHERE name = 'test_err'") > before,
-             timeout=180, what="a result of the resume", proc=resumed)
+    wait_for(lambda: results(url) > before, timeout=180, what="a result of the resume", proc=resumed)
     resumed.send_signal(signal.SIGTERM)
     out, _ = resumed.communicate(timeout=120)
     assert resumed.returncode == 143, out
     assert "Traceback" not in out, out
     assert_interrupted_and_resumable(url, "race-term", out)
     resume_to_the_end(tmp_path, url, "race-term", ray_cluster)
+
+
+@ray_test
+def test_ctrl_c_twice_at_a_terminal_reaches_the_drivers_own_local_ray_too_and_the_sweep_stays_resumable(tmp_path):
+    """A terminal's Ctrl-C signals its whole foreground process group: the driver and the local
+    Ray it started (its raylet, GCS and workers), not the driver alone."""
+    import tempfile
+
+    url = f"sqlite:///{tmp_path / 'resweep.db'}"
+    path = grid_sweep(tmp_path, "race-tty")
+    with tempfile.TemporaryDirectory(prefix="rs", dir="/tmp") as temp_dir:  # short: Ray's socket paths
+        env = cli_env({"RAY_TMPDIR": temp_dir, "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"})
+        driver = subprocess.Popen([sys.executable, "-m", "orchestrator", "launch", str(path), "--db", url],
+                                  cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)  # a process group of its own, as a shell's job
+        wait_for(lambda: results(url) >= 2, timeout=240, what="2 results", proc=driver)
+        for _ in range(2):
+            os.killpg(driver.pid, signal.SIGINT)
+            time.sleep(0.05)
+        out, _ = driver.communicate(timeout=120)
+        assert driver.returncode == 130, out
+        assert "Traceback" not in out, out
+        assert_interrupted_and_resumable(url, "race-tty", out)
+        resumed = subprocess.run([sys.executable, "-m", "orchestrator", "resume", "race-tty", "--db", url],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert rows(url, "SELECT status FROM sweeps") == [("finished",)]
+    assert_every_trial_has_every_epoch(url, "race-tty")
