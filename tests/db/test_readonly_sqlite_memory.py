@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,14 @@ def test_the_byte_cap_counts_what_values_cost_in_python(sqlite_file):
     with pytest.raises(QueryError, match=RESULT):
         readonly.run_readonly(sqlite_file, sql, limit=100_000)
     assert len(readonly.run_readonly(sqlite_file, sql, limit=1000).rows) == 1000
+
+
+def test_the_timeout_stops_a_statement_whose_every_step_is_slow(sqlite_file):
+    """A distinct recursive CTE of 3 MB rows: each VM step compares and spills megabytes, so the
+    progress handler must run often (every 1,000 steps: 8 s for a 5 s limit; every 10,000 ran 90 s)."""
+    sql = ("WITH RECURSIVE t(i, v) AS (SELECT 1, randomblob(3000000) UNION SELECT i + 1, randomblob(3000000) "
+           "FROM t WHERE i < 10000) SELECT count(*) FROM t")  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(QueryError, match="ran past the 5 s timeout"):
+        readonly.run_readonly(sqlite_file, sql, timeout_s=5)
+    assert time.monotonic() - start < 30
