@@ -24,8 +24,31 @@ def _bounded(number: int) -> str:
     return text if len(text) <= 24 else f"{text[:20]}... ({len(text)} digits)"
 
 
+def _trial_id(database: Database, reference: str) -> int:
+    """The id a user's reference names: an integer id as given, else the trial whose Tune key it is."""
+    text = reference.strip()
+    if text.isdigit():
+        return int(text)
+    from db import queries
+
+    engine = database.engine(create=False)
+    try:
+        ids = queries.trial_ids(engine, text)
+    finally:
+        engine.dispose()
+    if not ids:
+        raise UserError(f"model: no trial with id or Tune key {_bounded(text)!r} in {database.shown} "
+                        "(`python -m orchestrator status NAME` lists a sweep's trials with both)")
+    if len(ids) > 1:
+        raise UserError(f"model: Tune key {text!r} names trials {', '.join(map(str, ids))} (one per sweep) in "
+                        f"{database.shown}; give the trial's id instead")
+    return ids[0]
+
+
 def model(
-    trial_id: Annotated[int, typer.Argument(help="The trial's id (trials.id; `status NAME` and `query` show it).")],
+    trial_id: Annotated[str, typer.Argument(
+        help="The trial: its id (12, the `trial` column of `status NAME`) or Tune's trial key (b68e4_00006).",
+        show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The file to write (e.g. resnet56.pt).")],
     db: Optional[str] = DbOption,
 ) -> None:
@@ -37,6 +60,7 @@ def model(
 
     with user_errors():
         database = Database(db)
+        trial_id = _trial_id(database, trial_id)
         if not 1 <= trial_id <= MAX_ID:  # SQLite and PostgreSQL ids are 64-bit: no such trial, and no query
             raise UserError(f"model: no trial {_bounded(trial_id)} in {database.shown} (trial ids are 1 to {MAX_ID}; "
                             "`python -m orchestrator status NAME` lists a sweep's trials with their ids)")
