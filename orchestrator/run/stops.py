@@ -293,8 +293,9 @@ def claimed(experiment_dir: str, name: str, *, new: bool = False) -> Iterator[Cl
     """For the block, this process is the one driver of sweep `name`, whose results are at
     `experiment_dir` (a path, or a URI); UserError at once, in one line, if another process is.
 
-    `new` (a launch): a local directory is made if it is not there, and removed again at the end
-    if it still holds nothing but the claim (a launch refused after claiming leaves nothing).
+    `new` (a launch): a local directory is made if it is not there (with its parents), and what
+    was made is removed again at the end if it still holds nothing but the claim (a launch refused
+    after claiming leaves nothing).
     The claim's file names the holder (pid and host) and goes when the block ends.
     For results on object storage, which has no locks, the claim's file is in this user's
     CLAIMS_DIR: it excludes drivers on this machine; PostgreSQL's claim, all of them.
@@ -302,12 +303,12 @@ def claimed(experiment_dir: str, name: str, *, new: bool = False) -> Iterator[Cl
     remote = "://" in experiment_dir and not experiment_dir.startswith("file://")
     if remote:
         key = hashlib.sha256(experiment_dir.partition("?")[0].encode()).hexdigest()[:32]
-        folder, made = Path(CLAIMS_DIR).expanduser(), False
+        folder, made = Path(CLAIMS_DIR).expanduser(), []
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / key
     else:
         folder = Path(experiment_dir)
-        made = new and not folder.exists()
+        made = [d for d in (folder, *folder.parents) if not d.exists()] if new else []  # innermost first
         if new:
             folder.mkdir(parents=True, exist_ok=True)
         path = folder / CLAIM_FILE
@@ -321,11 +322,11 @@ def claimed(experiment_dir: str, name: str, *, new: bool = False) -> Iterator[Cl
         except OSError:
             pass
         os.close(fd)
-        if made:
+        for directory in made:
             try:
-                folder.rmdir()  # only if empty: nothing of the sweep was written
+                directory.rmdir()  # only if empty: nothing of the sweep was written
             except OSError:
-                pass
+                break
 
 
 def _lock(path: Path, name: str) -> int:

@@ -117,7 +117,7 @@ def test_a_launch_refused_after_claiming_a_new_results_directory_leaves_no_direc
         with claimed(str(experiment_dir), "new-sweep", new=True) as claim:
             assert claim.fresh and experiment_dir.is_dir()
             raise RuntimeError("refused after the claim (say, by the database's unique name)")
-    assert not experiment_dir.exists()
+    assert not (tmp_path / "results").exists()  # nor the results directory made for it
     experiment_dir.mkdir(parents=True)
     (experiment_dir / "experiment_state-x.json").write_text("{}")
     with claimed(str(experiment_dir), "new-sweep", new=True) as claim:
