@@ -89,9 +89,9 @@ def resolve_url(url: str | None = None) -> str:
 
 
 # Query-string keys that carry a secret: libpq's `password` and `sslpassword`, common spellings,
-# object stores' `secret_key`, `access_key`, `session_token`. A key that merely looks like one
-# (`sslkey`, a file's path) is hidden too: a masked path costs less than a shown password.
-_SECRET_NAME = r"[\w.-]*(?:pass|pwd|secret|token|credential|key)[\w.-]*"
+# object stores' `secret_key`, `access_key`, `session_token`. (libpq's `sslkey` names a file,
+# shown so that advice lines repeat it.)
+_SECRET_NAME = r"[\w.-]*(?:pass|pwd|secret|token|credential|private|access_key|api_?key)[\w.-]*"
 # The value runs to the next `&name=` (or ` name=` in a libpq keyword string), so a password
 # holding an unencoded '&' or '#' is hidden whole.
 _SECRET_KEYS = re.compile(rf"(?is)((?:^|[?&;\s]){_SECRET_NAME}=)(?:(?![&\s][\w.-]+=).)*")

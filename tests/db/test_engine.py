@@ -209,6 +209,7 @@ def test_redact_escapes_control_characters_so_the_line_stays_one():
 def test_redact_hides_object_store_and_libpq_keyword_secrets():
     assert redact("s3://b/p?region=x&secret_key=SECRET&access_key=AKIA") == "s3://b/p?region=x&secret_key=***&access_key=***"
     assert redact("host=h password=SECRET dbname=d") == "host=h password=*** dbname=d"
+    assert redact("postgresql://u@h/d?sslkey=/home/u/.pg/client.key") == "postgresql://u@h/d?sslkey=/home/u/.pg/client.key"
 
 
 def test_a_file_that_is_not_a_database_is_one_line_naming_it(tmp_path):
