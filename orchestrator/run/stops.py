@@ -347,8 +347,11 @@ def _lock(path: Path, name: str) -> int:
         except FileNotFoundError:
             same = False
         if same:  # not a file its holder unlinked just before we locked it: ours
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            try:  # who holds it, for the next one's refusal; the lock is the claim, not this text
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            except OSError:  # a full disk
+                pass
             return fd
         os.close(fd)
 
