@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from orchestrator.run.storage import is_uri
 from resweep.errors import UserError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -300,7 +301,7 @@ def claimed(experiment_dir: str, name: str, *, new: bool = False) -> Iterator[Cl
     For results on object storage, which has no locks, the claim's file is in this user's
     CLAIMS_DIR: it excludes drivers on this machine; PostgreSQL's claim, all of them.
     """
-    remote = "://" in experiment_dir and not experiment_dir.startswith("file://")
+    remote = is_uri(experiment_dir)
     if remote:
         key = hashlib.sha256(experiment_dir.partition("?")[0].encode()).hexdigest()[:32]
         folder, made = Path(CLAIMS_DIR).expanduser(), []
@@ -337,11 +338,11 @@ def _lock(path: Path, name: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = "".join(c for c in os.pread(fd, 200, 0).decode(errors="replace").strip() if c.isprintable())
             os.close(fd)
-            raise UserError(f"{name}: another resweep command is running this sweep now ({holder}); wait for it "
-                            f"to end, or stop it (Ctrl-C there) and run `python -m orchestrator resume {name}`"
-                            ) from None
+            raise UserError(f"{name}: another resweep command is running this sweep now ({holder or 'starting'}); "
+                            "wait for it to end, or stop it (Ctrl-C there) and run "
+                            f"`python -m orchestrator resume {name}`") from None
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
