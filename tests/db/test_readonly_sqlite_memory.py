@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -66,8 +65,11 @@ def sqlite_file(tmp_path_factory) -> str:
     return url
 
 
-def _limit_address_space() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+# Sets the limit, then becomes the command (exec keeps the pid, so wait4 measures the command).
+LIMITED = (
+    "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_AS, (n, n)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 def _run_measured(args: list[str], tmp_path: Path) -> tuple[int, str, str, int]:
@@ -75,8 +77,8 @@ def _run_measured(args: list[str], tmp_path: Path) -> tuple[int, str, str, int]:
     signal), stdout, stderr and peak RSS in bytes."""
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        child = subprocess.Popen(args, stdout=stdout, stderr=stderr, cwd=ROOT, preexec_fn=_limit_address_space,
-                                 env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
+        child = subprocess.Popen([sys.executable, "-c", LIMITED, str(ADDRESS_SPACE), *args], stdout=stdout,
+                                 stderr=stderr, cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
         try:
             _, status, usage = os.wait4(child.pid, 0)
         except BaseException:
