@@ -68,15 +68,19 @@ def model(
             with resweep.open(database.url) as results:
                 row = results.trial(trial_id)
                 uri, config = results.checkpoint(trial_id)
+                last = results.last_epoch(trial_id)
             from trainers.restore import save_model_file  # torch: only here
 
-            path = save_model_file(out, uri, config, trial_id=int(trial_id), sweep=str(row["sweep"]),
-                                   trial_key=str(row["trial_key"]))
+            saved = save_model_file(out, uri, config, trial_id=int(trial_id), sweep=str(row["sweep"]),
+                                    trial_key=str(row["trial_key"]))
         except (NotFound, FileNotFoundError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-    typer.echo(f"{path}: trial {trial_id} ({row['sweep']}, depth {row['depth']}, {row['block']}, "
-               f"shortcut {row['shortcut']}, seed {row['seed']}) from {uri}")
+    # A checkpoint every N epochs, or a stop before the last one was saved: say which epoch it is.
+    epoch = "" if saved["epoch"] == last else (
+        f"; it holds epoch {saved['epoch']}, and the trial's last recorded epoch is {last}")
+    typer.echo(f"{out}: trial {trial_id} ({row['sweep']}, depth {row['depth']}, {row['block']}, "
+               f"shortcut {row['shortcut']}, seed {row['seed']}) from {uri}{epoch}")
 
 
 def export(

@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import sys
 from typing import Annotated, Any, Optional
 
@@ -127,12 +128,22 @@ def _print_csv(result: QueryResult) -> None:
     sys.stdout.flush()
 
 
+# How SQLAlchemy stores a DateTime in SQLite (text, UTC for resweep's columns, no zone): `query
+# --format json` writes it as PostgreSQL's timestamptz comes out, ISO-8601 with +00:00.
+_SQLITE_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,6})?")
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN/Infinity
     if isinstance(value, decimal.Decimal):
         return float(value)
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+    if isinstance(value, dt.datetime):  # resweep's timestamps are UTC; SQLite's come back naive
+        return (value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None
+                else value.astimezone(dt.timezone.utc)).isoformat()
+    if isinstance(value, str) and _SQLITE_TIMESTAMP.fullmatch(value):  # SQLite's text of a DateTime column
+        return dt.datetime.fromisoformat(value).replace(tzinfo=dt.timezone.utc).isoformat()
+    if isinstance(value, (dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()

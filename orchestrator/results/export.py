@@ -38,6 +38,9 @@ from resweep.paper import AXES
 
 FORMATS = ("csv", "parquet", "json")
 METRICS_LONG = ["trial_id", "epoch", "name", "value"]
+# Columns of text in the exported tables (trials, metrics, layer_stats), typed string in Parquet.
+TEXT_COLUMNS = {"trial_key", "dataset", "model", "block", "shortcut", "status", "error", "node_ip", "hostname",
+                "config", "name", "stage"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ def export_sweep(engine: Engine, sweep: str, fmt: str, out: str | os.PathLike) -
         raise UserError(f"export: no sweep named {sweep!r} in {redact(engine)} "
                         "(`python -m orchestrator status` lists the sweeps)")
     out = Path(out).expanduser()
+    previous = _previous_export(out)  # replaced whole: no file of another format is left beside
     made = _make_dirs(out)
     try:
         trials = queries.trials(engine, sweep)
@@ -78,6 +82,8 @@ def export_sweep(engine: Engine, sweep: str, fmt: str, out: str | os.PathLike) -
             for path in sorted(staging.iterdir()):
                 files[path.name] = path.stat().st_size
                 os.replace(path, out / path.name)
+            for stale in previous - set(files):
+                (out / stale).unlink(missing_ok=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except BaseException as exc:
@@ -117,6 +123,25 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or (lines[0] if lines else type(exc).__name__)
 
 
+def _previous_export(out: Path) -> set[str]:
+    """The files of the export already in `out` (its sweep.json lists them); UserError when `out`
+    holds anything else, so an export never mixes with other files."""
+    if not out.is_dir():
+        return set()
+    entries = {p.name for p in out.iterdir() if not p.name.startswith(".export-")}
+    if not entries:
+        return set()
+    try:
+        listed = set(json.loads((out / "sweep.json").read_text())["export"]["files"]) | {"sweep.json"}
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = set()
+    if not listed or entries - listed:
+        other = sorted(entries - listed)[:3]
+        raise UserError(f"--out {out}: holds files that are not an export's ({', '.join(other)}); give a new or "
+                        "empty directory, or one an earlier export wrote (its files are all replaced)")
+    return entries
+
+
 def _all_layer_stats(engine: Engine, ids: list[int]) -> pd.DataFrame:
     """Every probed epoch's layer records (db.queries.layer_stats reads one epoch at a time)."""
     frames = [queries.layer_stats(engine, ids, epoch) for epoch in queries.probed_epochs(engine, ids)]
@@ -144,6 +169,12 @@ def _write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
     if fmt == "csv":
         frame.to_csv(path, index=False)
     elif fmt == "parquet":
+        # A text column stays text when every value is missing (`error` when no trial failed):
+        # pyarrow would type it Null, and the file's schema would change with its contents.
+        import pyarrow as pa
+
+        for column in TEXT_COLUMNS & set(frame.columns):
+            frame[column] = frame[column].astype(pd.ArrowDtype(pa.string()))
         frame.to_parquet(path, index=False, engine="pyarrow")
     else:
         # Python's json writes each float as its shortest exact repr; pandas' to_json rounds to at
