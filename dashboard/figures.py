@@ -258,8 +258,10 @@ def trial_figures(curves: pd.DataFrame, *, wall_time: bool, smoothing: float) ->
                            if keep.sum() <= 30 else "lines", "name": name, "marker": {"size": 4},
                            "line": {"color": colour, "dash": dash, "width": width},
                            "hovertemplate": f"{name}<br>{x_title} %{{x:.3g}}: %{{y:.4g}}<extra></extra>"})
+        whole = x_title == "epoch" and len(x) and x.max() <= 12  # few epochs: no ticks between them
         layout = {"height": 300, "margin": {"l": 55, "r": 10, "t": 30, "b": 45}, "title": {"text": title, "font": {"size": 14}},
-                  "xaxis": {"title": {"text": x_title}}, "yaxis": {"type": "log" if log_y else "linear"},
+                  "xaxis": {"title": {"text": x_title}, **({"dtick": 1} if whole else {})},
+                  "yaxis": {"type": "log" if log_y else "linear", **({} if log_y else {"rangemode": "tozero"})},
                   "legend": {"orientation": "h", "y": -0.3}}  # fmt: skip
         out.append((title, go.Figure(data=traces, layout=layout)))
     return out

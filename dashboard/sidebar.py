@@ -58,8 +58,7 @@ def draw(url: str) -> Selection:
     sweeps = cached.sweeps(url)
     st.session_state[RUN_KEY] = uuid.uuid4().hex  # a full run: the watch records what it saw
     if sweeps.empty:
-        with sidebar:
-            _watch(url, ())
+        _watch(url, ())
         return Selection(url)
     names = sweeps["name"].tolist()
     sweep = state.choose(
@@ -81,8 +80,7 @@ def draw(url: str) -> Selection:
         filters[axis] = tuple(state.choose(sidebar.multiselect, axis, values[axis], key=axis, default=[], many=True,
                                            placeholder="all"))
     shown = (sweep, *compared)
-    with sidebar:
-        _watch(url, shown)
+    _watch(url, shown)
     return Selection(url, sweep, filters, tuple(compared))
 
 
@@ -109,9 +107,11 @@ def _watch(url: str, shown: tuple[str, ...]) -> None:
     live = sweeps.loc[sweeps["name"].isin(shown) & (sweeps["status"] == RUNNING), "name"].tolist()
     any_running = bool((sweeps["status"] == RUNNING).any())
     every = LIVE_S if any_running else IDLE_S
-    st.fragment(run_every=every)(_look)(url, shown)
     if live:
-        st.caption(f":material/sync: Live: {', '.join(live)} is running; this page follows it every {LIVE_S} s.")
+        st.sidebar.caption(f":material/sync: Live: {', '.join(live)} is running; this page follows it every {LIVE_S} s.")
+    # Outside the sidebar: a fragment run in the sidebar would close a filter's open menu there.
+    with st.container(height=1, border=False):
+        st.fragment(run_every=every)(_look)(url, shown)
 
 
 def _look(url: str, shown: tuple[str, ...]) -> None:

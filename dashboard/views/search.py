@@ -64,7 +64,8 @@ st.caption(f"{len(done)} finished trials of the Optuna study; objective: {metric
 st.subheader("Hyperparameter importance")
 if len(done) >= 2:
     try:
-        importances = optuna.importance.get_param_importances(study)
+        moved = [p for p in table.columns[3:] if table[p].nunique() > 1]  # a grid axis with one value says nothing
+        importances = optuna.importance.get_param_importances(study, params=moved)
         fig = go.Figure(go.Bar(x=list(importances.values())[::-1], y=list(importances.keys())[::-1], orientation="h",
                                hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
         fig.update_layout(height=120 + 40 * len(importances), margin={"l": 110, "r": 20, "t": 10, "b": 40},

@@ -71,8 +71,10 @@ def live(selection: sidebar.Selection) -> None:
         st.warning(f"No trial of sweep **{selection.sweep}** passes the filters in the sidebar.")
         return
     counts = trials["status"].value_counts()
-    st.caption(" · ".join(f"{counts[s]} {s}" for s in TRIAL_STATUSES if s in counts) + f" · {len(trials)} shown")
-    shown = trials[TRIAL_COLUMNS].copy()
+    st.caption(" · ".join(f"{counts[s]} {s}" for s in TRIAL_STATUSES if s in counts) + f" · {len(trials)} shown"
+               + "".join(f" · {c} {trials[c].iloc[0]}" for c in ("dataset", "model") if trials[c].nunique() == 1))
+    same = [c for c in ("dataset", "model") if trials[c].nunique() == 1]  # said once, in the caption
+    shown = trials[[c for c in TRIAL_COLUMNS if c not in same]].copy()
     for col in ("final_train_err", "final_test_err", "best_test_err"):
         shown[col] = shown[col].astype(float) * 100
     picked = st.dataframe(

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from db import queries, writes
 from db.engine import get_engine
 from orchestrator.cli.dashboard import start, wait_until_serving
+from urllib.parse import parse_qs, urlencode, urlsplit
+
 from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, config, free_port
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -32,12 +34,27 @@ TIMEOUT_MS = 45_000  # a cold first render on a busy two-core machine
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
+PREACT_SWEEP = "cifar10-preact"  # a second study, for the comparison of sweeps
+
+
 @pytest.fixture(scope="module")
 def served_db(fixture_db, tmp_path_factory) -> str:
-    """A copy of the fixture database this module may write to (the live-refresh test does)."""
+    """A copy of the fixture database this module may write to (the live-refresh test does), with
+    a second finished study: pre-activation ResNet-20 (A), two seeds, three epochs."""
     copy = tmp_path_factory.mktemp("served") / "resweep.db"
     shutil.copyfile(sa.make_url(fixture_db).database, copy)
-    return f"sqlite:///{copy}"
+    url = f"sqlite:///{copy}"
+    engine = get_engine(url)
+    sweep = writes.create_sweep(engine, name=PREACT_SWEEP, spec=f"name: {PREACT_SWEEP}\n", spec_hash="3" * 64)
+    for seed in (0, 1):
+        trial = writes.upsert_trial(engine, sweep, f"p_{seed}", status="running",
+                                    config={**config(20, "A", seed), "block": "preact"})
+        for epoch in (1, 2, 3):
+            writes.record_result(engine, trial, epoch, {"train_err": 0.5 / epoch, "test_err": 0.55 / epoch})
+        writes.set_trial_status(engine, trial, "terminated", ended=True)
+    writes.set_sweep_status(engine, sweep, "finished", finished=True)
+    engine.dispose()
+    return url
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +166,8 @@ def test_every_page_draws_its_charts_and_tables(server, page):
     settle(page, "Curves")
     assert_clean(page)
     assert charts(page) == 1
-    page.get_by_text("Log scale").click()
-    page.wait_for_url(re.compile(r"log=true"))
+    page.locator('[data-testid="stButtonGroup"]', has_text="linear").get_by_text("log", exact=True).click()
+    page.wait_for_url(re.compile(r"scale=log"))
     settle(page, "Curves")
     assert page.locator('[data-testid="stPlotlyChart"] .yaxislayer-above text').count() > 0
     assert_clean(page)
@@ -206,3 +223,92 @@ def test_the_sweeps_page_follows_a_running_sweep_without_a_reload(server, page, 
     page.wait_for_selector('[data-testid="stCaptionContainer"]:has-text("1 running · 1 terminated")', timeout=30_000)
     assert_clean(page)
     shot(page, "10-sweeps-live")
+
+
+def chart_texts(tab) -> list[str]:
+    """Every text the page's charts drew (titles, ticks, legend), in order."""
+    return tab.locator('[data-testid="stPlotlyChart"] .main-svg text').evaluate_all("els => els.map(e => e.textContent)")
+
+
+def query(tab) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(tab.url).query)
+
+
+# Every page's state, as a link names it; a link with only the sweep gets every control's value.
+STATES = {
+    "": {"sweep": DEPTH_SWEEP, "shortcut": "A"},  # Sweeps
+    "curves": {"sweep": DEPTH_SWEEP, "depth": "56", "metric": "loss", "colour": "shortcut",
+               "split": "one panel", "scale": "linear"},
+    "grid": {"sweep": DEPTH_SWEEP, "seed": "0", "rows": "shortcut", "cols": "depth", "value": "training error"},
+    "layers": {"sweep": DEPTH_SWEEP, "epoch": "2"},
+    "trial": {"sweep": DEPTH_SWEEP, "trial": "3", "x": "wall time", "smooth": "0.6"},
+}
+TITLES = {"": "Sweeps", "curves": "Curves", "grid": "Grid", "layers": "Layer responses", "trial": "Trial"}
+
+
+def test_every_pages_state_round_trips_through_its_url(server, page):
+    for path, state in STATES.items():
+        page.goto(f"{server}/{path}?{urlencode(state)}")
+        settle(page, TITLES[path])
+        assert_clean(page)
+        got = query(page)
+        assert {k: v[-1] for k, v in got.items() if k in state} == state, (path, page.url)
+        # the same link opened again (a colleague's browser) draws the same view and keeps its URL
+        other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+        other.set_default_timeout(TIMEOUT_MS)
+        try:
+            other.goto(page.url)
+            settle(other, TITLES[path])
+            assert query(other) == got, path
+            texts = chart_texts(page)
+            assert chart_texts(other) == texts and (texts or path == ""), path  # Sweeps has no chart
+        finally:
+            other.close()
+        shot(page, f"11-state-{path or 'sweeps'}")
+    # a link with the sweep alone gets every control's value, defaults included
+    page.goto(f"{server}/curves?sweep={DEPTH_SWEEP}")
+    settle(page, "Curves")
+    assert {k: v[-1] for k, v in query(page).items()} == {
+        "sweep": DEPTH_SWEEP, "metric": "error", "colour": "net", "split": "plain|residual", "scale": "linear"}
+
+
+def test_a_link_keeps_its_sweep_when_it_is_the_newest(server, page):
+    newest = PREACT_SWEEP  # created last by the served_db fixture
+    page.goto(f"{server}/grid?sweep={newest}&shortcut=A")
+    settle(page, "Grid")
+    assert query(page)["sweep"] == [newest] and query(page)["shortcut"] == ["A"]
+    page.goto(f"{server}/grid?shortcut=A")  # no sweep named: the newest, and the URL says which
+    settle(page, "Grid")
+    assert query(page)["sweep"] == [newest]
+
+
+def test_a_row_of_the_trials_table_opens_the_trial_page(server, page):
+    page.goto(f"{server}/?sweep={DEPTH_SWEEP}")
+    settle(page, "Sweeps")
+    grid = page.locator('[data-testid="stDataFrame"]').nth(1)
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    page.mouse.click(box["x"] + 16, box["y"] + 36 + 3 * 35 + 17)  # the 4th row's checkbox: trial 4
+    page.wait_for_url(re.compile(r"/trial\?.*trial=4"))
+    settle(page, "Trial")
+    assert_clean(page)
+    main = page.inner_text('[data-testid="stMain"]')
+    assert "ResNet-20 A seed 1 · terminated" in main and "t_20_A_1" in main
+    assert charts(page) >= 2  # error and loss, learning rate
+    shot(page, "12-trial-from-row")
+
+
+def test_two_sweeps_on_one_chart_each_net_labelled_with_its_sweep(server, page):
+    page.goto(f"{server}/curves?sweep={DEPTH_SWEEP}&compare={PREACT_SWEEP}&depth=20&shortcut=A")
+    settle(page, "Curves")
+    assert_clean(page)
+    assert legend(page) == [f"ResNet-20 (basic) · {DEPTH_SWEEP}", f"ResNet-20 (preact) · {PREACT_SWEEP}"]
+    shot(page, "13-curves-two-sweeps")
+    nav(page, "Grid")
+    page.wait_for_url(re.compile(r"/grid\?.*compare="))
+    settle(page, "Grid")
+    assert_clean(page)
+    assert query(page)["cols"] == ["sweep"]  # compared sweeps side by side by default
+    texts = chart_texts(page)  # the heatmap's columns
+    assert DEPTH_SWEEP in texts and PREACT_SWEEP in texts
+    shot(page, "14-grid-two-sweeps")

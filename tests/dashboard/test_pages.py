@@ -351,3 +351,96 @@ def test_every_page_reads_postgresql_the_same(pg_url, monkeypatch):
     assert opened["grid"].dataframe[0].value.loc[20, "A"] == "8.50 ± 0.71"
     assert traces(opened["curves"])["ResNet-20 (A)", "test"] == pytest.approx([28.5, 18.5, 8.5])
     assert len(opened["sql"].dataframe[0].value) == 4
+
+
+# --- what the pages choose, the trial page ----------------------------------------------------
+
+
+def line_colours(at: AppTest) -> dict[str, str]:
+    return {t.legendgroup: t.line.color for t in figure(at).data if t.fill is None}
+
+
+def test_every_control_is_in_the_url_even_at_its_default(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "curves", monkeypatch)
+    assert dict(at.query_params) == {"sweep": STARTING_SWEEP, "metric": "error", "colour": "net",  # the newest
+                                     "split": "one panel", "scale": "linear"}  # one net: one panel
+    at = open_page(fixture_db, "grid", monkeypatch, sweep=DEPTH_SWEEP)
+    assert {k: at.query_params[k] for k in ("sweep", "rows", "cols", "value")} == {
+        "sweep": DEPTH_SWEEP, "rows": "depth", "cols": "shortcut", "value": "test error"}
+
+
+def test_a_net_keeps_its_colour_under_filters_and_on_every_page(fixture_db, monkeypatch):
+    every = line_colours(open_page(fixture_db, "curves", monkeypatch, sweep=DEPTH_SWEEP))
+    assert len(set(every.values())) == 4  # one colour per net
+    some = line_colours(open_page(fixture_db, "curves", monkeypatch, sweep=DEPTH_SWEEP, depth="56"))
+    assert some == {k: every[k] for k in ("plain-56", "ResNet-56 (A)")}
+    layers = open_page(fixture_db, "layers", monkeypatch, sweep=DEPTH_SWEEP)
+    assert {t.name: t.line.color for t in figure(layers).data} == every
+
+
+def test_bands_stay_within_the_possible_range(fixture_db, monkeypatch):
+    # ResNet-56 (A) at epoch 1: seeds at 26.5, 27.5 and 90 %: mean 48, std 36.4, so mean - std < 12
+    at = open_page(fixture_db, "curves", monkeypatch, sweep=DEPTH_SWEEP, depth="56", shortcut="A", seed=["0", "1", "2"])
+    for band in (t for t in figure(at).data if t.fill == "toself"):
+        ys = values(band.y)
+        assert min(ys) >= 0.0 and max(ys) <= 100.0
+
+
+def test_the_loss_view_is_on_a_log_axis_by_default(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "curves", monkeypatch, sweep=DEPTH_SWEEP, metric="loss")
+    assert figure(at).layout.yaxis.type == "log" and at.query_params["scale"] == "log"
+
+
+def test_the_heatmap_scale_is_anchored_at_0_and_100(fixture_db, monkeypatch):
+    heat = figure(open_page(fixture_db, "grid", monkeypatch, sweep=DEPTH_SWEEP)).data[0]
+    assert (heat.zmin, heat.zmax) == (0.0, 100.0)
+
+
+def test_the_layer_caption_says_what_the_data_shows(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "layers", monkeypatch, sweep=DEPTH_SWEEP, epoch="3")
+    caption = at.main.caption[-1].value
+    assert "at 20 layers, the residual nets' responses average" in caption and "smaller than the plain nets'" in caption
+    # one kind of net alone: nothing to compare, nothing claimed
+    at = open_page(fixture_db, "layers", monkeypatch, sweep=DEPTH_SWEEP, shortcut="A")
+    assert "respond" not in at.main.caption[-1].value and "smaller" not in at.main.caption[-1].value
+
+
+def test_the_trial_page_shows_a_failed_trials_error_metrics_and_config(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "trial", monkeypatch, trial="9")  # ResNet-56 A seed 2, CUDA out of memory
+    assert at.sidebar.selectbox(key="sweep").value == DEPTH_SWEEP  # the link's trial picks its sweep
+    assert "This trial failed." in at.error[0].value and "CUDA out of memory" in at.error[0].value
+    assert at.subheader[0].value == "ResNet-56 A seed 2 · error"
+    assert [m.value for m in at.metric][:2] == ["1", "90.00 %"]
+    first = figure(at, 0)
+    assert {t.name for t in first.data} == {"train_err", "test_err"} and values(first.data[1].y) == pytest.approx([90.0])
+    assert at.json[0].value and json.loads(at.json[0].value)["seed"] == 2
+
+
+def test_the_trial_page_smooths_and_draws_against_wall_time(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    build(url)
+    from db import writes
+
+    engine = get_engine(url)
+    for epoch in (1, 2, 3):  # trial 1 gets its epoch times: 10 s, 20 s, 30 s
+        writes.record_result(engine, 1, epoch, {"epoch_time_s": 10.0 * epoch})
+    engine.dispose()
+    at = open_page(url, "trial", monkeypatch, sweep=DEPTH_SWEEP, trial="1", x="wall time", smooth="0.6")
+    err = figure(at, 0)
+    raw, smoothed = err.data[0], err.data[1]  # the raw values faint behind the smoothed line
+    assert raw.opacity == 0.25 and values(raw.x) == pytest.approx([10 / 60, 30 / 60, 60 / 60])
+    y = values(raw.y)  # an exponential moving average, debiased: its first point is the first value
+    assert values(smoothed.y)[0] == pytest.approx(y[0]) and values(smoothed.y)[1] == pytest.approx(
+        (0.6 * 0.4 * y[0] + 0.4 * y[1]) / (0.6 * 0.4 + 0.4))
+
+
+def test_a_sweep_without_searched_hyperparameters_has_no_search_views(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "search", monkeypatch, sweep=DEPTH_SWEEP)
+    assert "searches no hyperparameters" in messages(at) and not at.get("plotly_chart")
+
+
+def test_every_grid_point_formats_the_best_seed_like_the_others(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "grid", monkeypatch, sweep=DEPTH_SWEEP)
+    table = [d for d in at.dataframe if "test_err_best" in d.value.columns][0]
+    config = json.loads(table.proto.columns)
+    assert config["test_err_best"]["type_config"]["format"] == "%.2f"
