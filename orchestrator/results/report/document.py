@@ -190,9 +190,12 @@ def report_markdown(data: ReportData, findings: list[Finding], *, has_responses:
     if has_responses:
         lines += ["## Layer responses (cf. Fig. 7)", "",
                   "![layer response std](responses.png)", "",
-                  "Standard deviation of each 3×3 conv layer's output after BN and before ReLU "
-                  "or the addition, on the test set, at the last probed epoch; left in forward "
-                  "order, right sorted by magnitude.", ""]
+                  "Standard deviation of each 3×3 conv layer's output after the BN that normalises "
+                  "it and before ReLU or the addition (in a residual pre-activation unit, whose last "
+                  "conv meets the shortcut before any BN, the branch output just before the addition), "
+                  "on the test set, at the last probed epoch; left in forward order, right sorted by "
+                  "magnitude. One colour per net (depth and block), one line style per shortcut, one "
+                  "marker per block.", ""]
     lines += ["## Grid (also in grid.md)", "", grid_table(data),
               "## Sweep file", "", "```yaml", data.spec.rstrip(), "```", ""]
     return "\n".join(lines)
