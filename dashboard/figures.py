@@ -251,10 +251,16 @@ def trial_figures(curves: pd.DataFrame, *, wall_time: bool, smoothing: float) ->
             colour, dash, width = TRIAL_STYLE.get(name.split("_")[0], ("#1F77B4", None, TEST_WIDTH))
             y = wide[name].to_numpy(dtype=float) * scale
             keep = ~np.isnan(y)
-            if smoothing > 0:
+            weight = 0.0 if name == "lr" else smoothing  # a schedule, not a noisy measurement
+            if log_y:  # smoothed where it is drawn: a loss of 1e8 must not hold the line up for epochs
+                keep &= y > 0
+                line = 10 ** smooth(np.log10(y[keep]), weight)
+            else:
+                line = smooth(y[keep], weight)
+            if weight > 0:
                 traces.append({"type": "scatter", "x": x[keep], "y": y[keep], "mode": "lines", "showlegend": False,
                                "line": {"color": colour, "width": 1}, "opacity": 0.25, "hoverinfo": "skip"})
-            traces.append({"type": "scatter", "x": x[keep], "y": smooth(y[keep], smoothing), "mode": "lines+markers"
+            traces.append({"type": "scatter", "x": x[keep], "y": line, "mode": "lines+markers"
                            if keep.sum() <= 30 else "lines", "name": name, "marker": {"size": 4},
                            "line": {"color": colour, "dash": dash, "width": width},
                            "hovertemplate": f"{name}<br>{x_title} %{{x:.3g}}: %{{y:.4g}}<extra></extra>"})
