@@ -287,6 +287,12 @@ def _open(resolved: str, *, create: bool) -> Engine:
     engine = create_store_engine(resolved)
     try:
         with translate_errors(engine), engine.begin() as conn:
+            if create and engine.dialect.name == "sqlite":
+                # The write lock before the schema is read: Python's sqlite3 runs DDL outside any
+                # transaction it has not been told to begin, so a second command opening the same
+                # new file at once saw half a schema ("table sweeps already exists", "no schema
+                # version"). Now it waits for the first's commit and finds the schema whole.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             state, revision = migrate.schema_state(conn, redact(engine), "point --db at another database")
             if state == "empty":
                 if not create:

@@ -125,6 +125,31 @@ def test_a_launch_refused_after_claiming_a_new_results_directory_leaves_no_direc
     assert os.listdir(experiment_dir) == ["experiment_state-x.json"]
 
 
+OPENER = textwrap.dedent("""
+    import sys, time
+    from db.engine import Database
+    start = float(sys.argv[2])
+    while time.time() < start:  # every opener starts at the same moment
+        pass
+    Database(sys.argv[1]).engine().dispose()
+""")
+
+
+def test_commands_opening_one_new_sqlite_file_at_once_all_find_its_schema_whole(tmp_path):
+    """Two launches from two shells in a new directory both make ./resweep.db: the second waits
+    for the first's schema. Without that wait, one opener in eighteen (six rounds of three) saw
+    half a schema and failed: "table sweeps already exists", or "no schema version"."""
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'new-{attempt}.db'}"
+        start = time.time() + 3
+        openers = [subprocess.Popen([sys.executable, "-c", OPENER, url, str(start)], cwd=REPO, text=True,
+                                    stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+                   for _ in range(3)]
+        failed = [err for p in openers if (err := p.communicate(timeout=60)[1]) and p.returncode != 0]
+        assert failed == [], failed[0][-600:]
+        assert rows(url, "SELECT count(*) FROM alembic_version") == [(1,)]
+
+
 PG_HOLDER = textwrap.dedent("""
     import sys, time
     import sqlalchemy as sa
