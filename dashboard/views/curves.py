@@ -47,6 +47,6 @@ bands = choices.with_looks(aggregate.with_net(bands), everything, colour)
 st.plotly_chart(figures.curves_figure(bands, kind=kind, split=choices.SPLITS[panels], log_y=scale == "log"))
 n_groups = bands[choices.KEY].drop_duplicates().shape[0]
 st.caption(
-    f"{len(trials)} trials in {n_groups} nets. Bold: test, dashed: training; lines are the mean over "
+    f"{len(trials)} trial{'s' * (len(trials) != 1)} in {n_groups} net{'s' * (n_groups != 1)}. Bold: test, dashed: training; lines are the mean over "
     "seeds, bands +- one standard deviation (clipped to the possible range)."
 )
