@@ -25,7 +25,7 @@ from resweep.paper import AXES
 SELECTION_KEY = "_resweep_selection"
 RUN_KEY, WATCHED_KEY = "_resweep_run", "_resweep_watched"
 LIVE_S = 5  # how often a page looks for news while a sweep runs
-IDLE_S = 30  # how often it looks for a newly launched sweep while none runs
+IDLE_S = 10  # how often it looks for a newly launched sweep while none runs (one cached query)
 RUNNING = "running"
 
 
