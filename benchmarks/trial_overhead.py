@@ -10,7 +10,7 @@ Three measurements, each beside its baseline in the same run:
   most 1.3x. Also the fixed cost per trial: the wall time a slot spends on a trial (from the slot
   being free, at the previous trial's end or the sweep's registration, to this trial's end) minus
   its epochs' `epoch_time_s`, median over trials (goal: at most 1 s), and a timeline of where
-  the rest goes (from the trainable's $RESWEEP_TIMELINE_DIR marks and the recorder's timestamps).
+  the rest goes (from benchmarks/trial_hooks.py's timeline of each trial's stages and the recorder's timestamps).
 - quickstart: sweeps/quickstart.yaml through `launch` against the bare script on its 8 grid
   points and 15 epochs. Goal: at most 1.25x.
 - asha: an Optuna + ASHA search of 32 trials on digits (ResNet-20, grace period 1, at most 4
@@ -51,7 +51,14 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import REPO, env_without_ray_noise, parent_pids, process_tree, result
+from benchmarks import trial_hooks
+from benchmarks.common import (
+    REPO,
+    env_without_ray_noise,
+    parent_pids,
+    process_tree,
+    result,
+)
 
 QUICKSTART = REPO / "sweeps" / "quickstart.yaml"
 SLOTS = 2
@@ -166,7 +173,7 @@ def run_launch(work: Path, spec: dict, address: str | None = None) -> dict:
     timeline = work / f"timeline-{name}"
     timeline.mkdir()
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    env = dict(env_without_ray_noise(), RESWEEP_TIMELINE_DIR=str(timeline))
+    env = dict(env_without_ray_noise(), RESWEEP_TIMELINE_DIR=str(timeline), RESWEEP_TRIAL_HOOK=trial_hooks.TIMELINE)
     load0, start, t0 = _load(), time.time(), time.perf_counter()
     joining = ["--address", address] if address else []
     subprocess.run([sys.executable, "-m", "orchestrator", "launch", str(path), "--db", f"sqlite:///{db}",

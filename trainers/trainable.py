@@ -15,12 +15,11 @@ result again (see trainers.restore.restored_result), then resumes after it and t
 
 from __future__ import annotations
 
+import importlib
 import io
-import json
 import os
 import random
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,8 +33,11 @@ from trainers.models import build_model, count_params
 from trainers.probes import layer_responses
 from trainers.restore import CHECKPOINT_FILE, restored_result, with_result
 
-FAULT_DIR_ENV = "RESWEEP_TEST_FAULT_DIR"
-TIMELINE_ENV = "RESWEEP_TIMELINE_DIR"  # benchmarks: where each worker appends its trials' timestamps
+# An observer of a trial's stages, for what runs beside the product (the benchmarks' timeline, the
+# tests' worker deaths: benchmarks/trial_hooks.py): "module:function", called as
+# function(event, trial=..., **fields) at entry, data, model, each epoch, each report and exit.
+# Unset (always, in a user's sweep), each stage costs one dictionary lookup.
+TRIAL_HOOK_ENV = "RESWEEP_TRIAL_HOOK"
 
 
 class Reporter(Protocol):
@@ -92,11 +94,11 @@ def train_trial(config: dict[str, Any]) -> None:
     """The Ray Tune function trainable: `tune.Tuner(train_trial, param_space=...)`."""
     import ray
 
-    _mark("entry", trial=_tune_trial_id())
+    _hook("entry", trial=_tune_trial_id())
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     set_threads(cpus)
     train(config, TuneReporter())
-    _mark("exit")
+    _hook("exit")
 
 
 def set_threads(cpus: float | None = None) -> None:
@@ -126,7 +128,7 @@ def train(
         synthetic=cfg.synthetic and cfg.synthetic.model_dump(),
         device=device,
     )
-    _mark("data")
+    _hook("data")
     model = build_model(
         cfg.model,
         cfg.depth,
@@ -145,7 +147,7 @@ def train(
     if state is not None:
         loop.load_state_dict(state["loop"])
         _set_rng_state(state["rng"])
-    _mark("model")
+    _hook("model")
     if (again := restored_result(state)) is not None:
         reporter.report(again)  # the restored epoch's result, which may never have reached the driver
 
@@ -158,13 +160,9 @@ def train(
         checkpoint = None
         if last or epoch % cfg.checkpoint_every == 0:
             checkpoint = with_result({"loop": loop.state_dict(), "rng": _rng_state(), "config": cfg.model_dump()}, result)
-        _mark("epoch", epoch=epoch, epoch_time_s=metrics["epoch_time_s"])
+        _hook("epoch", epoch=epoch, epoch_time_s=metrics["epoch_time_s"])
         reporter.report(result, checkpoint)
-        _mark("reported", epoch=epoch)
-        _crash_if_asked(epoch)
-
-
-_timeline_trial: str | None = None
+        _hook("reported", epoch=epoch)
 
 
 def _tune_trial_id() -> str | None:
@@ -176,41 +174,18 @@ def _tune_trial_id() -> str | None:
         return None
 
 
-def _mark(event: str, trial: str | None = None, **extra: Any) -> None:
-    """The benchmarks' timeline: one JSON line per event when $RESWEEP_TIMELINE_DIR is set, else nothing."""
-    global _timeline_trial
-    directory = os.environ.get(TIMELINE_ENV)
-    if not directory:
+_hooks: dict[str, Any] = {}
+
+
+def _hook(event: str, **fields: Any) -> None:
+    """Tell $RESWEEP_TRIAL_HOOK's function (if any) that the trial reached `event`."""
+    target = os.environ.get(TRIAL_HOOK_ENV)
+    if not target:
         return
-    if trial is not None:
-        _timeline_trial = trial
-    line = {"t": time.time(), "pid": os.getpid(), "trial": _timeline_trial, "event": event, **extra}
-    if event == "entry":
-        line["process_start"] = _process_start_time()
-    with open(Path(directory) / f"worker-{os.getpid()}.jsonl", "a") as f:
-        f.write(json.dumps(line) + "\n")
-
-
-def _process_start_time() -> float | None:
-    try:
-        import psutil
-
-        return psutil.Process().create_time()
-    except Exception:
-        return None
-
-
-def _crash_if_asked(epoch: int) -> None:
-    """The test hook for a real worker death: die once at epoch N if $RESWEEP_TEST_FAULT_DIR says so."""
-    fault_dir = os.environ.get(FAULT_DIR_ENV)
-    if not fault_dir:
-        return
-    marker = Path(fault_dir) / f"crash_at_epoch_{epoch}"
-    try:
-        os.rename(marker, marker.with_name(marker.name + ".claimed"))  # atomic: one process wins
-    except FileNotFoundError:
-        return
-    os._exit(1)
+    if target not in _hooks:
+        module, _, name = target.partition(":")
+        _hooks[target] = getattr(importlib.import_module(module), name)
+    _hooks[target](event, **fields)
 
 
 def _seed_everything(seed: int) -> None:

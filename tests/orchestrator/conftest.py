@@ -4,7 +4,8 @@ The cluster is started once (2 CPUs, no dashboard). Sweeps launched through the 
 own driver process and join it with `--address`, so each driver can be killed for real while
 the trials' workers belong to the shared cluster. RESWEEP_TEST_FAULT_DIR is set before
 `ray.init`, so every worker the cluster starts inherits it: a test drops a marker file there to
-make a trial's process die at a given epoch (see trainers/trainable.py).
+make a trial's process die at a given epoch (benchmarks/trial_hooks.py, through the trainable's
+$RESWEEP_TRIAL_HOOK).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
     fault_dir = tmp_path_factory.mktemp("faults")
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["RESWEEP_TEST_FAULT_DIR"] = str(fault_dir)  # before ray.init: workers inherit it
+    os.environ["RESWEEP_TRIAL_HOOK"] = "benchmarks.trial_hooks:crash_if_asked"
     import ray
 
     context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -41,6 +43,7 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
     finally:
         ray.shutdown()
         os.environ.pop("RESWEEP_TEST_FAULT_DIR", None)
+        os.environ.pop("RESWEEP_TRIAL_HOOK", None)
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import trial_hooks
 from resweep.config import TrialConfig
 from trainers import trainable
-from trainers.trainable import LocalReporter, train, set_threads
+from trainers.trainable import LocalReporter, set_threads, train
 
 TIMING = {"epoch_time_s", "images_per_s"}  # wall-clock figures: the only ones allowed to differ between runs
 
@@ -166,15 +167,16 @@ class Exited(BaseException):
     pass
 
 
-def test_fault_hook_dies_once_at_the_marked_epoch(tmp_path, monkeypatch):
+def test_the_fault_hook_dies_once_at_the_marked_epoch_through_the_trial_hook(tmp_path, monkeypatch):
     codes = []
 
     def fake_exit(code):
         codes.append(code)
         raise Exited
 
-    monkeypatch.setattr(trainable.os, "_exit", fake_exit)
-    monkeypatch.setenv("RESWEEP_TEST_FAULT_DIR", str(tmp_path))
+    monkeypatch.setattr(trial_hooks.os, "_exit", fake_exit)
+    monkeypatch.setenv(trial_hooks.HOOK_ENV, trial_hooks.CRASH)
+    monkeypatch.setenv(trial_hooks.FAULT_DIR_ENV, str(tmp_path))
     (tmp_path / "crash_at_epoch_2").touch()
 
     first = LocalReporter()
@@ -233,6 +235,7 @@ def test_tune_trial_killed_mid_run_resumes_from_its_checkpoint(local_ray, tmp_pa
 
     def trial(config):
         os.environ["RESWEEP_TEST_FAULT_DIR"] = str(fault_dir)  # in the worker, whoever started Ray
+        os.environ["RESWEEP_TRIAL_HOOK"] = "benchmarks.trial_hooks:crash_if_asked"
         trainable.train_trial(config)
         threads_file.write_text(str(torch.get_num_threads()))
 
@@ -340,6 +343,7 @@ def test_with_reused_workers_a_killed_trial_resumes_and_the_other_trials_finish(
 
     def trial(config):
         os.environ["RESWEEP_TEST_FAULT_DIR"] = str(fault_dir)
+        os.environ["RESWEEP_TRIAL_HOOK"] = "benchmarks.trial_hooks:crash_if_asked"
         trainable.train_trial(config)
 
     tuner = tune.Tuner(
@@ -372,3 +376,14 @@ def test_every_config_field_is_read_by_the_trainer(monkeypatch):
     train({**CONFIG, "epochs": 2, "lr_milestones": [], "warmup_lr": 0.01, "warmup_until_train_err": 0.5,
            "warmup_max_iterations": 2, "max_train_samples": 48}, LocalReporter())
     assert sorted(set(TrialConfig.model_fields) - read) == []
+
+
+def test_the_timeline_hook_records_each_stage_of_a_trial_and_nothing_without_the_hook(tmp_path, monkeypatch):
+    monkeypatch.setenv(trial_hooks.TIMELINE_ENV, str(tmp_path))
+    train({**CONFIG, "epochs": 2, "lr_milestones": []}, LocalReporter())
+    assert list(tmp_path.iterdir()) == []  # the directory alone does nothing: a sweep never pays for it
+    monkeypatch.setenv(trial_hooks.HOOK_ENV, trial_hooks.TIMELINE)
+    train({**CONFIG, "epochs": 2, "lr_milestones": []}, LocalReporter())
+    (log,) = tmp_path.iterdir()
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert events == ["data", "model", "epoch", "reported", "epoch", "reported"]
