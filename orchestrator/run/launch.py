@@ -49,7 +49,7 @@ DEFAULT_RESULTS = storage.DEFAULT_RESULTS
 DEFAULT_DB_WAIT_S = 600.0  # how long results wait in the recorder through a database outage
 
 
-# Ray Tune and the Tuner's module (with Ray Train and Ray Data under it: ~1.4 s on a 2-core machine)
+# Ray Tune and the Tuner's module (with Ray Train and Ray Data under it, the driver's largest import)
 # are imported in the background while a new local Ray starts, not before it (ray_session's `warm`).
 TUNER_MODULES = ("orchestrator.run.tuner",)
 

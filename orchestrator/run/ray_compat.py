@@ -57,8 +57,8 @@ def set_callbacks(tuner: Any, callbacks: list) -> None:
 # --- Tune's usage tag of a run's callbacks -----------------------------------------------------
 # ray.air._internal.usage.tag_callbacks calls _count_callbacks, which tells Tune's built-in tracker
 # loggers apart by importing each integration, and with it wandb and mlflow when they are
-# installed: ~1 s of the driver's main thread before the first trial, every sweep, telemetry on
-# or off. A callback can only be an instance of one of these classes if its module was imported,
+# installed: on the driver's main thread before the first trial, every sweep, telemetry on or
+# off. A callback can only be an instance of one of these classes if its module was imported,
 # so while none is, the same counts come from the class names alone; once one is (`loggers:
 # [wandb]`), Ray's own count runs.
 TRACKER_CALLBACKS = {

@@ -6,9 +6,9 @@ earlier run left behind. Workers never get the database URL: it is kept out of t
 a local Ray's processes inherit.
 
 While `ray.init` starts or joins Ray, the modules the caller names as `warm` are imported in a
-background thread: Ray's start is mostly the driver waiting on Ray's own processes (a new local
-Ray: 2-5 s on 2 cores), and the Tuner's imports (Ray Tune, Train and Data: 1.4-2 s) fit in that
-wait. `ray.init` itself must stay on the main thread (a new local node installs a SIGTERM
+background thread: Ray's start is mostly the driver waiting on Ray's own processes, and the
+Tuner's imports (Ray Tune, Train and Data) fit in that wait. `ray.init` itself must stay on the
+main thread (a new local node installs a SIGTERM
 handler), so it is the imports that move.
 """
 
@@ -116,8 +116,8 @@ def stop_local_ray() -> None:
 
     ray.shutdown stops the node's processes one at a time, the raylet and the GCS first, each
     given a second to exit on SIGTERM. Ray's autoscaler monitor, signalled after the GCS is gone,
-    spends all of its second reporting its own end to that GCS and is then killed: 1.0 s of the
-    1.3 s the shutdown took (Ray 2.60; docs/performance.md). A single-node Ray's monitor has
+    spends all of its second reporting its own end to that GCS and is then killed: most of the
+    shutdown's time (Ray 2.60). A single-node Ray's monitor has
     nothing to scale and nothing to save, so it is killed first; the rest is ray.shutdown's own.
     """
     for process in ray_compat.local_monitor_processes():
