@@ -8,8 +8,7 @@ a local Ray's processes inherit.
 While `ray.init` starts or joins Ray, the modules the caller names as `warm` are imported in a
 background thread: Ray's start is mostly the driver waiting on Ray's own processes, and the
 Tuner's imports (Ray Tune, Train and Data) fit in that wait. `ray.init` itself must stay on the
-main thread (a new local node installs a SIGTERM
-handler), so it is the imports that move.
+main thread (a new local node installs a SIGTERM handler), so it is the imports that move.
 """
 
 from __future__ import annotations
