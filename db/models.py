@@ -174,7 +174,7 @@ class Trial(Base):
 
 
 class TrialAttempt(Base):
-    """One attempt of one trial: where it ran, when, and why it failed (see `db.attempts`)."""
+    """One attempt of one trial: where it ran, when, and why it failed (written by `db.writes.start_attempt` and the calls beside it)."""
 
     __tablename__ = "trial_attempts"
     __table_args__ = (

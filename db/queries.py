@@ -357,3 +357,22 @@ def trial_ids(engine: Engine, reference: str | int) -> list[int]:
     where = t.c.id == int(text) if text.isdigit() else t.c.trial_key == text
     with transaction(engine) as conn:
         return [int(i) for i in conn.scalars(sa.select(t.c.id).where(where).order_by(t.c.id))]
+
+
+SWEEP_ATTEMPT_COLUMNS = ["trial_id", "trial_key", "attempt", "node_ip", "hostname", "started_at", "ended_at", "error"]
+
+
+def sweep_attempts(engine: Engine, sweep: str | int) -> pd.DataFrame:
+    """Every attempt of a sweep's trials (by sweep name or id), in order (SWEEP_ATTEMPT_COLUMNS)."""
+    a, t, s = TrialAttempt.__table__, Trial.__table__, Sweep.__table__
+    where = s.c.id == sweep if isinstance(sweep, int) else s.c.name == sweep
+    stmt = (
+        sa.select(a.c.trial_id, t.c.trial_key, a.c.attempt, a.c.node_ip, a.c.hostname, a.c.started_at,
+                  a.c.ended_at, a.c.error)
+        .select_from(a.join(t, t.c.id == a.c.trial_id).join(s, s.c.id == t.c.sweep_id))
+        .where(where)
+        .order_by(a.c.trial_id, a.c.attempt)
+    )
+    with transaction(engine) as conn:
+        rows = [tuple(r) for r in conn.execute(stmt)]
+    return pd.DataFrame.from_records(rows, columns=SWEEP_ATTEMPT_COLUMNS)

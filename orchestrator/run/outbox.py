@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 from sqlalchemy.engine import Engine
 
-from db import attempts, writes
+from db import writes
 from db.engine import WRITE_ERRORS, redact, sqlite_path, writer_engine
 from resweep.errors import UserError
 
@@ -398,11 +398,11 @@ class Outbox:
                 writes.set_trial_status(engine, self._trial_id(e.key, e.status), e.status, error=e.error,
                                         ended=e.ended)
             elif kind is AttemptStarted:
-                attempts.start_attempt(engine, self._trial_id(e.key))
+                writes.start_attempt(engine, self._trial_id(e.key))
             elif kind is AttemptHost:
-                attempts.set_host(engine, self._trial_id(e.key), e.node_ip, e.hostname)
+                writes.set_host(engine, self._trial_id(e.key), e.node_ip, e.hostname)
             elif kind is AttemptEnded:
-                attempts.end_attempt(engine, self._trial_id(e.key), error=e.error, node_ip=e.node_ip,
+                writes.end_attempt(engine, self._trial_id(e.key), error=e.error, node_ip=e.node_ip,
                                      hostname=e.hostname)
             elif kind is CheckpointSaved:
                 writes.set_checkpoint_uri(engine, self._trial_id(e.key), e.uri)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from db import attempts, writes
+from db import queries, writes
 from tests.db.known import trial_config
 
 
@@ -22,14 +22,14 @@ def trial_row(engine, trial_id: int):
 
 
 def test_a_failure_and_its_host_stay_after_a_successful_retry(engine, trial):
-    assert attempts.start_attempt(engine, trial) == 1
-    attempts.set_host(engine, trial, "10.0.0.2", "node-a")
-    attempts.end_attempt(engine, trial, error="node-a died")
-    assert attempts.start_attempt(engine, trial) == 2
-    attempts.set_host(engine, trial, "10.0.0.3", "node-b")
-    attempts.end_attempt(engine, trial)
-    frame = attempts.attempts(engine, "s")
-    assert list(frame.columns) == attempts.ATTEMPT_COLUMNS
+    assert writes.start_attempt(engine, trial) == 1
+    writes.set_host(engine, trial, "10.0.0.2", "node-a")
+    writes.end_attempt(engine, trial, error="node-a died")
+    assert writes.start_attempt(engine, trial) == 2
+    writes.set_host(engine, trial, "10.0.0.3", "node-b")
+    writes.end_attempt(engine, trial)
+    frame = queries.sweep_attempts(engine, "s")
+    assert list(frame.columns) == queries.SWEEP_ATTEMPT_COLUMNS
     assert frame[["attempt", "node_ip", "hostname"]].values.tolist() == [[1, "10.0.0.2", "node-a"],
                                                                          [2, "10.0.0.3", "node-b"]]
     assert frame["error"].iloc[0] == "node-a died" and frame["error"].isna().iloc[1]
@@ -38,34 +38,34 @@ def test_a_failure_and_its_host_stay_after_a_successful_retry(engine, trial):
 
 
 def test_a_trial_that_never_reported_gets_its_host_from_its_error(engine, trial):
-    attempts.start_attempt(engine, trial)
-    attempts.end_attempt(engine, trial, error="import failed", node_ip="10.0.0.4", hostname="node-c")
-    (row,) = attempts.attempts(engine, "s").itertuples()
+    writes.start_attempt(engine, trial)
+    writes.end_attempt(engine, trial, error="import failed", node_ip="10.0.0.4", hostname="node-c")
+    (row,) = queries.sweep_attempts(engine, "s").itertuples()
     assert (row.node_ip, row.hostname, row.error) == ("10.0.0.4", "node-c", "import failed")
     assert tuple(trial_row(engine, trial)) == ("10.0.0.4", "node-c", 1)
 
 
 def test_an_attempt_left_open_by_a_killed_driver_is_closed_by_the_next(engine, trial):
-    attempts.start_attempt(engine, trial)
-    attempts.set_host(engine, trial, "10.0.0.2", "node-a")
-    assert attempts.start_attempt(engine, trial) == 2  # a resumed sweep restarts the trial
-    first, second = attempts.attempts(engine, "s").itertuples()
-    assert first.error == attempts.UNENDED_ERROR and first.ended_at is not None
+    writes.start_attempt(engine, trial)
+    writes.set_host(engine, trial, "10.0.0.2", "node-a")
+    assert writes.start_attempt(engine, trial) == 2  # a resumed sweep restarts the trial
+    first, second = queries.sweep_attempts(engine, "s").itertuples()
+    assert first.error == writes.UNENDED_ERROR and first.ended_at is not None
     assert second.ended_at is None or second.ended_at != second.ended_at  # NaT: still running
     assert second.error is None or second.error != second.error
 
 
 def test_writing_the_same_host_or_end_twice_changes_nothing(engine, trial):
-    attempts.start_attempt(engine, trial)
+    writes.start_attempt(engine, trial)
     for _ in range(2):
-        attempts.set_host(engine, trial, "10.0.0.2", "node-a")
-    attempts.end_attempt(engine, trial, error="boom")
-    ended = attempts.attempts(engine, "s")["ended_at"].iloc[0]
-    attempts.end_attempt(engine, trial, error="boom")
-    frame = attempts.attempts(engine, "s")
+        writes.set_host(engine, trial, "10.0.0.2", "node-a")
+    writes.end_attempt(engine, trial, error="boom")
+    ended = queries.sweep_attempts(engine, "s")["ended_at"].iloc[0]
+    writes.end_attempt(engine, trial, error="boom")
+    frame = queries.sweep_attempts(engine, "s")
     assert len(frame) == 1 and frame["ended_at"].iloc[0] == ended
 
 
 def test_a_new_trial_has_no_attempts_yet(engine, trial):
     assert tuple(trial_row(engine, trial)) == (None, None, 0)
-    assert attempts.attempts(engine, "s").empty
+    assert queries.sweep_attempts(engine, "s").empty
