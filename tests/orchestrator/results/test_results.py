@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 import torch
 
 from tests.orchestrator.conftest import run_cli
+from tests.orchestrator.run.test_sweeps_e2e import rows
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -30,15 +30,6 @@ METRICS = ["epoch_time_s", "images_per_s", "lr", "test_err", "test_loss", "train
 
 def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return run_cli(*args, cwd=cwd, env=env, timeout=timeout)
-
-
-def rows(url: str, sql: str, **params) -> list:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(sql), params).all()
-    finally:
-        engine.dispose()
 
 
 class Sweep:

@@ -18,27 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import torch
 import torch.nn.functional as F
 
+from resweep.paper import GRID_AXES as AXES
 from tests.orchestrator.conftest import run_cli, start_cli
+from tests.orchestrator.run.test_sweeps_e2e import rows
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 NAME = "trackers-digits"
 EPOCHS = 2
-AXES = ("depth", "block", "shortcut", "seed")
 RAY_INTERNALS = ("done", "pid", "should_checkpoint", "training_iteration", "time_this_iter_s", "config")
-
-
-def rows(url: str, sql: str, **params) -> list:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(sql), params).all()
-    finally:
-        engine.dispose()
 
 
 class Sweep:

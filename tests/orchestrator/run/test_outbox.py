@@ -12,18 +12,15 @@ import sqlalchemy as sa
 
 from db import writes
 from db.engine import get_engine
-from orchestrator.run.outbox import SPILL_FILE, Outbox, ResultReported, SweepStatus, TrialRegistered
+from orchestrator.run.outbox import (
+    SPILL_FILE,
+    Outbox,
+    ResultReported,
+    SweepStatus,
+    TrialRegistered,
+)
 
 CONFIG = {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic", "shortcut": "A", "seed": 0}
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'resweep.db'}"
-    engine = get_engine(url)
-    sweep_id = writes.create_sweep(engine, name="s", spec="name: s\n", spec_hash="0" * 64)
-    yield engine, sweep_id, tmp_path
-    engine.dispose()
 
 
 def result(epoch: int) -> ResultReported:

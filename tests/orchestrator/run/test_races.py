@@ -28,7 +28,7 @@ from db.engine import Database
 from db.errors import SweepBusyError
 from orchestrator.run.stops import CLAIM_FILE, claimed
 from resweep.errors import UserError
-from tests.orchestrator.conftest import REPO, cli_env, run_cli, start_cli, wait_for
+from tests.orchestrator.conftest import REPO, cli_env, start_cli, wait_for
 from tests.orchestrator.run.test_stops import (
     GRID, assert_every_trial_has_every_epoch, assert_interrupted_and_resumable, grid_sweep, ray_test, resume_to_the_end,
     stop_after_results,

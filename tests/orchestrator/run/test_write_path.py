@@ -16,23 +16,17 @@ import sqlalchemy as sa
 from ray.tune.experiment import Trial
 
 from db import writes
-from db.engine import get_engine
 from orchestrator.run.outbox import (
-    SPILL_FILE, SPILL_VERSION, Outbox, ResultReported, SpillError, TrialStatus,
+    SPILL_FILE,
+    SPILL_VERSION,
+    Outbox,
+    ResultReported,
+    SpillError,
+    TrialStatus,
 )
 from orchestrator.run.recorder import Recorder
 from resweep.errors import UserError
-
-CONFIG = {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic", "shortcut": "A", "seed": 0}
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'resweep.db'}"
-    engine = get_engine(url)
-    sweep_id = writes.create_sweep(engine, name="s", spec="name: s\n", spec_hash="0" * 64)
-    yield engine, sweep_id, tmp_path
-    engine.dispose()
+from tests.orchestrator.run.test_outbox import CONFIG
 
 
 def query(engine, sql: str) -> list:
