@@ -32,9 +32,13 @@ def _sort_column(column: pd.Series) -> pd.Series:
     return column.map(rank)
 
 
-def _rgba(hex_colour: str, alpha: float) -> str:
-    h = hex_colour.lstrip("#")
-    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+def _rgba(colour: str, alpha: float) -> str:
+    """A plotly colour, '#rrggbb' or 'rgb(r, g, b)' (the palettes past D3's ten are the latter), with `alpha`."""
+    if colour.startswith("rgb"):
+        r, g, b = (int(float(v)) for v in colour[colour.index("(") + 1 : colour.index(")")].split(",")[:3])
+    else:
+        h = colour.lstrip("#")
+        r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
     return f"rgba({r},{g},{b},{alpha})"
 
 
