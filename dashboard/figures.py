@@ -17,6 +17,7 @@ from resweep.pooling import GROUP_AXES
 
 ERROR_METRICS = {"error": ("train_err", "test_err"), "loss": ("train_loss", "test_loss")}
 TEST_WIDTH, TRAIN_WIDTH = 2.6, 1.1
+MAX_DEPTH_COLUMNS = 4  # Layer responses: one column of panels per depth, up to this many depths
 BAND_OPACITY = 0.13
 
 
@@ -153,14 +154,17 @@ def layer_figure(profiles: pd.DataFrame, *, epoch_label: str) -> go.Figure:
     profiles: `resweep.pooling.layer_profiles` with `sweep`, `label` and `colour` (dashboard.choices).
     """
     depths = sorted(profiles["depth"].unique())
+    # a column per depth while they fit side by side; more depths share one (their lines differ in length)
+    columns = [[d] for d in depths] if len(depths) <= MAX_DEPTH_COLUMNS else [depths]
     gap = 0.05
-    width = (1 - gap * (len(depths) - 1)) / len(depths)
+    width = (1 - gap * (len(columns) - 1)) / len(columns)
     keys = ["sweep", *GROUP_AXES]
     traces, layout, shown = [], {}, set()
     title = {"xref": "paper", "yref": "paper", "xanchor": "center", "yanchor": "bottom", "showarrow": False,
              "font": {"size": 14}}  # fmt: skip
     annotations = []
-    for c, depth in enumerate(depths):
+    for c, column in enumerate(columns):
+        depth = column[0] if len(column) == 1 else None
         top, bottom = f"{2 * c + 1}", f"{2 * c + 2}"
         left = c * (width + gap)
         ax = lambda n: "" if n == "1" else n  # noqa: E731
@@ -171,9 +175,10 @@ def layer_figure(profiles: pd.DataFrame, *, epoch_label: str) -> go.Figure:
                                     "title": {"text": "layer (sorted by magnitude)"}}
         layout[f"yaxis{bottom}"] = {"domain": [0, 0.4], "anchor": f"x{bottom}", **({"title": {"text": "std"}} if c == 0 else {})}
         centre = left + width / 2
-        annotations += [{**title, "text": f"{depth} layers, forward order ({epoch_label})", "x": centre, "y": 1.0},
-                        {**title, "text": f"{depth} layers, sorted by magnitude", "x": centre, "y": 0.41}]
-        at_depth = profiles[profiles["depth"] == depth]
+        nets = f"{depth} layers, " if depth is not None else ""
+        annotations += [{**title, "text": f"{nets}forward order ({epoch_label})", "x": centre, "y": 1.0},
+                        {**title, "text": f"{nets}sorted by magnitude", "x": centre, "y": 0.41}]
+        at_depth = profiles[profiles["depth"].isin(column)]
         for key, g in at_depth.groupby(keys, sort=False):
             row = dict(zip(keys, key))
             label, hue = g["label"].iloc[0], g["colour"].iloc[0]
