@@ -41,24 +41,36 @@ def _valid(value: Any, options: Sequence[Any], many: bool) -> bool:
     return value is not None and value in options
 
 
-def seed(key: str, options: Sequence[Any], default: Any, many: bool = False) -> None:
-    """Put the control's starting value into the session state before its widget is drawn."""
+def seed(key: str, options: Sequence[Any], default: Any, many: bool = False) -> tuple[bool, Any]:
+    """The control's starting value: (True, value) when it must be set through the session
+    state (its widget is already there and the URL names another value), else (False, value)
+    for the widget's own default argument (a first draw: setting the session state there makes
+    the browser send the value back, a second run that closes a menu being opened)."""
     options = list(options)
     texts = _url(key)
     linked = _from_url(texts, options, many)
-    if texts and texts != st.session_state.get(WRITTEN + key) and linked is not None:
-        st.session_state[key] = linked
-        return
     current = st.session_state.get(key)
-    if key in st.session_state and _valid(current, options, many):
-        return
+    drawn = key in st.session_state and _valid(current, options, many)
+    if texts and texts != st.session_state.get(WRITTEN + key) and linked is not None:
+        return drawn and current != linked, linked
+    if drawn:
+        return False, current
     kept = st.session_state.get(KEPT + key)
     if _valid(kept, options, many):
-        st.session_state[key] = kept
-    elif linked is not None:
-        st.session_state[key] = linked
-    else:
-        st.session_state[key] = list(default) if many else default
+        return False, kept
+    if linked is not None:
+        return False, linked
+    return False, (list(default) if many else default)
+
+
+def _as_default(widget: Callable[..., Any], options: list, value: Any) -> dict[str, Any]:
+    """`value` as the keyword that widget takes for its default."""
+    name = getattr(widget, "__name__", "")
+    if name == "selectbox":
+        return {"index": options.index(value)}
+    if name == "select_slider":
+        return {"value": value}
+    return {"default": value}  # multiselect, segmented_control, pills
 
 
 def write(key: str, value: Any, many: bool = False) -> None:
@@ -81,8 +93,14 @@ def choose(
     control...) starting from the URL, this session or `default`; return its value, which is
     written back into the URL. A single choice that was cleared falls back to `default`."""
     options = list(options)
-    seed(key, options, default, many)
-    value = widget(label, options, key=key, **kwargs)
+    through_state, start = seed(key, options, default, many)
+    if through_state:
+        st.session_state[key] = start
+        value = widget(label, options, key=key, **kwargs)
+    elif key in st.session_state:
+        value = widget(label, options, key=key, **kwargs)
+    else:
+        value = widget(label, options, key=key, **_as_default(widget, options, start), **kwargs)
     if not many and value is None:
         value = default
     write(key, value, many)
