@@ -9,6 +9,7 @@ fit 80 columns and write errors in % (`percent`).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
 from rich import box
@@ -19,9 +20,10 @@ from resweep.stats import mean_std
 
 
 def console() -> Console:
-    """Rich's console; piped output gets a wide one, so tables are not squeezed to 80 columns."""
+    """Rich's console: a terminal's width, or $COLUMNS where set; other piped output gets a wide
+    one, so tables are not squeezed to 80 columns."""
     wide = Console()
-    return wide if wide.is_terminal else Console(width=200)
+    return wide if wide.is_terminal or os.environ.get("COLUMNS", "").isdigit() else Console(width=200)
 
 
 def cell(value: Any, digits: int = 4) -> str:
