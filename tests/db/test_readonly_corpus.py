@@ -166,6 +166,7 @@ def test_the_query_command_refuses_every_form_with_exit_2(target):
 
 def test_the_sql_page_refuses_every_form(target, monkeypatch):
     monkeypatch.setenv("RESWEEP_DB", target.url)
+    monkeypatch.setenv("RESWEEP_SQL_PAGE", "on")  # AppTest has no server address (test_sql_page_access.py)
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     at.switch_page("views/sql.py").run()

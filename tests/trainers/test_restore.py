@@ -71,8 +71,10 @@ def test_a_missing_checkpoint_says_where_it_looked(tmp_path):
 
 
 def test_model_file_is_one_weights_only_file_that_builds_the_same_net(checkpoint_dir, tmp_path):
-    path = save_model_file(tmp_path / "net.pt", str(checkpoint_dir), CONFIG, trial_id=7)
+    path = tmp_path / "net.pt"
+    written = save_model_file(path, str(checkpoint_dir), CONFIG, trial_id=7)
     saved = torch.load(path, weights_only=True)
+    assert written.keys() == saved.keys() and written["epoch"] == saved["epoch"]
     assert saved["trial_id"] == 7 and saved["epoch"] == 2 and saved["config"]["shortcut"] == "B"
     assert saved["input_mean"].shape == (1, 3, 8, 8)
     x = torch.randn(2, 3, 8, 8)

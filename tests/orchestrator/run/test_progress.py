@@ -64,7 +64,7 @@ def test_the_line_says_when_the_database_is_unreachable_and_logs_it_at_once(tmp_
 
     from db import writes
     from db.engine import get_engine
-    from orchestrator.run.outbox import Outbox
+    from orchestrator.run.outbox import Outbox, TrialRegistered
 
     engine = get_engine(f"sqlite:///{tmp_path / 'r.db'}")
     box = Outbox(engine, writes.create_sweep(engine, name="s", spec="", spec_hash="0" * 64))
@@ -76,8 +76,8 @@ def test_the_line_says_when_the_database_is_unreachable_and_logs_it_at_once(tmp_
     progress.on_step_end(0, ts)
     holder = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
-    box.put(["trial", "t0", {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic",
-                             "shortcut": "A", "seed": 0}, "running"])
+    box.put(TrialRegistered("t0", {"dataset": "synthetic", "model": "cifar", "depth": 8, "block": "basic",
+                                   "shortcut": "A", "seed": 0}, "running"))
     progress.on_step_end(1, ts)
     holder.execute("COMMIT")
     assert box.flush(force=True)
