@@ -15,6 +15,7 @@ from orchestrator.cli.dashboard import SQL_PAGE_ENV, sql_page_on
 
 DEFAULT_SQL = "SELECT * FROM grid_results ORDER BY sweep, dataset, model, block, shortcut, depth"
 RESULT_KEY = "_resweep_sql_result"
+LINKED_KEY = "_resweep_sql_linked"  # the statement this session last took from, or wrote into, the URL
 
 st.title("SQL")
 if not sql_page_on(st.get_option("server.address")):
@@ -35,6 +36,13 @@ with schema_col:
         with st.expander(f"**{name}** · {kind}", expanded=kind == "view"):
             st.markdown("\n".join(f"- `{c}` {t.lower()}" for c, t in zip(cols["column"], cols["type"])))
 
+# The statement is the page's state, so it lives in the URL (`?sql=`): a link opens it, and runs it,
+# as the page runs its default statement on first load.
+linked = st.query_params.get("sql")
+if linked and linked != st.session_state.get(LINKED_KEY):
+    st.session_state["sql"] = st.session_state[LINKED_KEY] = linked
+    st.session_state.pop(RESULT_KEY, None)
+
 with query_col:
     with st.form("sql_form", border=False):
         sql = st.text_area("Read-only SQL (one statement)", DEFAULT_SQL, height=140, key="sql")
@@ -44,6 +52,8 @@ with query_col:
         timeout_s = time_col.number_input("Time limit (s)", min_value=1, max_value=120, value=10, key="timeout")
         submitted = run_col.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
 
+    if submitted:
+        st.query_params["sql"] = st.session_state[LINKED_KEY] = sql
     if submitted or RESULT_KEY not in st.session_state:
         try:
             st.session_state[RESULT_KEY] = cached.run_sql(selection.url, sql, int(limit), float(timeout_s))

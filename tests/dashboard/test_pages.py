@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.io
 import pytest
+import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
 import dashboard
@@ -325,6 +326,19 @@ def test_sql_page_caps_the_rows(fixture_db, monkeypatch):
     at.button[0].click().run()
     assert at.dataframe[0].value["id"].tolist() == [1, 2, 3]
     assert "cut at the row cap of 3" in at.main.caption[-1].value
+
+
+def test_the_sql_pages_statement_is_in_its_url_and_a_link_runs_it(fixture_db, monkeypatch):
+    at = open_page(fixture_db, "sql", monkeypatch, sql="SELECT count(*) AS n FROM trials")
+    assert at.text_area(key="sql").value == "SELECT count(*) AS n FROM trials"
+    engine = sa.create_engine(fixture_db)
+    with engine.connect() as conn:
+        trials = conn.execute(sa.text("SELECT count(*) FROM trials")).scalar_one()
+    engine.dispose()
+    assert trials > 0 and at.dataframe[0].value["n"].tolist() == [trials]
+    at.text_area(key="sql").input("SELECT 42 AS answer")
+    at.button[0].click().run()
+    assert at.query_params["sql"] == "SELECT 42 AS answer" and at.dataframe[0].value["answer"].tolist() == [42]
 
 
 def test_sql_page_refuses_writes_with_one_line(fixture_db, monkeypatch):
