@@ -3,7 +3,7 @@ line and exit status 2, in a `query` process that stays under a few hundred MB, 
 long-lived process (the dashboard's server) the next ordinary query still works.
 
 Each case runs the real CLI under a 2 GiB address-space limit and measures its peak RSS (the
-kernel's ru_maxrss of that child, from wait4). Figures (2-core machine shared with other jobs,
+kernel's ru_maxrss of that child, from wait4 in a fresh interpreter that started it). Figures (2-core machine shared with other jobs,
 Python 3.11.7, SQLite 3.40.1, December 2026): every case below peaked at 168-235 MB, a bare
 `query "SELECT 1"` at 170 MB; before the limits the first two cases peaked at 4.7 GB and 2.5 GB
 and the row of 2,000 copies of a 4 MB blob at 6.9 GB (docs/security.md, "SQLite").
@@ -65,10 +65,19 @@ def sqlite_file(tmp_path_factory) -> str:
     return url
 
 
-# Sets the limit, then becomes the command (exec keeps the pid, so wait4 measures the command).
-LIMITED = (
-    "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_AS, (n, n)); "
-    "os.execv(sys.argv[2], sys.argv[2:])"
+# A fresh interpreter runs the command as its own child under the address-space limit and reports
+# that child's exit status and peak RSS (ru_maxrss from wait4) as JSON on its last line. Measured
+# there, not by the test process, whose handling of children (SIGCHLD, asyncio's child watchers
+# from the browser tests) this must not depend on.
+MEASURE = (
+    "import json, os, resource, signal, subprocess, sys\n"
+    "signal.signal(signal.SIGCHLD, signal.SIG_DFL)\n"
+    "n = int(sys.argv[1])\n"
+    "def limit(): resource.setrlimit(resource.RLIMIT_AS, (n, n))\n"
+    "with open(sys.argv[2], 'wb') as out, open(sys.argv[3], 'wb') as err:\n"
+    "    child = subprocess.Popen(sys.argv[4:], stdout=out, stderr=err, preexec_fn=limit)\n"
+    "    _, status, usage = os.wait4(child.pid, 0)\n"
+    "print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024]))\n"
 )
 
 
@@ -76,16 +85,12 @@ def _run_measured(args: list[str], tmp_path: Path) -> tuple[int, str, str, int]:
     """Run `args` under the address-space limit; its exit status (negative: killed by that
     signal), stdout, stderr and peak RSS in bytes."""
     out, err = tmp_path / "stdout", tmp_path / "stderr"
-    with out.open("wb") as stdout, err.open("wb") as stderr:
-        child = subprocess.Popen([sys.executable, "-c", LIMITED, str(ADDRESS_SPACE), *args], stdout=stdout,
-                                 stderr=stderr, cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:
-            child.kill()
-            raise
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return child.returncode, out.read_text(), err.read_text(), usage.ru_maxrss * 1024
+    measured = subprocess.run([sys.executable, "-c", MEASURE, str(ADDRESS_SPACE), str(out), str(err), *args],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})  # fmt: skip
+    assert measured.returncode == 0, measured.stderr[-2000:]
+    rc, peak = json.loads(measured.stdout.strip().splitlines()[-1])
+    return rc, out.read_text(), err.read_text(), peak
 
 
 @pytest.mark.slow
