@@ -6,54 +6,149 @@ Each module runs in its own Python process (a crash, a leaked Ray or a timeout c
 module), one after another so they do not compete for the CPUs. A module follows the convention
 in benchmarks/common.py (`run(quick) -> list[dict]`); one without `run` but with a command line
 is run as `python -m benchmarks.NAME --json [--quick]` and its JSON rows are read from stdout.
+
+A module that fails is reported by name with the exception it ended with, and the exit status is
+1. The modules in NEEDS_CUDA measure a GPU: on a machine without one they run their CPU logic
+check (it proves their code still works), and each gets a row saying that its GPU figures were
+not measured and why. tests/benchmarks/test_run_all.py runs `--quick` over every module.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.common import REPO, env_without_ray_noise, git_commit, result
+from benchmarks.common import (REPO, env_without_ray_noise, git_commit, parent_pids, process_tree,
+                               result)
 
 PACKAGE = REPO / "benchmarks"
-NOT_BENCHMARKS = {"__init__", "__main__", "run_all", "common"}
+# benchmarks/*.py that are not benchmarks: the runner's own files, and the trial hooks that the
+# benchmarks and the fault tests set in workers (no run(), no --json: nothing to run).
+NOT_BENCHMARKS = {"__init__", "__main__", "run_all", "common", "trial_hooks"}
+# Modules whose figures are a GPU's, and what they measure there. Without a CUDA device they run
+# their CPU logic check instead (so their code is still exercised) and say what was not measured.
+NEEDS_CUDA = {
+    "gpu_suite": "the GPU-resident loader and bf16 against a DataLoader in fp32, trials sharing one GPU",
+    "gpu_trainers": "the GPU-resident data path against the host one, on a GPU",
+    "precision": "bf16 against fp32 training throughput on a GPU",
+}
 DEFAULT_OUT = PACKAGE / "out" / "results.json"
 TIMEOUT_S = {True: 600, False: 3600}  # per module, by quick
+QUICK_BUDGET_S = 60  # common.py: a module's quick run "must finish in well under a minute"
+TAIL_LINES = 400  # of a module's output, kept to find the exception it ended with
 
 
 def discover() -> list[str]:
-    """The benchmark modules: every benchmarks/*.py except the runner's own files and _private."""
+    """The benchmark modules: every benchmarks/*.py except NOT_BENCHMARKS and _private ones."""
     return sorted(p.stem for p in PACKAGE.glob("*.py")
                   if p.stem not in NOT_BENCHMARKS and not p.stem.startswith("_"))
 
 
+def cuda_present() -> bool:
+    """Whether torch sees a CUDA device (asked in a child: the runner itself imports no torch)."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    return probe.stdout.strip() == "True"
+
+
 def run_module(name: str, quick: bool, timeout_s: float) -> tuple[list[dict], float, str | None]:
-    """Run one module in a child process: (rows, seconds, error line or None)."""
+    """Run one module in a child process: (rows, seconds, error line or None).
+
+    The child's output is echoed to our stderr as it comes (stdout is the table); its tail is kept
+    so that a failure names the exception the module ended with."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
         cmd = [sys.executable, "-m", "benchmarks.run_all", "--child", name, "--out", str(out)]
         if quick:
             cmd.append("--quick")
+        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env_without_ray_noise(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        echo = threading.Thread(target=_echo, args=(proc.stdout, tail), daemon=True)
+        echo.start()
         try:
-            proc = subprocess.run(cmd, cwd=REPO, env=env_without_ray_noise(), timeout=timeout_s,
-                                  stdout=2)  # its prints go to our stderr: stdout is the table
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            proc.wait()
             return [], time.perf_counter() - t0, f"timed out after {timeout_s:.0f} s"
+        finally:
+            echo.join(timeout=10)  # a grandchild that outlives the child may hold the pipe open
         seconds = time.perf_counter() - t0
         if proc.returncode != 0 or not out.exists():
-            return [], seconds, f"exit status {proc.returncode} (its output is above)"
+            return [], seconds, f"exit status {proc.returncode}: {error_line(list(tail))}"
         return json.loads(out.read_text()), seconds, None
+
+
+def _echo(stream, tail: collections.deque) -> None:
+    for line in stream:
+        sys.stderr.write(line)
+        tail.append(line.rstrip("\n"))
+    sys.stderr.flush()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a timed-out child and everything it started (its Ray, its subprocesses)."""
+    for p in process_tree([pid], parent_pids()):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def error_line(lines: list[str]) -> str:
+    """What a failed module's output says went wrong: the exception line of each traceback in it,
+    in the order printed (a cause before what it led to, " -> "), else its last non-empty line."""
+    found, in_traceback = [], False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last):"):
+            in_traceback = True
+        elif in_traceback and line.strip() and not line[0].isspace():
+            in_traceback = False
+            if line not in found:
+                found.append(line)
+    if found:
+        return " -> ".join(found)
+    rest = [line for line in lines if line.strip()]
+    return rest[-1].strip() if rest else "no output"
+
+
+def not_measured(name: str, cuda: bool | None) -> str | None:
+    """Why a module's figures were not measured here (a GPU module without a CUDA device), or None."""
+    if name not in NEEDS_CUDA or cuda:
+        return None
+    return f"needs a CUDA device, none here: {NEEDS_CUDA[name]} not measured; its CPU logic check ran"
+
+
+def module_summary(modules: list[dict], quick: bool) -> str:
+    """One line per module: its seconds, and whether it failed, measured less, or ran long."""
+    width = max((len(m["module"]) for m in modules), default=0)
+    out = ["modules (seconds):"]
+    for m in modules:
+        says = []
+        if m["error"]:
+            says.append(f"FAILED: {m['error']}")
+        if m.get("not_measured"):
+            says.append("GPU figures not measured (needs a CUDA device)")
+        if quick and m["seconds"] > QUICK_BUDGET_S:
+            says.append(f"quick run over common.py's {QUICK_BUDGET_S} s")
+        out.append(f"  {m['module']:<{width}} {m['seconds']:7.1f}  {'; '.join(says)}".rstrip())
+    out.append(f"  {'total':<{width}} {sum(m['seconds'] for m in modules):7.1f}")
+    return "\n".join(out)
 
 
 def _child(name: str, quick: bool, out: Path) -> None:
@@ -234,15 +329,21 @@ def main(argv: list[str] | None = None) -> int:
     timeout_s = args.timeout or TIMEOUT_S[args.quick]
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load = os.getloadavg()
+    cuda = cuda_present() if set(names) & set(NEEDS_CUDA) else None
     rows, modules = [], []
     for name in names:
         print(f"== {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
         got, seconds, error = run_module(name, args.quick, timeout_s)
-        modules.append({"module": name, "seconds": round(seconds, 1), "error": error})
+        missing = not_measured(name, cuda)
+        modules.append({"module": name, "seconds": round(seconds, 1), "error": error,
+                        "not_measured": missing})
         rows += [{"module": name, **r} for r in got]
         if error:
             rows.append({"module": name, **result("(failed)", None, "", note=error)})
+        if missing:
+            rows.append({"module": name, **result("(GPU figures not measured)", None, "", note=missing)})
     print(table(rows))
+    print("\n" + module_summary(modules, args.quick))
     out = args.out or DEFAULT_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
