@@ -2,7 +2,7 @@
 
 One row per sweep, one per trial, one per attempt of a trial, one per (trial, metric, epoch), one
 per (trial, epoch, layer), one summary per trial (derived from its metric values, kept on
-every write), and one per log of an optuna sweep's study journal. The `metrics`
+every write), one per sweep and grid point (its seeds pooled, kept likewise), and one per log of an optuna sweep's study journal. The `metrics`
 relation users query (trial_id, epoch, name, value) is a view (db/views.py) over metric_values
 and metric_names.
 Every table's natural key is unique, so every write can be an upsert (see `db.writes`); the
@@ -116,6 +116,8 @@ class Trial(Base):
         sa.UniqueConstraint("sweep_id", "trial_key"),
         sa.CheckConstraint(_in("status", TRIAL_STATUSES), name="status"),
         sa.Index(None, "sweep_id", "status"),
+        # A grid point's trials (db.writes keeps grid_summaries from them; filters by axis read them).
+        sa.Index("ix_trials_grid_point", "sweep_id", "depth", "shortcut", "block", "dataset", "model", "status"),
         {"comment": "One row per Ray Tune trial of a sweep."},
     )
 
@@ -271,6 +273,39 @@ class TrialSummary(Base):
     last_epoch: Mapped[int | None] = mapped_column(
         comment="The latest epoch with a train_err or test_err row: a write after it only appends."
     )
+
+
+class GridSummary(Base):
+    """One grid point of one sweep, its seeds pooled: what `grid_results` shows.
+
+    Kept by `db.writes` in the transaction of every write that can change a grid point's finished
+    trials or their finals (a result of a terminated trial, a trial's status or axes, a sweep's
+    interruption), recomputed from that point's trials alone with the definitions of db/views.py;
+    a trial deleted by hand updates its point through a trigger (migration 0011). Reading these
+    rows instead of pooling every trial of the sweep is what makes `grid` cost one row per grid
+    point, whatever the number of trials (docs/performance.md). n_seeds 0: no finished trial
+    (left out of grid_results).
+    """
+
+    __tablename__ = "grid_summaries"
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("sweep_id", "dataset", "model", "depth", "block", "shortcut"),
+        {"comment": "Per sweep and grid point: mean and sample std over seeds of the finished trials' final errors."},
+    )
+
+    sweep_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sweeps.id", ondelete="CASCADE"), comment="The sweep the grid point belongs to."
+    )
+    dataset: Mapped[str] = mapped_column(sa.String(32), comment="The grid point's dataset (trials.dataset).")
+    model: Mapped[str] = mapped_column(sa.String(32), comment="Its model family (trials.model).")
+    depth: Mapped[int] = mapped_column(comment="Its depth (trials.depth).")
+    block: Mapped[str] = mapped_column(sa.String(32), comment="Its block (trials.block).")
+    shortcut: Mapped[str] = mapped_column(sa.String(8), comment="Its shortcut (trials.shortcut).")
+    n_seeds: Mapped[int] = mapped_column(comment="Finished (terminated) trials of the point; 0: none.")
+    train_err_mean: Mapped[float | None] = mapped_column(comment="Mean of their final train_err.")
+    train_err_std: Mapped[float | None] = mapped_column(comment="Sample std (n - 1) of it; NULL below two values.")
+    test_err_mean: Mapped[float | None] = mapped_column(comment="Mean of their final test_err.")
+    test_err_std: Mapped[float | None] = mapped_column(comment="Sample std (n - 1) of it; NULL below two values.")
 
 
 class LayerStat(Base):

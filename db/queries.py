@@ -188,6 +188,20 @@ def curves(engine: Engine, trial_ids: Iterable[int], names: Sequence[str] | None
     return frame
 
 
+def metric_names(engine: Engine, trial_ids: Iterable[int]) -> list[str]:
+    """The names of the metrics any of the trials reported, sorted (one probe of the key per
+    trial and name at most: no curve is read)."""
+    ids = _ids(trial_ids)
+    if not ids:
+        return []
+    stmt = sa.text(
+        "SELECT n.name FROM metric_names AS n WHERE EXISTS "
+        "(SELECT 1 FROM metric_values AS v WHERE v.name_id = n.id AND v.trial_id IN :ids)"
+    ).bindparams(sa.bindparam("ids", expanding=True))
+    with one_read(engine) as conn:
+        return sorted(str(n) for n in conn.scalars(stmt, {"ids": ids}))  # Python's order, as pandas' pivot
+
+
 def grid(engine: Engine, sweep: str | int) -> pd.DataFrame:
     """The `grid_results` rows of a sweep (by name or id): mean and sample std of the final
     errors over the finished trials of each grid point (GRID_COLUMNS)."""
@@ -280,10 +294,10 @@ def probed_epochs(engine: Engine, trial_ids: Iterable[int]) -> list[int]:
 
 RELATION_COLUMNS = ["relation", "kind", "column", "type"]
 # Alembic's version and Optuna's journal are bookkeeping; metric_values and metric_names are the
-# storage behind the `metrics` view, and trial_summaries behind `trial_results`: the views are
-# what users query.
+# storage behind the `metrics` view, trial_summaries behind `trial_results` and grid_summaries
+# behind `grid_results`: the views are what users query.
 BOOKKEEPING_TABLES = frozenset(
-    {"alembic_version", "optuna_journal", "metric_values", "metric_names", "trial_summaries"}
+    {"alembic_version", "optuna_journal", "metric_values", "metric_names", "trial_summaries", "grid_summaries"}
 )
 
 

@@ -8,6 +8,10 @@ point costs. `trial_results` reads each trial's epochs, final and best errors fr
 `trial_summaries`, one row per trial that `db.writes` recomputes from the trial's metric_values in
 the transaction that writes them: a filter over thousands of trials then reads one row per trial,
 not each trial's curve (migration 0009; before it the view aggregated metric_values itself).
+`grid_results` reads each grid point's pooled numbers from `grid_summaries`, which `db.writes`
+recomputes from that point's trials whenever they change (`GRID_POOLING` is the definition): a
+sweep's grid reads one row per grid point, not every trial (migration 0011; before it the view
+pooled trial_results itself).
 
 The SQL is portable: the same text runs on SQLite (the library and the `sqlite3` shell) and
 PostgreSQL (`psql`). Migrations create the views from a frozen copy of this text; a change here
@@ -20,10 +24,11 @@ Definitions:
   "final" values are those at the last of them (NULL if that epoch lacks the metric);
   `best_test_err` is the minimum `test_err` over all epochs (`db.writes.SUMMARY_UPSERT` keeps
   them).
-- `grid_results` aggregates the final values of the finished trials (status `terminated`):
-  `n_seeds` counts them, `*_std` is the sample standard deviation (n - 1; NULL for one seed),
-  computed in two passes (mean by a window, then squared deviations) so it is exact and needs
-  only `sqrt`, which SQLite >= 3.35 and PostgreSQL both have.
+- `grid_results` aggregates the final values of the finished trials (status `terminated`) of
+  each grid point: `n_seeds` counts them, `*_std` is the sample standard deviation (n - 1; NULL
+  for one seed), computed in two passes (the mean, then squared deviations from it) so it is
+  exact and needs only `sqrt`, which SQLite >= 3.35 and PostgreSQL both have. A point with no
+  finished trial has no row. `db.writes.GRID_POOLING` computes a point's numbers.
 """
 
 from __future__ import annotations
@@ -58,36 +63,20 @@ LEFT JOIN trial_summaries AS f ON f.trial_id = t.id"""
 GRID_RESULTS = """\
 CREATE VIEW grid_results AS
 SELECT
-    f.sweep,
-    f.dataset,
-    f.model,
-    f.depth,
-    f.block,
-    f.shortcut,
-    count(*) AS n_seeds,
-    avg(f.final_train_err) AS train_err_mean,
-    CASE WHEN count(f.final_train_err) > 1 THEN
-        sqrt(sum((f.final_train_err - f.train_mean) * (f.final_train_err - f.train_mean))
-             / (count(f.final_train_err) - 1))
-    END AS train_err_std,
-    avg(f.final_test_err) AS test_err_mean,
-    CASE WHEN count(f.final_test_err) > 1 THEN
-        sqrt(sum((f.final_test_err - f.test_mean) * (f.final_test_err - f.test_mean))
-             / (count(f.final_test_err) - 1))
-    END AS test_err_std
-FROM (
-    SELECT
-        r.sweep, r.dataset, r.model, r.depth, r.block, r.shortcut,
-        r.final_train_err,
-        r.final_test_err,
-        avg(r.final_train_err) OVER (
-            PARTITION BY r.sweep, r.dataset, r.model, r.depth, r.block, r.shortcut) AS train_mean,
-        avg(r.final_test_err) OVER (
-            PARTITION BY r.sweep, r.dataset, r.model, r.depth, r.block, r.shortcut) AS test_mean
-    FROM trial_results AS r
-    WHERE r.status = 'terminated'
-) AS f
-GROUP BY f.sweep, f.dataset, f.model, f.depth, f.block, f.shortcut"""
+    s.name AS sweep,
+    g.dataset,
+    g.model,
+    g.depth,
+    g.block,
+    g.shortcut,
+    g.n_seeds,
+    g.train_err_mean,
+    g.train_err_std,
+    g.test_err_mean,
+    g.test_err_std
+FROM grid_summaries AS g
+JOIN sweeps AS s ON s.id = g.sweep_id
+WHERE g.n_seeds > 0"""
 
 # Creation order; drop in reverse (grid_results reads trial_results).
 VIEWS = {"metrics": METRICS, "trial_results": TRIAL_RESULTS, "grid_results": GRID_RESULTS}

@@ -33,7 +33,7 @@ from db.errors import SweepBusyError, SweepExistsError
 from db.models import (
     METRIC_IDS, SWEEP_STATUSES, TRIAL_STATUSES, Base, LayerStat, MetricName, MetricValue, Sweep, Trial,
     TrialAttempt, TrialSummary,
-)
+)  # fmt: skip
 from resweep.paper import AXES  # the trials' grid axes, each a column of trials
 
 FINAL_STATUS = "terminated"
@@ -210,6 +210,7 @@ def interrupt_sweep(engine: Engine, sweep_id: int, *, epochs: int) -> None:
             .values(status=sa.case((done, FINAL_STATUS), else_="pending"),
                     ended_at=sa.case((done, _now()), else_=sa.null()), error=sa.null())
         )
+        refresh_grid(conn, [sweep_id])  # the trials that ended here join their grid points
         conn.execute(sweeps.update().where(sweeps.c.id == sweep_id).values(status="interrupted"))
 
 
@@ -243,9 +244,14 @@ def upsert_trial(
         started_at = _now()
     table = Trial.__table__
     with transaction(engine) as conn:
+        before = conn.execute(
+            sa.select(table.c.status, *(table.c[a] for a in POINT_AXES))
+            .where(table.c.sweep_id == sweep_id, table.c.trial_key == trial_key).with_for_update()
+        ).first()
+        axes = _axes(config)
         stmt = _insert(conn, table).values(
             sweep_id=sweep_id, trial_key=trial_key, status=status, config=dict(config),
-            params_count=params_count, started_at=started_at, **_axes(config),
+            params_count=params_count, started_at=started_at, **axes,
         )  # fmt: skip
         new, old = stmt.excluded, table.c
         final = old.status == FINAL_STATUS
@@ -262,7 +268,16 @@ def upsert_trial(
                 "started_at": sa.func.coalesce(old.started_at, new.started_at),
             },
         )
-        return conn.scalar(stmt.returning(table.c.id))
+        trial_id = conn.scalar(stmt.returning(table.c.id))
+        # A finished trial joins its grid point; one that was finished moves if its axes changed.
+        was_final = before is not None and before.status == FINAL_STATUS
+        point = {a: axes[a] for a in POINT_AXES}
+        if was_final and dict(zip(POINT_AXES, before[1:])) != point:
+            _pool_points(conn, "point", [{"sweep_id": sweep_id, **dict(zip(POINT_AXES, before[1:]))}])
+            _pool_points(conn, "trial", [{"trial_id": trial_id}])
+        elif status == FINAL_STATUS and not was_final:
+            _pool_points(conn, "trial", [{"trial_id": trial_id}])
+        return trial_id
 
 
 def set_trial_status(
@@ -298,6 +313,8 @@ def set_trial_status(
                 values["ended_at"] = ended_at or _now()
         if values:
             conn.execute(table.update().where(table.c.id == trial_id).values(**values))
+        if values.get("status", current) == FINAL_STATUS != current:  # it joins its grid point's finished trials
+            _pool_points(conn, "trial", [{"trial_id": trial_id}])
         return values.get("status", current)
 
 
@@ -476,6 +493,102 @@ def refresh_summaries(conn: Connection, trial_ids: Iterable[int]) -> None:
     none = dict.fromkeys(("final_epoch", "final_train_err", "final_test_err", "best_test_err", "last_epoch"))
     conn.exec_driver_sql(_summary_upsert(dialect),
                          [{**none, "trial_id": t, "epochs": 0, "first_epoch": 0} for t in ids])  # fmt: skip
+    sweeps = conn.exec_driver_sql(f"SELECT DISTINCT sweep_id FROM trials WHERE id IN ({', '.join(map(str, ids))})")
+    refresh_grid(conn, [s for (s,) in sweeps])
+
+
+# --- grid summaries -------------------------------------------------------------------------
+#
+# grid_summaries holds what `grid_results` shows (db.views): per sweep and grid point (the
+# trials' axes without the seed), the count, mean and sample std of the finished trials' final
+# errors. A point's row is recomputed from that point's trials alone (GRID_POOLING, by the index
+# ix_trials_grid_point) in the transaction of any write that can change them: record_results for
+# the finished trials whose summaries it wrote, set_trial_status when a status changes,
+# upsert_trial for a finished trial (both its points, if its axes changed), interrupt_sweep
+# and refresh_summaries for whole sweeps (refresh_grid). A trial deleted by hand updates its
+# point through the trigger migration 0011 made. A point whose finished trials are gone keeps a
+# row with n_seeds 0, which grid_results leaves out. Each recomputation reads one point's
+# trials, never the sweep's: a grid reads one row per point, and a write costs what its point
+# holds.
+
+POINT_AXES = ("dataset", "model", "depth", "block", "shortcut")  # a grid point: the axes without the seed
+_POINT = "sweep_id, dataset, model, depth, block, shortcut"
+_ON_POINT = " AND ".join(f"{{a}}.{c} = {{b}}.{c}" for c in _POINT.split(", "))
+
+
+def _std(column: str) -> str:
+    """The sample standard deviation of a column (two passes: its mean is `mean_<column>`)."""
+    return (f"CASE WHEN count(m.{column}) > 1 THEN sqrt(sum((m.{column} - m.mean_{column}) * "
+            f"(m.{column} - m.mean_{column})) / (count(m.{column}) - 1)) END")
+
+
+# The points to pool, each once: {points} is a query of (sweep_id, dataset, model, depth, block,
+# shortcut); their finished trials' finals, with each point's mean beside them, are pooled.
+GRID_POOLING = f"""INSERT INTO grid_summaries
+    ({_POINT}, n_seeds, train_err_mean, train_err_std, test_err_mean, test_err_std)
+SELECT p.sweep_id, p.dataset, p.model, p.depth, p.block, p.shortcut,
+       count(m.trial_id), avg(m.final_train_err), {_std("final_train_err")},
+       avg(m.final_test_err), {_std("final_test_err")}
+FROM ({{points}}) AS p
+LEFT JOIN (
+    SELECT t.id AS trial_id, {", ".join(f"t.{c}" for c in _POINT.split(", "))},
+           f.final_train_err, f.final_test_err,
+           avg(f.final_train_err) OVER (PARTITION BY {", ".join(f"t.{c}" for c in _POINT.split(", "))}) AS mean_final_train_err,
+           avg(f.final_test_err) OVER (PARTITION BY {", ".join(f"t.{c}" for c in _POINT.split(", "))}) AS mean_final_test_err
+    FROM ({{points}}) AS q
+    JOIN trials AS t ON {_ON_POINT.format(a="t", b="q")}
+    LEFT JOIN trial_summaries AS f ON f.trial_id = t.id
+    WHERE t.status = '{FINAL_STATUS}'
+) AS m ON {_ON_POINT.format(a="m", b="p")}
+WHERE true
+GROUP BY p.sweep_id, p.dataset, p.model, p.depth, p.block, p.shortcut
+ON CONFLICT ({_POINT}) DO UPDATE SET
+    n_seeds = excluded.n_seeds, train_err_mean = excluded.train_err_mean, train_err_std = excluded.train_err_std,
+    test_err_mean = excluded.test_err_mean, test_err_std = excluded.test_err_std"""
+
+# What a point query may be, by its parameters (in the driver's style: {p} is replaced).
+POINTS = {
+    # the point of one trial, if it is finished (record_results: a running trial's point is untouched)
+    "trial": f"SELECT {_POINT} FROM trials WHERE id = {{p[trial_id]}} AND status = '{FINAL_STATUS}'",
+    # one point by its values (a trial's point before its axes changed)
+    "point": "SELECT " + ", ".join(f"CAST({{p[{c}]}} AS {t}) AS {c}" for c, t in (
+        ("sweep_id", "INTEGER"), ("dataset", "VARCHAR(32)"), ("model", "VARCHAR(32)"), ("depth", "INTEGER"),
+        ("block", "VARCHAR(32)"), ("shortcut", "VARCHAR(8)"))),
+    # every point of a sweep: its trials' and those it had (whose trials may be gone)
+    "sweep": (f"SELECT {_POINT} FROM trials WHERE sweep_id = {{p[sweep_id]}} "
+              f"UNION SELECT {_POINT} FROM grid_summaries WHERE sweep_id = {{p[sweep_id]}}"),
+}
+
+
+class _Style(dict):
+    def __init__(self, style: str) -> None:
+        super().__init__()
+        self.style = style
+
+    def __missing__(self, key: str) -> str:
+        return self.style.format(key)
+
+
+@functools.cache
+def _grid_pooling(dialect: str, points: str) -> str:
+    """GRID_POOLING for a kind of POINTS, with named parameters in the driver's style."""
+    style = "%({})s" if dialect == "postgresql" else ":{}"
+    query = POINTS[points].format(p=_Style(style))
+    if points != "sweep":
+        query = f"SELECT DISTINCT {_POINT} FROM ({query}) AS d"
+    return GRID_POOLING.format(points=query)
+
+
+def _pool_points(conn: Connection, points: str, rows: list[dict[str, Any]]) -> None:
+    """Recompute the grid_summaries rows of these points (POINTS[points], one per row of parameters)."""
+    if rows:
+        conn.exec_driver_sql(_grid_pooling(conn.dialect.name, points), rows)
+
+
+def refresh_grid(conn: Connection, sweep_ids: Iterable[int]) -> None:
+    """Recompute every grid_summaries row of these sweeps from their trials (a bulk load, an
+    interrupted sweep's ended trials)."""
+    _pool_points(conn, "sweep", [{"sweep_id": int(s)} for s in sorted(set(sweep_ids))])
 
 
 # A trial's parameter count, set when a result brings a new one (each result carries it).
@@ -497,7 +610,10 @@ def record_results(engine: Engine, results: Iterable[Result]) -> int:
         batch: list[tuple[str, list]] = []
         if metric_rows:
             batch.append((_upsert_sql(dialect, MetricValue.__tablename__), _with_name_ids(conn, metric_rows)))
-            batch.append((_summary_upsert(dialect), _summary_rows(metric_rows)))  # after the values it reads
+            summaries = _summary_rows(metric_rows)
+            batch.append((_summary_upsert(dialect), summaries))  # after the values it reads
+            # then the grid points of the finished trials among them (a running trial's are untouched)
+            batch.append((_grid_pooling(dialect, "trial"), [{"trial_id": r["trial_id"]} for r in summaries]))
         if layer_rows:
             batch.append((_upsert_sql(dialect, LayerStat.__tablename__), layer_rows))
         if params:
