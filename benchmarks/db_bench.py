@@ -215,6 +215,7 @@ def build_query_db(url: str, args: argparse.Namespace) -> tuple[sa.Engine, list[
     both layouts (file growth as the points went in)."""
     start = time.perf_counter()
     engine = get_engine(url)
+    _old_layout(engine)  # on a fresh database too (it is made IF NOT EXISTS): the copy below goes there
     sweep_id = writes.create_sweep(engine, name="bench", spec="", spec_hash="")
     ids = add_trials(engine, sweep_id, args.trials, "q")
     first = ids[0]  # trial i is id first + i: the values are those the other stores get (_rivals.value)

@@ -2,9 +2,9 @@
 
 One row per sweep, one per trial, one per attempt of a trial, one per (trial, metric, epoch), one
 per (trial, epoch, layer), one summary per trial (derived from its metric values, kept on
-every write), one per sweep and grid point (its seeds pooled, kept likewise), and one per log of an optuna sweep's study journal. The `metrics`
-relation users query (trial_id, epoch, name, value) is a view (db/views.py) over metric_values
-and metric_names.
+every write), one per sweep and grid point (its seeds pooled, kept likewise), and one per log
+of an optuna sweep's study journal. The `metrics` relation users query (trial_id, epoch, name,
+value) is a view (db/views.py) over metric_values and metric_names.
 Every table's natural key is unique, so every write can be an upsert (see `db.writes`); the
 journal is only appended to (see `db.optuna_journal`).
 Each column's `comment` is its documentation; PostgreSQL stores it (`\\d+ trials` in psql).

@@ -109,6 +109,9 @@ def _filters(filters: dict[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
         if isinstance(values, (str, numbers.Number)) or not isinstance(values, Iterable):
             values = [values]
         values = [v.item() if hasattr(v, "item") else v for v in values]  # numpy scalars
+        if not values:  # none of no values: no trial (PostgreSQL cannot type an empty IN)
+            sql += " AND 1 = 0"
+            continue
         sql += f" AND t.{axis} IN :f_{axis}"
         params[f"f_{axis}"] = values
         expanding.append(f"f_{axis}")
@@ -141,6 +144,19 @@ def _trials_statement(by_id: bool, filters: str, expanding: tuple[str, ...]) -> 
         started_at=Trial.started_at.type, ended_at=Trial.ended_at.type, config=sa.JSON()
     )
     return stmt.bindparams(*(sa.bindparam(name, expanding=True) for name in expanding)) if expanding else stmt
+
+
+def trial_counts(engine: Engine, sweep: str | int) -> dict[str, int]:
+    """How many trials of the sweep (by name or id) have each status (only the statuses it has),
+    from the (sweep_id, status) index alone."""
+    t = Trial.__table__
+    stmt = (
+        sa.select(t.c.status, sa.func.count())
+        .where(t.c.sweep_id == sa.select(Sweep.__table__.c.id).where(_sweep_filter(sweep)).scalar_subquery())
+        .group_by(t.c.status)
+    )
+    with one_read(engine) as conn:
+        return {str(status): int(n) for status, n in conn.execute(stmt)}
 
 
 def axis_values(engine: Engine, sweep: str | int) -> dict[str, list]:

@@ -503,7 +503,7 @@ def refresh_summaries(conn: Connection, trial_ids: Iterable[int]) -> None:
 # trials' axes without the seed), the count, mean and sample std of the finished trials' final
 # errors. A point's row is recomputed from that point's trials alone (GRID_POOLING, by the index
 # ix_trials_grid_point) in the transaction of any write that can change them: record_results for
-# the finished trials whose summaries it wrote, set_trial_status when a status changes,
+# the finished trials whose summaries it wrote, set_trial_status when a trial becomes terminated,
 # upsert_trial for a finished trial (both its points, if its axes changed), interrupt_sweep
 # and refresh_summaries for whole sweeps (refresh_grid). A trial deleted by hand updates its
 # point through the trigger migration 0011 made. A point whose finished trials are gone keeps a

@@ -129,17 +129,34 @@ def status(
                     return
                 console.print(tables.sweeps_table(frame, width=console.width))
                 return
-            frame = queries.trials(engine, name)
             details = queries.sweep(engine, name)
             if details is None:
                 from resweep.errors import UserError
 
                 raise UserError(f"status: no sweep named {name!r} in {database.shown} "
                                 "(`python -m orchestrator status` lists the sweeps)")
+            counts = queries.trial_counts(engine, name)
+            total = sum(counts.values())
+            # A big sweep lists the trials that are not finished; its finished ones are its grid.
+            big = total > tables.TRIALS_LISTED
+            unfinished = [s for s in counts if s != "terminated"]
+            frame = queries.trials(engine, name, status=unfinished) if big else queries.trials(engine, name)
+            grid = queries.grid(engine, name) if big else None
         finally:
             engine.dispose()
-    console.print(f"[bold]{name}[/]  {details.status}  ({len(frame)} trials)", highlight=False)
-    console.print(tables.trials_table(frame, width=console.width))
+    if not big:
+        console.print(f"[bold]{name}[/]  {details.status}  ({len(frame)} trials)", highlight=False)
+        console.print(tables.trials_table(frame, width=console.width))
+        return
+    console.print(f"[bold]{name}[/]  {details.status}  ({total:,} trials: "
+                  + ", ".join(f"{n:,} {s}" for s, n in sorted(counts.items())) + ")", highlight=False)
+    if len(frame):
+        console.print(tables.trials_table(frame.head(tables.TRIALS_LISTED), width=console.width))
+    console.print(tables.big_sweep_note(name, len(frame), counts.get("terminated", 0), database.flag),
+                  highlight=False, soft_wrap=True)
+    table = tables.grid_table(grid)
+    if table is not None:
+        console.print(table)
 
 
 def _existing(database: Database, command: str):

@@ -64,19 +64,10 @@ def export_sweep(engine: Engine, sweep: str, fmt: str, out: str | os.PathLike) -
     try:
         trials = queries.trials(engine, sweep)
         ids = trials["trial_id"].tolist()
-        metrics = queries.curves(engine, ids)
-        layers = _all_layer_stats(engine, ids)
-        tables = {
-            "trials": trials,
-            "metrics": metrics,
-            "metrics_wide": _wide(metrics, trials),
-            "layer_stats": layers,
-        }
-        sweep_info = _sweep_json(details.iloc[0].to_dict(), fmt, {k: len(v) for k, v in tables.items()})
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
         try:
-            for name, frame in tables.items():
-                _write(frame, staging / f"{name}.{fmt}", fmt)
+            rows = _write_tables(engine, trials, ids, staging, fmt)
+            sweep_info = _sweep_json(details.iloc[0].to_dict(), fmt, rows)
             (staging / "sweep.json").write_text(json.dumps(sweep_info, indent=2, default=str) + "\n")
             files = {}
             for path in sorted(staging.iterdir()):
@@ -93,7 +84,36 @@ def export_sweep(engine: Engine, sweep: str, fmt: str, out: str | os.PathLike) -
             raise UserError(f"--out {out}: cannot write there ({_reason(exc)}); give a directory you can "
                             "write, new or existing") from None
         raise
-    return Exported(out, files, {k: len(v) for k, v in tables.items()})
+    return Exported(out, files, rows)
+
+
+# Trials read and written at a time: a block's metrics (x epochs x metrics) are what the export
+# holds in memory, so a sweep of any size is written in the memory of one block.
+BLOCK_TRIALS = 500
+
+
+def _write_tables(engine: Engine, trials: pd.DataFrame, ids: list[int], staging: Path, fmt: str) -> dict[str, int]:
+    """trials, metrics, metrics_wide and layer_stats into `staging`, the per-epoch tables a
+    block of trials at a time, in trial order; returns each table's rows."""
+    writers = {name: _Writer(staging / f"{name}.{fmt}", fmt) for name in ("trials", "metrics", "metrics_wide", "layer_stats")}
+    try:
+        writers["trials"].write(trials)
+        names = queries.metric_names(engine, ids)  # every block's wide table has the same columns
+        for start in range(0, len(ids), BLOCK_TRIALS):
+            block = ids[start:start + BLOCK_TRIALS]
+            metrics = queries.curves(engine, block)
+            metrics["value"] = metrics["value"].astype(float)
+            writers["metrics"].write(metrics)
+            writers["metrics_wide"].write(_wide(metrics, trials[trials["trial_id"].isin(block)], names))
+            writers["layer_stats"].write(_layer_stats(engine, block, queries.probed_epochs(engine, block)))
+        if not ids:
+            writers["metrics"].write(pd.DataFrame(columns=METRICS_LONG))
+            writers["metrics_wide"].write(_wide(pd.DataFrame(columns=METRICS_LONG), trials, names))
+            writers["layer_stats"].write(pd.DataFrame(columns=queries.LAYER_COLUMNS))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return {name: writer.rows for name, writer in writers.items()}
 
 
 def _make_dirs(out: Path) -> list[Path]:
@@ -142,46 +162,76 @@ def _previous_export(out: Path) -> set[str]:
     return entries
 
 
-def _all_layer_stats(engine: Engine, ids: list[int]) -> pd.DataFrame:
-    """Every probed epoch's layer records (db.queries.layer_stats reads one epoch at a time)."""
-    frames = [queries.layer_stats(engine, ids, epoch) for epoch in queries.probed_epochs(engine, ids)]
+def _layer_stats(engine: Engine, ids: list[int], probed: list[int]) -> pd.DataFrame:
+    """Every probed epoch's layer records of these trials (db.queries.layer_stats reads one epoch at a time)."""
+    frames = [queries.layer_stats(engine, ids, epoch) for epoch in probed]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=queries.LAYER_COLUMNS)
-    return pd.concat(frames, ignore_index=True).sort_values(["trial_id", "epoch", "layer"], ignore_index=True)
+    layers = pd.concat(frames, ignore_index=True).sort_values(["trial_id", "epoch", "layer"], ignore_index=True)
+    return layers.astype({"std": float, "mean": float})
 
 
-def _wide(metrics: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per (trial, epoch) with the trial's axes and one column per metric."""
+def _wide(metrics: pd.DataFrame, trials: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """One row per (trial, epoch) with the trial's axes and one column per metric (`names`)."""
     if metrics.empty:
-        return pd.DataFrame(columns=["trial_id", *AXES, "epoch"])
+        return pd.DataFrame(columns=["trial_id", *AXES, "epoch", *names])
     wide = metrics.pivot(index=["trial_id", "epoch"], columns="name", values="value")
     wide.columns.name = None
-    wide = wide.reset_index()
+    wide = wide.reindex(columns=names).astype(float).reset_index()
     axes = trials[["trial_id", *AXES]]
-    return axes.merge(wide, on="trial_id", how="right")[["trial_id", *AXES, "epoch", *wide.columns[2:]]]
+    return axes.merge(wide, on="trial_id", how="right")[["trial_id", *AXES, "epoch", *names]]
 
 
-def _write(frame: pd.DataFrame, path: Path, fmt: str) -> None:
-    frame = frame.copy()
-    if "config" in frame and fmt != "json":
-        frame["config"] = [json.dumps(c, sort_keys=True) for c in frame["config"]]
-    if fmt == "csv":
-        frame.to_csv(path, index=False)
-    elif fmt == "parquet":
-        # A text column stays text when every value is missing (`error` when no trial failed):
-        # pyarrow would type it Null, and the file's schema would change with its contents.
-        import pyarrow as pa
+class _Writer:
+    """One exported table written a block of rows at a time: CSV with one header, Parquet as
+    row groups of one schema, JSON as one array of records."""
 
-        for column in TEXT_COLUMNS & set(frame.columns):
-            frame[column] = frame[column].astype(pd.ArrowDtype(pa.string()))
-        frame.to_parquet(path, index=False, engine="pyarrow")
-    else:
-        # Python's json writes each float as its shortest exact repr; pandas' to_json rounds to at
-        # most 15 digits, so a value read back would differ from the database's.
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        with path.open("w") as f:
-            json.dump(records, f, default=_json_default, allow_nan=False)
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.fmt, self.rows = path, fmt, 0
+        self._file: Any = None
+        self._parquet: Any = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        frame = frame.copy()
+        if "config" in frame and self.fmt != "json":
+            frame["config"] = [json.dumps(c, sort_keys=True) for c in frame["config"]]
+        first = self._file is None and self._parquet is None
+        if self.fmt == "csv":
+            if first:
+                self._file = self.path.open("w", newline="")
+            frame.to_csv(self._file, index=False, header=first)
+        elif self.fmt == "parquet":
+            # A text column stays text when every value is missing (`error` when no trial failed):
+            # pyarrow would type it Null, and the file's schema would change with its contents.
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            for column in TEXT_COLUMNS & set(frame.columns):
+                frame[column] = frame[column].astype(pd.ArrowDtype(pa.string()))
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if first:
+                self._parquet = pq.ParquetWriter(self.path, table.schema)
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        else:
+            # Python's json writes each float as its shortest exact repr; pandas' to_json rounds to at
+            # most 15 digits, so a value read back would differ from the database's.
+            if first:
+                self._file = self.path.open("w")
+                self._file.write("[")
+            records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+            if records:
+                text = json.dumps(records, default=_json_default, allow_nan=False)[1:-1]
+                self._file.write(("" if self.rows == 0 else ", ") + text)
+        self.rows += len(frame)
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._file is not None:
+            if self.fmt == "json":
+                self._file.write("]")
+            self._file.close()
 
 
 def _sweep_json(row: dict[str, Any], fmt: str, rows: dict[str, int]) -> dict[str, Any]:

@@ -109,6 +109,20 @@ def trials_table(frame: Any, width: int = 100) -> Table:
     return table
 
 
+# `status NAME` lists every trial of a sweep up to this many; past it, the trials not finished
+# (at most this many) and the grid: 20,000 rows help no one in a terminal, and cost seconds.
+TRIALS_LISTED = 200
+
+
+def big_sweep_note(name: str, listed: int, finished: int, db_flag: str) -> str:
+    """What `status` says under a big sweep's table: what it left out and where to find it."""
+    shown = (f"the first {TRIALS_LISTED} of {listed:,} unfinished trials listed" if listed > TRIALS_LISTED
+             else "every unfinished trial listed" if listed else "no unfinished trial")
+    return (f"{shown}; the {finished:,} finished trials are pooled in the grid below. Every trial:\n"
+            f"  python -m orchestrator query \"SELECT * FROM trial_results WHERE sweep = '{name}'\"{db_flag}\n"
+            f"  python -m orchestrator export {name} --out DIR{db_flag}")
+
+
 def _host(hostname: Any, node_ip: Any) -> str:
     """hostname (ip), or whichever of the two is known."""
     name, ip = (v if _present(v) else None for v in (hostname, node_ip))
