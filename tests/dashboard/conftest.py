@@ -5,11 +5,17 @@ Sweep `cifar10-depth` (finished): CIFAR-10, 6n+2 nets with basic blocks, depth 2
 epochs 2 and 3; plus one failed trial (depth 56, A, seed 2) that the grid must leave out.
 Sweep `cifar10-starting` (running): two trials that have not finished an epoch.
 The final errors (FINAL_TEST, FINAL_TRAIN) are chosen so the means and stds are easy by hand.
+
+Also what the two browser modules (test_browser.py, test_browser_sweep.py) share: the app served
+by `streamlit run`, headless Debian Chromium through Playwright, and the page helpers.
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -98,3 +104,77 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# --- The dashboard in a real browser --------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
+TIMEOUT_MS = 45_000  # a cold first render on a busy two-core machine
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
+@contextmanager
+def serving(url: str, tmp_path_factory) -> Iterator[str]:
+    """The app served by `streamlit run` over `url` on a free localhost port (its address); its
+    log kept beside it."""
+    from orchestrator.cli.dashboard import start, wait_until_serving
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("streamlit") / "server.log"
+    with log.open("w") as out:
+        proc = start(url, "127.0.0.1", port, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until_serving(proc, "127.0.0.1", port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium, one per module that asks. Not one per session: while Playwright's
+    sync API is open it keeps an asyncio loop running in this thread, so every later test that
+    calls asyncio.run() (Streamlit's AppTest, the database tests) would fail meanwhile."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def new_tab(browser, width: int, height: int):
+    """A page in a context of its own (no cookies or storage shared), with the tests' timeout."""
+    tab = browser.new_page(viewport={"width": width, "height": height})
+    tab.set_default_timeout(TIMEOUT_MS)
+    return tab
+
+
+def settle(tab, title: str) -> None:
+    """Wait until the page titled `title` has finished its run."""
+    tab.wait_for_selector(f'h1:has-text("{title}")')
+    tab.wait_for_selector(IDLE)
+    tab.wait_for_timeout(300)  # let plotly and the data grid paint
+    tab.wait_for_selector(IDLE)
+
+
+def assert_clean(tab) -> None:
+    assert tab.locator('[data-testid="stException"]').count() == 0, tab.inner_text('[data-testid="stMain"]')
+    assert "Traceback" not in tab.inner_text("body")
+
+
+def charts(tab) -> int:
+    """Plotly charts drawn with at least one trace."""
+    tab.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg :is(.trace, .hm)', state="attached")
+    return tab.locator('[data-testid="stPlotlyChart"]').count()
+
+
+def shot(tab, name: str) -> None:
+    """A full-page screenshot under test-artifacts/dashboard/ (look at them)."""
+    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

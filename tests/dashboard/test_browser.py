@@ -9,29 +9,19 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import sqlalchemy as sa
 
 from db import queries, writes
 from db.engine import get_engine
-from orchestrator.cli.dashboard import start, wait_until_serving
-from urllib.parse import parse_qs, urlencode, urlsplit
-
-from tests.dashboard.conftest import DEPTH_SWEEP, STARTING_SWEEP, config, free_port
+from tests.dashboard.conftest import (DEPTH_SWEEP, STARTING_SWEEP, TIMEOUT_MS, assert_clean, charts, config,
+                                      new_tab, serving, settle, shot)
 
 playwright = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
-TIMEOUT_MS = 45_000  # a cold first render on a busy two-core machine
-IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 
 
 PREACT_SWEEP = "cifar10-preact"  # a second study, for the comparison of sweeps
@@ -60,48 +50,15 @@ def served_db(fixture_db, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def server(served_db, tmp_path_factory):
     """The app served by `streamlit run` on a free localhost port; its log kept beside it."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    with log.open("w") as out:
-        proc = start(served_db, "127.0.0.1", port, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_serving(proc, "127.0.0.1", port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving(served_db, tmp_path_factory) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
-def page():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        tab.set_default_timeout(TIMEOUT_MS)
-        yield tab
-        browser.close()
-
-
-def settle(tab, title: str) -> None:
-    """Wait until the page titled `title` has finished its run."""
-    tab.wait_for_selector(f'h1:has-text("{title}")')
-    tab.wait_for_selector(IDLE)
-    tab.wait_for_timeout(300)  # let plotly and the data grid paint
-    tab.wait_for_selector(IDLE)
-
-
-def assert_clean(tab) -> None:
-    assert tab.locator('[data-testid="stException"]').count() == 0, tab.inner_text('[data-testid="stMain"]')
-    assert "Traceback" not in tab.inner_text("body")
-
-
-def charts(tab) -> int:
-    """Plotly charts drawn with at least one trace."""
-    tab.wait_for_selector('[data-testid="stPlotlyChart"] .main-svg :is(.trace, .hm)', state="attached")
-    return tab.locator('[data-testid="stPlotlyChart"]').count()
+def page(browser):
+    tab = new_tab(browser, 1400, 1000)
+    yield tab
+    tab.close()
 
 
 def tables(tab) -> int:
@@ -112,10 +69,6 @@ def tables(tab) -> int:
 def legend(tab) -> list[str]:
     texts = tab.locator('[data-testid="stPlotlyChart"] .legendtext').evaluate_all("els => els.map(e => e.textContent)")
     return sorted(set(texts))
-
-
-def shot(tab, name: str) -> None:
-    tab.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def open_menu(tab, widget) -> None:

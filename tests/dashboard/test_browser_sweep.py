@@ -21,9 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from db.engine import get_engine
-from orchestrator.cli.dashboard import start, wait_until_serving
-from tests.dashboard.conftest import free_port
-from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, assert_clean, charts, settle, shot
+from tests.dashboard.conftest import assert_clean, charts, new_tab, serving, settle, shot
 from tests.orchestrator.conftest import cli_env
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -65,28 +63,15 @@ def home(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(home, tmp_path_factory):
     _, url = home
-    port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    with log.open("w") as out:
-        proc = start(url, "127.0.0.1", port, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_until_serving(proc, "127.0.0.1", port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving(url, tmp_path_factory) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
-def page():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1440, "height": 900})
-        tab.set_default_timeout(TIMEOUT_MS)
-        yield tab
-        browser.close()
+def page(browser):
+    tab = new_tab(browser, 1440, 900)
+    yield tab
+    tab.close()
 
 
 def drawn(tab) -> str:
