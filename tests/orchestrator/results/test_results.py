@@ -1,8 +1,8 @@
 """Results out of a real sweep: trained models back and exports.
 
-One tiny sweep on scikit-learn's digits (two 8-layer nets, plain and residual, 2 epochs) runs once
-for the module through the real command line on the session's Ray cluster. The trackers' mirrors
-are read back in test_trackers_readback.py.
+The session's tiny sweep on scikit-learn's digits (conftest.py: two 8-layer nets, plain and
+residual, 2 epochs), launched once through the real command line on the session's Ray cluster;
+test_trackers_readback.py reads the same sweep's tracker mirrors.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +18,11 @@ import pytest
 import torch
 
 from tests.orchestrator.conftest import run_cli
+from tests.orchestrator.results.conftest import EPOCHS, NAME, DigitsSweep
 from tests.orchestrator.run.test_sweeps_e2e import rows
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-NAME = "results-digits"
-EPOCHS = 2
 METRICS = ["epoch_time_s", "images_per_s", "lr", "test_err", "test_loss", "train_err", "train_loss"]
 
 
@@ -43,23 +41,8 @@ class Sweep:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, ray_cluster) -> Sweep:
-    root = tmp_path_factory.mktemp("results")
-    path = root / f"{NAME}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        name: {NAME}
-        dataset: digits
-        model: cifar
-        grid: {{depth: [8], shortcut: [none, A], seed: [0]}}
-        train: {{epochs: {EPOCHS}, batch_size: 64, lr: 0.05, augment: false}}
-        probes: {{every: 1}}
-        resources: {{cpu: 1}}
-        fault_tolerance: {{max_failures: 0, checkpoint_every: 1}}
-        """))
-    done = Sweep(root, f"sqlite:///{root / 'resweep.db'}")
-    launched = cli("launch", str(path), "--db", done.url, "--address", ray_cluster.address, cwd=root)
-    assert launched.returncode == 0, launched.stdout + launched.stderr
-    return done
+def sweep(digits_sweep: DigitsSweep) -> Sweep:
+    return Sweep(digits_sweep.root, digits_sweep.url)
 
 
 def test_each_trial_records_its_final_checkpoint(sweep):

@@ -1,8 +1,8 @@
 """The trackers' mirrors and the model files of real sweeps, read back with each tool's own reader.
 
-One tiny sweep on scikit-learn's digits (plain-8 and ResNet-8 A, 2 epochs, probes every epoch)
-runs once for the module through the real command line on the session's Ray cluster with
-`loggers: [tensorboard, {mlflow: {log_model: true}}, wandb]`: TensorBoard is read with its own
+The session's tiny sweep on scikit-learn's digits (conftest.py: plain-8 and ResNet-8 A, 2 epochs,
+probes every epoch), launched once through the real command line on the session's Ray cluster
+with `loggers: [tensorboard, {mlflow: {log_model: true}}, wandb]`: TensorBoard is read with its own
 EventAccumulator and HParams plugin protos, MLflow with MlflowClient (a local SQLite store),
 W&B offline runs with `wandb leet inspect --json` (wandb's reader of its .wandb transaction logs).
 A second sweep is stopped with Ctrl-C while its trials train, for the model of an interrupted trial.
@@ -23,12 +23,11 @@ import torch.nn.functional as F
 
 from resweep.paper import GRID_AXES as AXES
 from tests.orchestrator.conftest import run_cli, start_cli
+from tests.orchestrator.results.conftest import EPOCHS, NAME, DigitsSweep
 from tests.orchestrator.run.test_sweeps_e2e import rows
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-NAME = "trackers-digits"
-EPOCHS = 2
 RAY_INTERNALS = ("done", "pid", "should_checkpoint", "training_iteration", "time_this_iter_s", "config")
 
 
@@ -55,26 +54,8 @@ class Sweep:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, ray_cluster) -> Sweep:
-    root = tmp_path_factory.mktemp("trackers")
-    path = root / f"{NAME}.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        name: {NAME}
-        dataset: digits
-        model: cifar
-        grid: {{depth: [8], shortcut: [none, A], seed: [0]}}
-        train: {{epochs: {EPOCHS}, batch_size: 64, lr: 0.05, augment: false}}
-        probes: {{every: 1}}
-        resources: {{cpu: 1}}
-        fault_tolerance: {{max_failures: 0, checkpoint_every: 1}}
-        loggers: [tensorboard, {{mlflow: {{log_model: true}}}}, wandb]
-        """))
-    url, mlflow_uri = f"sqlite:///{root / 'resweep.db'}", f"sqlite:///{root / 'mlflow.db'}"
-    # No WANDB_DIR: the offline runs go where README says, in each trial's results directory.
-    env = {"MLFLOW_TRACKING_URI": mlflow_uri, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    done = run_cli("launch", str(path), "--db", url, "--address", ray_cluster.address, cwd=root, env=env, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return Sweep(root, url, mlflow_uri, done.stdout + done.stderr)
+def sweep(digits_sweep: DigitsSweep) -> Sweep:
+    return Sweep(digits_sweep.root, digits_sweep.url, digits_sweep.mlflow_uri, digits_sweep.out)
 
 
 # --- W&B ------------------------------------------------------------------------------------------
