@@ -64,24 +64,31 @@ def _sweep_filter(sweep: str | int) -> sa.ColumnElement[bool]:
 def sweeps(engine: Engine) -> pd.DataFrame:
     """One row per sweep, newest first, with trial counts by status and the epochs its trials
     recorded in all (n_epochs: it grows with every result, so a reader can tell that a sweep
-    moved without reading its trials) (columns SWEEP_COLUMNS)."""
+    moved without reading its trials) (columns SWEEP_COLUMNS).
+
+    Three grouped reads in one snapshot rather than one join of every sweep, trial and summary:
+    the counts come from the (sweep_id, status) index alone, the epochs from the summaries, so
+    the list costs a few milliseconds per 10,000 trials in the database (docs/performance.md)."""
     s, t, ts = Sweep.__table__, Trial.__table__, TrialSummary.__table__
-
-    def n(status: str) -> sa.ColumnElement[int]:
-        return sa.func.coalesce(sa.func.sum(sa.case((t.c.status == status, 1), else_=0)), 0)
-
-    stmt = (
-        sa.select(
-            s.c.id, s.c.name, s.c.status, s.c.created_at, s.c.finished_at, s.c.git_commit,
-            s.c.git_dirty, s.c.storage_path, s.c.spec_hash, sa.func.count(t.c.id),
-            n("pending"), n("running"), n("terminated"), n("error"), n("stopped"),
-            sa.func.coalesce(sa.func.sum(ts.c.epochs), 0),
-        )  # fmt: skip
-        .select_from(s.outerjoin(t, t.c.sweep_id == s.c.id).outerjoin(ts, ts.c.trial_id == t.c.id))
-        .group_by(s.c.id)
-        .order_by(s.c.created_at.desc(), s.c.id.desc())
-    )
-    return _frame(engine, stmt, SWEEP_COLUMNS)
+    details = sa.select(
+        s.c.id, s.c.name, s.c.status, s.c.created_at, s.c.finished_at, s.c.git_commit,
+        s.c.git_dirty, s.c.storage_path, s.c.spec_hash,
+    ).order_by(s.c.created_at.desc(), s.c.id.desc())  # fmt: skip
+    counts = sa.select(t.c.sweep_id, t.c.status, sa.func.count()).group_by(t.c.sweep_id, t.c.status)
+    epochs = sa.select(t.c.sweep_id, sa.func.sum(ts.c.epochs)).join(ts, ts.c.trial_id == t.c.id).group_by(t.c.sweep_id)
+    with transaction(engine) as conn:
+        rows = [tuple(r) for r in conn.execute(details)]
+        by_status = conn.execute(counts).all()
+        recorded = dict(conn.execute(epochs).all())
+    n: dict[int, dict[str, int]] = {}
+    for sweep_id, status, count in by_status:
+        n.setdefault(sweep_id, {})[status] = int(count)
+    records = []
+    for row in rows:
+        c = n.get(row[0], {})
+        records.append((*row, sum(c.values()), *(c.get(k, 0) for k in ("pending", "running", "terminated", "error", "stopped")),
+                        int(recorded.get(row[0]) or 0)))  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=SWEEP_COLUMNS)
 
 
 _TRIALS = """
