@@ -7,8 +7,8 @@ for a widget change costs no query while a running sweep still shows new epochs 
 The big reads (curves, layer responses) are keyed by content instead: the trials' ids, axes and
 recorded epochs, as the short-lived trials table reports them. A trial that records an epoch
 changes the key, so those results are never stale and never re-read while nothing changed. The
-curves are cached per block of trial ids, as sums that add up across blocks: while a sweep
-runs, only the blocks holding running trials are read again, never its finished trials.
+curves are cached per block of trials (in id order), as sums that add up across blocks: while
+a sweep runs, only the blocks holding running trials are read again, never its finished trials.
 
 Every read is a `db.queries` function; the SQL page's user statement goes through
 `db.readonly`, uncached.
@@ -16,6 +16,7 @@ Every read is a `db.queries` function; the SQL page's user statement goes throug
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
@@ -29,7 +30,7 @@ from resweep import pooling
 TTL_S = 5  # how stale the trials table may be: a running sweep reports an epoch every few seconds
 LIVE_TTL_S = 2  # the Sweeps page refreshes itself; its counts should move with it
 KEPT_S = 3600  # content-keyed entries cannot go stale; the limit only frees memory
-BLOCK = 256  # trial ids per cached block of curves
+BLOCK = 256  # trials per cached block of curves
 CONTENT = ["trial_id", "epochs", *pooling.GROUP_AXES]  # what content-keyed reads are keyed by
 
 
@@ -84,45 +85,69 @@ def _trials(url: str, sweep: str, filters: tuple[tuple[str, tuple], ...], progre
     return frame.assign(config=[json.dumps(h) for h in hyperparameters])
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
 def axis_values(url: str, sweep: str) -> dict[str, list]:
-    """Each grid axis's values in the sweep (the sidebar's filter menus), without reading results."""
+    """Each grid axis's values in the sweep (the sidebar's filter menus), without reading results;
+    read again only when the sweep moved (`progress`), so a page of a big finished sweep does
+    not pay for its 20,000 trials' axes every few seconds."""
+    return _axis_values(url, sweep, progress(url, sweep))
+
+
+@st.cache_data(ttl=KEPT_S, max_entries=256, show_spinner=False)
+def _axis_values(url: str, sweep: str, progress_key: tuple) -> dict[str, list]:
     return queries.axis_values(engine(url), sweep)
 
 
 def curve_bands(url: str, selected: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
     """Mean, std and n over the seeds of each group's curves (resweep.pooling.bands_from_sums)."""
-    blocks = selected[CONTENT].groupby(selected["trial_id"] // BLOCK, sort=True)
-    sums = [_curve_sums(url, block.reset_index(drop=True), names) for _, block in blocks]
+    ordered = selected[CONTENT].sort_values("trial_id", ignore_index=True)
+    # blocks of BLOCK trials in id order: a sweep's new trials (higher ids) change its last block
+    # only, and a spread of a big sweep's seeds (dashboard.choices.drawn) is read in few queries
+    rows = pd.util.hash_pandas_object(ordered, index=False).to_numpy()
+    blocks = ordered.groupby(ordered.index // BLOCK, sort=True)
+    sums = [_curve_sums(url, _key(rows[i * BLOCK : (i + 1) * BLOCK]), block.reset_index(drop=True), names)
+            for i, block in blocks]  # fmt: skip
     return pooling.bands_from_sums(pd.concat(sums, ignore_index=True))
 
 
+def _key(row_hashes) -> str:
+    """A content key from pandas' row hashes: what Streamlit would hash the frame into, at a
+    fraction of the cost (its own hashing of a frame argument is the larger part of a warm page)."""
+    return hashlib.blake2b(row_hashes.tobytes(), digest_size=16).hexdigest()
+
+
+def _content(selected: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    frame = selected[CONTENT].reset_index(drop=True)
+    return _key(pd.util.hash_pandas_object(frame, index=False).to_numpy()), frame
+
+
+# Arguments named with a leading underscore are left out of Streamlit's hashing: `key` stands for them.
 @st.cache_data(ttl=KEPT_S, max_entries=512, show_spinner=False)
-def _curve_sums(url: str, block: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
-    return pooling.curve_sums(queries.curves(engine(url), block["trial_id"], names), block)
+def _curve_sums(url: str, key: str, _block: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    return pooling.curve_sums(queries.curves(engine(url), _block["trial_id"], names), _block)
 
 
 @st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
-def _probed_epochs(url: str, selected: pd.DataFrame) -> list[int]:
-    return queries.probed_epochs(engine(url), selected["trial_id"])
+def _probed_epochs(url: str, key: str, _selected: pd.DataFrame) -> list[int]:
+    return queries.probed_epochs(engine(url), _selected["trial_id"])
 
 
 def probed_epochs(url: str, selected: pd.DataFrame) -> list[int]:
     """The epochs at which any of the selected trials recorded layer responses, ascending."""
-    return _probed_epochs(url, selected[CONTENT].reset_index(drop=True))
+    return _probed_epochs(url, *_content(selected))
 
 
 @st.cache_data(ttl=KEPT_S, max_entries=64, show_spinner=False)
-def _layer_profiles(url: str, selected: pd.DataFrame, epoch: int | None) -> tuple[pd.DataFrame, int]:
-    layers = queries.layer_stats(engine(url), selected["trial_id"], epoch)
-    return pooling.layer_profiles(layers, selected), layers["trial_id"].nunique()
+def _layer_profiles(url: str, key: str, _selected: pd.DataFrame, epoch: int | None) -> tuple[pd.DataFrame, int]:
+    layers = queries.layer_stats(engine(url), _selected["trial_id"], epoch)
+    return pooling.layer_profiles(layers, _selected), layers["trial_id"].nunique()
 
 
 def layer_profiles(url: str, selected: pd.DataFrame, epoch: int | None) -> tuple[pd.DataFrame, int]:
     """Per group and layer, the response std pooled over the seeds of the selected trials at
     `epoch` (None: each trial's last probe; resweep.pooling.layer_profiles), and how many trials
     had a probe there."""
-    return _layer_profiles(url, selected[CONTENT].reset_index(drop=True), epoch)
+    key, frame = _content(selected)
+    return _layer_profiles(url, key, frame, epoch)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, state
+from dashboard import cached, choices, state
 from resweep.paper import AXES
 
 SELECTION_KEY = "_resweep_selection"
@@ -153,6 +153,30 @@ def compared_trials(selection: Selection) -> pd.DataFrame:
     frames = [cached.trials(selection.url, name, selection.sql_filters()).assign(sweep=name)
               for name in selection.sweeps]
     return pd.concat(frames, ignore_index=True)
+
+
+def pooled_trials(trials: pd.DataFrame, where=st) -> tuple[pd.DataFrame, str]:
+    """The trials a pooling page reads (dashboard.choices.drawn), and a sentence saying which:
+    where some net has more trials than its share of choices.DRAWN, a control (`where`, in the
+    URL as ?pool=) lets the reader pool all of them instead of an even spread over each net's
+    seeds; the sentence is empty when every trial is read."""
+    cap = choices.per_net(trials)
+    sample = choices.drawn(trials, cap)
+    if len(sample) == len(trials):
+        return trials, ""
+    pool = state.choose(
+        where.segmented_control, "Trials pooled", [choices.POOL_SAMPLE, choices.POOL_ALL], key="pool",
+        default=choices.POOL_SAMPLE,
+        help=f"spread: up to {cap} trials of each net, evenly over its seeds ({len(sample):,} of {len(trials):,}); "
+             "all: every trial, which reads every value (slow the first time on a big sweep).",
+    )  # fmt: skip
+    if pool == choices.POOL_ALL:
+        return trials, f"All {len(trials):,} trials pooled. "
+    return sample, (
+        f"{len(sample):,} of the {len(trials):,} trials pooled: up to {cap} of each net, spread evenly over its "
+        f"seeds, so {len(trials) - len(sample):,} are not drawn (choose 'all' above, or filter the seeds in the "
+        "sidebar; the Grid page pools every finished trial). "
+    )
 
 
 TRIAL_PAGE = "views/trial.py"

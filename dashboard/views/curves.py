@@ -25,7 +25,7 @@ selection = sidebar.current()
 trials = sidebar.compared_trials(selection)
 everything = pd.concat([cached.trials(selection.url, s).assign(sweep=s) for s in selection.sweeps], ignore_index=True)
 
-left, mid, right, last = st.columns([1, 1, 1, 1])
+left, mid, right, last, pool_at = st.columns([1, 1, 1, 1, 1])
 kind = state.choose(left.segmented_control, "Metric", ["error", "loss"], key="metric", default="error",
                     on_change=_scale_follows_metric)
 colours = [c for c in choices.COLOURS if c != choices.SWEEP or len(selection.sweeps) > 1]
@@ -37,8 +37,9 @@ scale = state.choose(last.segmented_control, "Y axis", SCALES, key="scale",
                      default="log" if kind == "loss" else "linear")
 
 names = figures.ERROR_METRICS[kind]
+pooled, pooled_text = sidebar.pooled_trials(trials, pool_at)
 parts = [cached.curve_bands(selection.url, group, names).assign(sweep=name)
-         for name, group in trials.groupby("sweep", sort=False)]
+         for name, group in pooled.groupby("sweep", sort=False)]
 bands = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 if bands.empty:
     st.info(sidebar.no_epoch_message(selection.sweep, "curves"))
@@ -47,6 +48,6 @@ bands = choices.with_looks(aggregate.with_net(bands), everything, colour)
 st.plotly_chart(figures.curves_figure(bands, kind=kind, split=choices.SPLITS[panels], log_y=scale == "log"))
 n_groups = bands[choices.KEY].drop_duplicates().shape[0]
 st.caption(
-    f"{len(trials)} trial{'s' * (len(trials) != 1)} in {n_groups} net{'s' * (n_groups != 1)}. Bold: test, dashed: training; lines are the mean over "
-    "seeds, bands +- one standard deviation (clipped to the possible range)."
+    f"{len(trials):,} trial{'s' * (len(trials) != 1)} in {n_groups} net{'s' * (n_groups != 1)}. {pooled_text}Bold: test, "
+    "dashed: training; lines are the mean over seeds, bands +- one standard deviation (clipped to the possible range)."
 )

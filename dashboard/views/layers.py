@@ -13,6 +13,8 @@ LAST = "last probed"
 st.title("Layer responses")
 selection = sidebar.current()
 trials = sidebar.selected_trials(selection)
+left, right = st.columns([1, 1])
+trials, pooled_text = sidebar.pooled_trials(trials, right)
 epochs = cached.probed_epochs(selection.url, trials)
 if not epochs:
     st.info(
@@ -22,7 +24,7 @@ if not epochs:
     st.stop()
 
 choice = state.choose(
-    st.selectbox, "Epoch", [LAST, *map(str, epochs)], key="epoch", default=LAST,
+    left.selectbox, "Epoch", [LAST, *map(str, epochs)], key="epoch", default=LAST,
     help="'last probed' compares each trial at its own last probe.",
 )  # fmt: skip
 epoch = None if choice == LAST else int(choice)
@@ -35,6 +37,6 @@ profiles = choices.with_looks(profiles.assign(sweep=selection.sweep), everything
 label = "each trial's last probe" if epoch is None else f"epoch {epoch}"
 st.plotly_chart(figures.layer_figure(profiles, epoch_label=label))
 st.caption(
-    f"{n_probed} trials; each line is the mean over seeds. Dashed: plain nets, solid: nets with shortcuts. "
+    f"{n_probed:,} trials; {pooled_text}each line is the mean over seeds. Dashed: plain nets, solid: nets with shortcuts. "
     + figures.response_finding(profiles)
 )

@@ -20,7 +20,8 @@ from dashboard import cached, sidebar
 
 st.title("Search")
 selection = sidebar.current()
-trials = sidebar.selected_trials(selection)
+if selection.sweep is None:
+    sidebar.selected_trials(selection)  # says there is no sweep, and stops
 spec = yaml.safe_load(cached.sweep_spec(selection.url, selection.sweep) or "") or {}
 search = spec.get("search") or {}
 space = list((search.get("space") or {}).keys())
@@ -28,6 +29,7 @@ if not space:
     st.info(f"Sweep **{selection.sweep}** searches no hyperparameters (its file has no `search.space`); "
             "the Grid and Curves pages compare its grid points. sweeps/tune-lr.yaml is a search.")
     st.stop()
+trials = sidebar.selected_trials(selection)  # after the spec: a sweep that searches nothing reads none
 metric, mode = search.get("metric", "val_err"), search.get("mode", "min")
 study = cached.study(selection.url, selection.sweep, cached.progress(selection.url, selection.sweep))
 done = [] if study is None else [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

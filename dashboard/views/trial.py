@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, figures, sidebar, state
+from dashboard import cached, choices, figures, sidebar, state
 from resweep.paper import trial_label
 
 SMOOTHING = [0.0, 0.3, 0.6, 0.8, 0.9, 0.95]
@@ -36,9 +36,15 @@ st.title("Trial")
 selection = sidebar.current()
 trials = sidebar.selected_trials(selection)
 ids = trials["trial_id"].astype(int).tolist()
-labels = {int(r.trial_id): f"{r.trial_id} · {trial_label(dict(r._asdict()))} · {r.status}" for r in trials.itertuples()}
-trial_id = state.choose(st.selectbox, "Trial", ids, key="trial", default=ids[0], format_func=lambda i: labels.get(i, str(i)),
+listed = choices.listed_trials(ids, [state.linked("trial"), st.session_state.get("trial")])
+at = trials.set_index("trial_id").loc[listed].reset_index()
+labels = {int(r.trial_id): f"{r.trial_id} · {trial_label(dict(r._asdict()))} · {r.status}" for r in at.itertuples()}
+trial_id = state.choose(st.selectbox, "Trial", listed, key="trial", default=listed[0],
+                        format_func=lambda i: labels.get(i, str(i)),
                         help="Any trial table's row opens here; the trial is part of the page's URL.")
+if len(listed) < len(ids):
+    st.caption(f"The menu lists {len(listed):,} of the {len(ids):,} trials that pass the filters; narrow the filters "
+               "in the sidebar, or click a row of the Sweeps page's table, to open any other.")
 row = cached.trial(selection.url, int(trial_id))
 if row.empty:
     st.warning(f"No trial {trial_id} in this database.")
