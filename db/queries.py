@@ -91,15 +91,17 @@ def sweeps(engine: Engine) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=SWEEP_COLUMNS)
 
 
+# trial_results' columns (db/views.py), read from its tables: joined with `trials` again for the
+# other columns, the view made PostgreSQL scan every trial of the database to match the rows.
 _TRIALS = """
-    SELECT r.trial_id, t.trial_key, r.dataset, r.model, r.depth, r.block, r.shortcut, r.seed,
-           r.status, r.epochs, r.final_train_err, r.final_test_err, r.best_test_err,
-           r.params_count, t.started_at, t.ended_at, t.error, t.node_ip, t.hostname, t.attempts,
+    SELECT t.id AS trial_id, t.trial_key, t.dataset, t.model, t.depth, t.block, t.shortcut, t.seed,
+           t.status, coalesce(f.epochs, 0) AS epochs, f.final_train_err, f.final_test_err, f.best_test_err,
+           t.params_count, t.started_at, t.ended_at, t.error, t.node_ip, t.hostname, t.attempts,
            t.config
-    FROM trial_results AS r
-    JOIN trials AS t ON t.id = r.trial_id
+    FROM trials AS t
+    LEFT JOIN trial_summaries AS f ON f.trial_id = t.id
     WHERE t.sweep_id = (SELECT id FROM sweeps WHERE {where}){filters}
-    ORDER BY r.trial_id
+    ORDER BY t.id
     """
 FILTERS = (*AXES, "status")  # what `trials` can filter on, in SQL
 
@@ -378,7 +380,7 @@ def trial(engine: Engine, trial_id: int) -> pd.DataFrame:
     rows when there is no such trial."""
     sql = _TRIALS.format(where="id = (SELECT sweep_id FROM trials WHERE id = :trial)", filters=" AND t.id = :trial")
     sql = sql.replace("t.config\n", "t.config, s.name, t.checkpoint_uri, s.storage_path\n", 1).replace(
-        "JOIN trials AS t ON t.id = r.trial_id", "JOIN trials AS t ON t.id = r.trial_id JOIN sweeps AS s ON s.id = t.sweep_id")
+        "FROM trials AS t\n", "FROM trials AS t JOIN sweeps AS s ON s.id = t.sweep_id\n", 1)
     columns = [*TRIAL_COLUMNS, "sweep", "checkpoint_uri", "storage_path"]
     stmt = sa.text(sql).columns(started_at=Trial.started_at.type, ended_at=Trial.ended_at.type, config=sa.JSON())
     frame = _frame(engine, stmt, columns, trial=int(trial_id))
