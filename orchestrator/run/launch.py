@@ -115,7 +115,7 @@ def launch(
     _ensure_dataset(spec)
 
     try:
-        with ray_session(address, token_file, warm=TUNER_MODULES), ExitStack() as held:
+        with ray_session(address, token_file, warm=TUNER_MODULES) as local_ray, ExitStack() as held:
             from orchestrator.run import tuner as tuning  # imported by now, while Ray started
 
             preflight.check(location)  # every node sees the results and the code, or nothing is written
@@ -150,7 +150,7 @@ def launch(
             console.print(f"[bold]{spec.name}[/]: {spec.num_trials} trials of {spec.train.epochs} epochs, "
                           f"results in {storage.shown(experiment_dir)}, database {database.shown}", highlight=False,
                           soft_wrap=True)
-            return tuning.fit(tuner, spec, recorder, progress, console, database.flag)
+            return tuning.fit(tuner, spec, recorder, progress, console, database.flag, local_ray=local_ray)
     finally:
         if engine is not None:
             engine.dispose()
@@ -207,7 +207,8 @@ def _resume(
                         "results directory was moved or removed, or the sweep never started); launch the "
                         "sweep file again with --new-name NAME")
     # One driver per sweep: a second resume (or a launch still running it) is refused before Ray starts.
-    with claimed(experiment_dir, name), writes.claim_sweep(engine, row.id, name), ray_session(address, token_file):
+    with claimed(experiment_dir, name), writes.claim_sweep(engine, row.id, name), \
+            ray_session(address, token_file) as local_ray:
         if queries.sweep(engine, name).status == "finished":  # a resume that held the claim before us
             return _already_finished(console, name, database)
         preflight.check(storage.parent(experiment_dir))
@@ -224,7 +225,7 @@ def _resume(
                 raise
             console.print(f"[bold]{name}[/]: resuming from {storage.shown(experiment_dir)}, database {database.shown}",
                           highlight=False, soft_wrap=True)
-            return tuning.fit(tuner, spec, recorder, progress, console, database.flag)
+            return tuning.fit(tuner, spec, recorder, progress, console, database.flag, local_ray=local_ray)
 
 
 def _already_finished(console: Console, name: str, database: Database) -> Outcome:

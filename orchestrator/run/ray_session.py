@@ -35,14 +35,16 @@ from orchestrator.run.token import find_token
 @contextmanager
 def ray_session(
     address: str | None, token_file: str | os.PathLike | None = None, *, warm: Sequence[str] = ()
-) -> Iterator[None]:
+) -> Iterator[bool]:
     """Ray joined or started (`start_ray`, importing `warm` meanwhile), stop signals handled and
-    the driver's pid file written for the block; a Ray this started is shut down after it."""
+    the driver's pid file written for the block; a Ray this started is shut down after it. Yields
+    True when that is a new local Ray of this driver's own (one node, which no autoscaler grows)."""
+    local = not ray.is_initialized() and not (address or os.environ.get("RAY_ADDRESS"))
     started = start_ray(address, token_file, warm)
     try:
         with STOPS.handling(), pid_file():  # after ray.init, whose SIGTERM handler exits at once
             try:
-                yield
+                yield local
             finally:
                 STOPS.ending()  # a stop signal while Ray shuts down is a late one, not a traceback
                 if started:

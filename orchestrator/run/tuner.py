@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import time
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -88,10 +89,12 @@ def can_restore(experiment_dir: str) -> bool:
 
 def fit(
     tuner: tune.Tuner, spec: SweepSpec, recorder: Recorder, progress: Progress, console: Console, db_flag: str,
+    *, local_ray: bool = False,
 ) -> Outcome:
     """Run the Tuner to its end; `db_flag` is the ` --db ...` advice lines repeat
     (db.engine.Database.flag). Every write, the sweep's status on a stop or a failure too, goes
-    through the recorder's outbox."""
+    through the recorder's outbox. `local_ray`: Ray is this driver's own local one
+    (orchestrator.run.ray_session), so a grid's trials are staged only as many as it can run."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
     # Tune's CSV and JSON loggers come from `callbacks` (db import reads result.json); its
     # automatic TensorBoard logger (tensorboardX's imports) only with `loggers: [tensorboard]`.
@@ -100,7 +103,8 @@ def fit(
     STOPS.reset()
     STOPS.on_stop(recorder.stopping)
     try:
-        with STOPS.armed(), ray_compat.callbacks_counted_by_name(), ray_compat.credentials_out_of_runtime_env():
+        with STOPS.armed(), ray_compat.callbacks_counted_by_name(), ray_compat.credentials_out_of_runtime_env(), \
+                pending_trials(max_pending_trials(spec) if local_ray else None):
             grid = tuner.fit()
         STOPS.ending()  # from here a stop signal changes nothing: the driver prints and ends
     except KeyboardInterrupt:
@@ -133,6 +137,45 @@ def fit(
     return Outcome(spec.name, status, trials=len(results), errors=len(failures), seconds=seconds, recorder=recorder,
                    signal=STOPS.first if status == "interrupted" else None, spec=spec,
                    best=_best(results, spec), failures=failures)
+
+
+PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+def max_pending_trials(spec: SweepSpec, resources: dict[str, float] | None = None) -> int | None:
+    """How many trials of a grid Tune should keep staged (created, each with a placement group
+    requested) on a Ray that cannot grow: as many as run at once (at least 2), not Tune's 200.
+
+    Tune stages up to max(200, 1.1 x the cluster's CPUs) trials of a grid ahead, so that an
+    autoscaling cluster sees the demand; on a driver's own local Ray nothing scales, and Tune
+    polls all those placement groups up to ten times a second (`ray.wait` over their futures:
+    about a fifth of the driver's busy time in a 1,000-trial grid, docs/performance.md). None (Tune's own
+    rule) for a searcher: Tune stages one trial at a time for it anyway, which a searcher needs
+    to learn from every result before its next suggestion."""
+    if spec.search.algorithm != "grid":
+        return None
+    if resources is None:
+        import ray
+
+        resources = ray.cluster_resources()
+    slots = resources.get("CPU", 0.0) // spec.resources.cpu
+    if spec.resources.gpu:
+        slots = min(slots, resources.get("GPU", 0.0) // spec.resources.gpu)
+    return max(2, int(slots))
+
+
+@contextmanager
+def pending_trials(limit: int | None) -> Iterator[None]:
+    """Tune's TUNE_MAX_PENDING_TRIALS_PG set to `limit` for the block (read when the Tuner's
+    run starts); a value the user set, or None, leaves Tune's own rule."""
+    if limit is None or PENDING_TRIALS_ENV in os.environ:
+        yield
+        return
+    os.environ[PENDING_TRIALS_ENV] = str(limit)
+    try:
+        yield
+    finally:
+        os.environ.pop(PENDING_TRIALS_ENV, None)
 
 
 def say(console: Console) -> Callable[[str], None]:

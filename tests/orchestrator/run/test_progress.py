@@ -108,3 +108,46 @@ def test_time_left_is_the_pace_of_training_not_of_the_start(monkeypatch):
     report(progress, ts, ts[1], 2, 0.8)
     line = progress.line()
     assert line.endswith("· ~16s left"), line  # 16 epochs left at 1 epoch a second, not 16 * 62 / 2 s
+
+
+def test_a_log_of_a_thousand_trials_has_a_line_per_hundredth_and_one_per_failure():
+    out = io.StringIO()
+    ts = trials(1000)
+    progress = Progress("demo", total=1000, epochs=1, metric="test_err", mode="min",
+                        console=Console(file=out, force_terminal=False, width=200), log_every_s=3600)
+    progress.on_step_end(0, ts)
+    for i, t in enumerate(ts):
+        t.set_status(Trial.ERROR if i == 500 else Trial.TERMINATED)
+        (progress.on_trial_error if i == 500 else progress.on_trial_complete)(i, ts, t)
+    progress.on_experiment_end(ts)
+    lines = out.getvalue().splitlines()
+    counts = [line.split("  ")[1].split(" · ")[0] for line in lines]
+    assert counts[0] == "0/1000 done" and counts[-1] == "999/1000 done"
+    assert len(lines) == 1 + 100 + 1  # the first, each hundredth, the failure (its own line)
+    assert sum("1 failed" in line for line in lines[:52]) == 1
+
+
+class CountedList(list):
+    """A trial list that counts how often it is read through."""
+
+    reads = 0
+
+    def __iter__(self):
+        CountedList.reads += 1
+        return super().__iter__()
+
+
+def test_a_step_with_no_trial_ended_does_not_read_the_trial_list():
+    ts = CountedList(trials(1000))
+    for t in ts:
+        t.set_status(Trial.RUNNING)
+    progress = Progress("demo", total=1000, epochs=1, metric="test_err", mode="min",
+                        console=Console(file=io.StringIO(), force_terminal=False), log_every_s=3600)
+    progress.on_step_end(0, ts)  # the first line
+    CountedList.reads = 0
+    for step in range(1, 1000):
+        progress.on_step_end(step, ts)
+    assert CountedList.reads == 0
+    ts[0].set_status(Trial.TERMINATED)
+    progress.on_trial_complete(1000, ts, ts[0])
+    assert CountedList.reads > 0  # a trial ended: counted, and a line when it is news

@@ -6,12 +6,12 @@ import textwrap
 from collections import Counter
 
 import optuna
-from ray.tune.experiment import Experiment
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.experiment import Experiment, Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.run.space import study_name, tune_space
+from orchestrator.run.space import ASHA, FIFO, study_name, tune_space
 from orchestrator.run.spec import parse_spec
 
 BASE = """
@@ -53,7 +53,7 @@ def test_plain_grid_is_grid_search_axes_and_gives_one_trial_per_point_deepest_fi
     assert space.param_space["depth"] == {"grid_search": [8, 20, 110]}
     assert space.param_space["shortcut"] == {"grid_search": ["none", "A"]}
     assert space.num_samples == 12 and isinstance(space.search_alg, BasicVariantGenerator)
-    assert space.scheduler is None
+    assert type(space.scheduler) is FIFO  # Tune's default order, see test_choose_trial_to_run_*
     configs = generated_configs(space)
     assert sorted(map(axes, configs)) == sorted(map(axes, spec.points()))
     assert configs[0] == spec.trial_config({k: configs[0][k] for k in ("depth", "block", "shortcut", "seed")})
@@ -148,3 +148,55 @@ def test_optuna_adds_depth_dependent_warmup():
     for i in range(8):
         config = space.search_alg.suggest(f"t{i}")
         assert (config.get("warmup_lr") == 0.01) == (config["depth"] == 110)
+
+
+class Run:
+    """What a scheduler sees of Tune's controller: the run's trial list, and how often it is read
+    past its head (each trial's status looked at)."""
+
+    def __init__(self, statuses: list[str]):
+        self.trials = [Trial("run_trial", config={"seed": i}, trial_id=f"t{i}", stub=True) for i in range(len(statuses))]
+        for t, status in zip(self.trials, statuses):
+            t.set_status(status)
+
+    def get_trials(self) -> list[Trial]:
+        return self.trials
+
+
+def test_choose_trial_to_run_picks_what_tunes_fifo_picks_pending_first_then_paused():
+    cases = [
+        [Trial.TERMINATED, Trial.ERROR, Trial.RUNNING, Trial.PAUSED, Trial.PENDING, Trial.PENDING],
+        [Trial.TERMINATED, Trial.RUNNING, Trial.PAUSED, Trial.TERMINATED],
+        [Trial.TERMINATED, Trial.ERROR],
+        [Trial.PENDING],
+        [],
+    ]
+    for statuses in cases:
+        run = Run(statuses)
+        for ours in (FIFO(), ASHA(time_attr="epoch", max_t=4, grace_period=1)):
+            assert ours.choose_trial_to_run(run) is FIFOScheduler().choose_trial_to_run(run), statuses
+
+
+def test_choose_trial_to_run_skips_the_ended_trials_it_has_passed_once_and_follows_the_run():
+    run = Run([Trial.TERMINATED] * 1000 + [Trial.RUNNING, Trial.PENDING])
+    fifo = FIFO()
+    assert fifo.choose_trial_to_run(run) is run.trials[1001]
+    looked = []
+    for t in run.trials[:1000]:  # an ended trial read again would show here
+        t.__class__ = type("Watched", (Trial,), {"status": property(lambda self: looked.append(self) or Trial.TERMINATED,
+                                                                  lambda self, v: None)})
+    assert fifo.choose_trial_to_run(run) is run.trials[1001]
+    assert len(looked) <= 1  # the last ended one, to see the list did not change under it
+    run.trials[1001].set_status(Trial.RUNNING)
+    run.trials[1000].set_status(Trial.TERMINATED)
+    run.trials.append(Trial("run_trial", config={}, trial_id="new", stub=True))
+    assert fifo.choose_trial_to_run(run) is run.trials[-1]
+    assert fifo.choose_trial_to_run(Run([Trial.PENDING])) is not None  # another run's list: counted afresh
+
+
+def test_choose_trial_to_run_remembers_nothing_in_its_pickle():
+    import pickle
+
+    fifo = FIFO()
+    fifo.choose_trial_to_run(Run([Trial.TERMINATED, Trial.PENDING]))
+    assert "_skip" not in pickle.loads(pickle.dumps(fifo)).__dict__
