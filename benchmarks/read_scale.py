@@ -150,18 +150,23 @@ class Scratch:
 # --- timing -----------------------------------------------------------------------------------
 
 
-def _median_s(fn: Callable[[], Any], runs: int = 7) -> float:
+def _median_s(fn: Callable[[], Any], key: str, runs: int = 7) -> float:
+    """Median wall seconds of fn; its median CPU seconds in this process go to LAST_IN[key]
+    (on SQLite the whole query, on PostgreSQL the client's share)."""
     fn()  # warm: the connection, the statement cache, the page cache
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    LAST_IN[key] = statistics.median(cpu)
     return statistics.median(times)
 
 
 CPU_S: dict[Any, float] = {}  # each command's CPU seconds (its process): its share of a busy machine
 LAST_COMMAND: dict[str, str] = {}  # figure -> the words of the command last run for it
+LAST_IN: dict[str, float] = {}  # in-process figure -> its last median CPU seconds
 _KEYS = {"status": "status", "query": "query", "report": "report", "export": "export"}
 
 
@@ -192,8 +197,8 @@ def in_process(url: str, name: str) -> dict[str, float]:
     import resweep
 
     with resweep.open(url) as db:
-        return {"grid": _median_s(lambda: db.grid(name)),
-                "trials": _median_s(lambda: db.trials(name, depth=56, shortcut="A"))}
+        return {"grid": _median_s(lambda: db.grid(name), "grid"),
+                "trials": _median_s(lambda: db.trials(name, depth=56, shortcut="A"), "trials")}
 
 
 def database_wide(url: str, tmp: Path) -> dict[str, float]:
@@ -201,7 +206,7 @@ def database_wide(url: str, tmp: Path) -> dict[str, float]:
     import resweep
 
     with resweep.open(url) as db:
-        sweeps = _median_s(db.sweeps)
+        sweeps = _median_s(db.sweeps, "sweeps")
     return {"sweeps": sweeps, "status (list)": _command(["status"], url, tmp)}
 
 
@@ -247,7 +252,8 @@ def _rows(label: str, figures: dict[str, float], base: dict[str, float], base_la
                 "status": "command: status NAME", "query": "command: query on grid_results",
                 "status (list)": "command: status (the sweeps)", "report": "command: report NAME",
                 "export": "command: export NAME --format parquet"}[key]  # fmt: skip
-        cpu = f"{CPU_S[label, key]:.1f} CPU s" if (label, key) in CPU_S else ""
+        cpu = "" if (label, key) not in CPU_S else (
+            f"{CPU_S[label, key] * scale:.1f} CPU {unit}" + (" (client)" if "postgresql" in label and scale > 1 else ""))
         out.append(result(f"{what}, {label}", seconds * scale, unit, base_label if key in base else None,
                           base[key] * scale if key in base else None, note="; ".join(x for x in (met, cpu, note) if x)))
     return out
@@ -258,6 +264,9 @@ def _timed(label: str, figures: dict[str, float]) -> dict[str, float]:
     for key, words in LAST_COMMAND.items():
         if key in figures:
             CPU_S[label, key] = CPU_S.pop(words, 0.0)
+    for key, cpu in LAST_IN.items():
+        if key in figures:
+            CPU_S[label, key] = cpu
     return figures
 
 
