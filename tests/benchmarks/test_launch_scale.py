@@ -1,0 +1,39 @@
+"""benchmarks/launch_scale.py runs both of its sweeps through `launch` and reports in the agreed
+shape (a handful of trials; never asserted on timings)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import launch_scale
+from benchmarks.common import KEYS
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_launch_scale_reports_wall_against_floor_growth_memory_and_the_searchers_time():
+    m = launch_scale.measure(trials=6, samples=6)
+    grid, search = m["grid"], m["search"]
+    assert grid["trials"] == 6 and search["samples"] == 6 and search["suggestions"] == 6
+    # The floor is made of what the driver saw: Ray's start and every trial's epoch.
+    assert 0 < grid["ray_start_s"] < grid["floor_s"] < grid["wall_s"]
+    assert grid["epochs_s"] > 0 and grid["peak_rss_mb"] > 0
+    # Both halves of each run hold epochs, and each half's wall time is at least its floor's
+    # share of slot time (two slots: a half cannot take less than its epochs over two).
+    for g in (grid["growth"], search["growth"]):
+        assert g["first_epochs"] > 0 and g["second_epochs"] > 0
+        assert g["first_over_floor"] > 0 and g["second_over_floor"] > 0
+    assert grid["growth"]["first_epochs"] + grid["growth"]["second_epochs"] == 6 - 1  # less the first: the start
+    assert 6 <= search["epochs"] <= 6 * 4  # ASHA: one epoch at least, four at most, per trial
+    assert search["suggest_early_ms"] > 0 and search["suggest_last_ms"] > 0
+
+    rows = launch_scale.rows(m)
+    assert len(rows) == 7 and all(set(KEYS) <= set(r) for r in rows)
+    by_unit = [r["unit"] for r in rows]
+    assert by_unit == ["s", "x", "MB", "ms", "ms", "x", "ms"]
+    wall, halves, memory, _, status, search_halves, suggest = rows
+    assert status["value"] > 0 and status["baseline_value"] > 0  # each trial's end was written
+    assert wall["ratio"] == pytest.approx(grid["wall_s"] / grid["floor_s"]) and wall["ratio"] > 1
+    assert halves["baseline"] == "the first half's" and halves["ratio"] > 0
+    assert memory["value"] == grid["peak_rss_mb"] and memory["baseline"] is None
+    assert search_halves["ratio"] > 0 and suggest["baseline"] == "at trial 6" and suggest["ratio"] > 0
