@@ -131,7 +131,7 @@ def not_measured(name: str, cuda: bool | None) -> str | None:
     """Why a module's figures were not measured here (a GPU module without a CUDA device), or None."""
     if name not in NEEDS_CUDA or cuda:
         return None
-    return f"needs a CUDA device, none here: {NEEDS_CUDA[name]} not measured; its CPU logic check ran"
+    return f"needs a CUDA device, none here: its CPU logic check ran; not measured: {NEEDS_CUDA[name]}"
 
 
 def module_summary(modules: list[dict], quick: bool) -> str:
