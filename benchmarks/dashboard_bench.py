@@ -91,7 +91,8 @@ def build_sweep(engine: sa.Engine, name: str, trials: int, epochs: int, probes: 
                 f"""
                 INSERT INTO layer_stats (trial_id, epoch, layer, name, stage, std, mean)
                 WITH RECURSIVE s(x) AS ({_rivals.series(layers)}),
-                     p(e) AS (SELECT {every} UNION ALL SELECT e + {every} FROM p WHERE e + {every} <= {every * probes})
+                     p(e) AS (SELECT {every} UNION ALL SELECT e + {every} FROM p
+                              WHERE e + {every} <= {min(every * probes, epochs)})
                 SELECT t.id, p.e, s.x - 1, 'layer' || (s.x - 1), 1 + (s.x - 1) * 3 / {layers},
                        1.0 + (s.x - 7 * (s.x / 7)) * 0.1 + ((t.id - {first}) % 5) * 0.01, 0.0
                 FROM trials AS t CROSS JOIN p CROSS JOIN s

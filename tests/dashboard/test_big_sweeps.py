@@ -123,3 +123,21 @@ def test_the_trial_menu_lists_a_bounded_number_and_the_linked_trial(many_seeds, 
     assert [o.split(" · ")[0] for o in menu.options] == ["1", "2", "3", "9"]
     assert menu.value == 9 and at.subheader[0].value.startswith("ResNet-20 A seed 3")
     assert "lists 4 of the 10 trials" in " ".join(c.value for c in at.main.caption)
+
+
+def test_the_benchmarks_database_is_what_db_writes_would_have_made(tmp_path):
+    """benchmarks/dashboard_bench.py's builder: `bench` newest, finished, its summaries and grid
+    kept as db.writes keeps them, probes only at recorded epochs."""
+    from benchmarks import dashboard_bench
+
+    url = f"sqlite:///{tmp_path / 'bench.db'}"
+    dashboard_bench.build(url, 40, 3, others=2, other_trials=10, other_epochs=2)
+    engine = get_engine(url, create=False)
+    with engine.connect() as conn:
+        sql = conn.exec_driver_sql
+        assert sql("SELECT name, status FROM sweeps ORDER BY created_at DESC, id DESC").first() == ("bench", "finished")
+        assert sql("SELECT count(*), min(epochs), max(epochs) FROM trial_results WHERE sweep = 'bench'").first() == (40, 3, 3)
+        assert sql("SELECT sum(n_seeds) FROM grid_results WHERE sweep = 'bench'").scalar() == 40
+        assert sql("SELECT count(*) FROM trial_results").scalar() == 60
+        assert sql("SELECT max(epoch) FROM layer_stats").scalar() == 3
+    engine.dispose()
