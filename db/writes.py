@@ -579,10 +579,39 @@ def _grid_pooling(dialect: str, points: str) -> str:
     return GRID_POOLING.format(points=query)
 
 
+# Advisory lock keys that serialise pooling a sweep's grid points on PostgreSQL (b"rsgp", sweep id).
+GRID_LOCK_SPACE = 0x72736770
+
+
 def _pool_points(conn: Connection, points: str, rows: list[dict[str, Any]]) -> None:
     """Recompute the grid_summaries rows of these points (POINTS[points], one per row of parameters)."""
     if rows:
+        _lock_grid(conn, points, rows)
         conn.exec_driver_sql(_grid_pooling(conn.dialect.name, points), rows)
+
+
+def _lock_grid(conn: Connection, points: str, rows: list[dict[str, Any]]) -> None:
+    """On PostgreSQL, hold the sweeps' grid lock until this transaction ends before pooling.
+
+    Two transactions pooling one point at once (two trials of it ending on two connections)
+    would each read the point's trials without the other's uncommitted change, and the later
+    upsert would overwrite the earlier row with a count missing a trial. Under the lock, the
+    second waits for the first to commit; READ COMMITTED then gives its pooling statement a
+    snapshot taken after the wait, which sees the first's trial. Sweeps are locked in id order,
+    so two writers of several sweeps cannot wait on each other. SQLite has one writer at a time
+    (its database lock) and needs none.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    if points == "trial":
+        ids = sorted({int(r["trial_id"]) for r in rows})
+        sweep_ids = conn.execute(sa.text("SELECT DISTINCT sweep_id FROM trials WHERE id IN :ids")
+                                 .bindparams(sa.bindparam("ids", expanding=True)), {"ids": ids}).scalars().all()
+    else:
+        sweep_ids = {int(r["sweep_id"]) for r in rows}
+    for sweep_id in sorted(sweep_ids):
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:space, :id)"),
+                     {"space": GRID_LOCK_SPACE, "id": sweep_id})
 
 
 def refresh_grid(conn: Connection, sweep_ids: Iterable[int]) -> None:

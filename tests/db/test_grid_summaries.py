@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -180,3 +182,33 @@ def test_grid_summaries_migration_pools_existing_sweeps_and_downgrades_back(db_u
         assert [tuple(r) for r in conn.exec_driver_sql(READ.format("grid_results"))] == [tuple(r) for r in before]
         assert "grid_summaries" not in sa.inspect(conn).get_table_names()
     engine.dispose()
+
+
+def test_two_trials_of_one_point_ending_at_once_are_both_pooled(engine, checked):
+    """Two writers end two trials of one grid point in overlapping transactions: the point
+    counts both. (On PostgreSQL, without the grid lock, the later writer pooled from a snapshot
+    that lacked the earlier one's uncommitted trial and its upsert overwrote the point's row
+    with one seed too few; SQLite's database lock serialises the writers.)"""
+    sweep = make_sweep(engine)
+    ids = []
+    for seed in (20, 21):
+        tid = writes.upsert_trial(engine, sweep.id, f"A-{seed}", status="running", config=trial_config(seed=seed))
+        writes.record_results(engine, [writes.Result(tid, e, errs(seed, e)) for e in (1, 2, 3)])
+        ids.append(tid)
+    first, second = ids
+    done = threading.Event()
+
+    def end_second() -> None:
+        writes.set_trial_status(engine, second, "terminated", ended=True)
+        done.set()
+
+    with engine.begin() as conn:  # the first writer: its trial ended and pooled, not yet committed
+        conn.exec_driver_sql(f"UPDATE trials SET status = 'terminated' WHERE id = {first}")
+        writes._pool_points(conn, "trial", [{"trial_id": first}])
+        other = threading.Thread(target=end_second)
+        other.start()
+        time.sleep(1.0)
+        assert not done.is_set()  # the second writer waits for the first to commit
+    other.join(timeout=30)
+    assert done.is_set()
+    assert [r[6] for r in checked() if r[5] == "A"] == [5]  # 3 seeds, and both new ones
