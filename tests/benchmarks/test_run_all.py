@@ -130,6 +130,8 @@ def test_every_benchmark_module_runs_in_quick_mode(tmp_path, capsys):
     for r in doc["results"]:
         rows.setdefault(r["module"], []).append(r)
     assert not [m for m in modules if not rows.get(m)], "modules that gave no row"
+    checks = [f"{r['module']}: {r['name']}: {r['note']}" for r in doc["results"] if r["unit"] == "ok" and r["value"] != 1.0]
+    assert not checks, "a benchmark's own check failed:\n" + "\n".join(checks)  # e.g. gpu_trainers' resume
     assert all(set(KEYS) <= set(r) for r in doc["results"])
     cuda = run_all.cuda_present()
     for name in run_all.NEEDS_CUDA:  # without a GPU: said so, in the JSON and in a row

@@ -266,11 +266,11 @@ def test_export_below_a_file_or_under_proc_and_sys_is_one_line_and_makes_nothing
 def test_export_that_fails_after_making_its_directory_leaves_none(known_sqlite, tmp_path, monkeypatch):
     import orchestrator.results.export as export
 
-    def full_disk(frame, path, fmt):
-        path.write_text("half")
+    def full_disk(engine, trials, ids, staging, fmt):  # the disk fills while the tables are written
+        (staging / f"metrics.{fmt}").write_text("half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export, "_write", full_disk)
+    monkeypatch.setattr(export, "_write_tables", full_disk)
     out = tmp_path / "new" / "export"
     line = assert_one_line_refusal(invoke("export", "known", "--out", str(out), "--db", known_sqlite))
     assert line == f"error: --out {out}: cannot write there (No space left on device); give a directory you " \
