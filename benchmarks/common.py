@@ -78,9 +78,16 @@ def git_commit() -> str | None:
         return None
 
 
+# The environment this process started with. Ray's init and an in-process launch set variables
+# in os.environ (RAY_AUTH_MODE from a token file, RAY_CLIENT_MODE, PYTHONBREAKPOINT, ...) that
+# would change how a child's own Ray and Tune behave; children get the environment as it began.
+START_ENV = dict(os.environ)
+
+
 def env_without_ray_noise() -> dict[str, str]:
-    """Environment for child processes that start Ray: no usage stats, no log colours."""
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
+    """Environment for child processes that start Ray: this process's environment as it started
+    (START_ENV), no usage stats, no log colours."""
+    env = dict(START_ENV, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1")
     env.setdefault("RAY_DEDUP_LOGS", "0")
     return env
 

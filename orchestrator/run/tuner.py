@@ -95,16 +95,12 @@ def fit(
     (db.engine.Database.flag). Every write, the sweep's status on a stop or a failure too, goes
     through the recorder's outbox. `local_ray`: Ray is this driver's own local one
     (orchestrator.run.ray_session), so a grid's trials are staged only as many as it can run."""
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's legacy reporter: silent at verbose=0
-    # Tune's CSV and JSON loggers come from `callbacks` (db import reads result.json); its
-    # automatic TensorBoard logger (tensorboardX's imports) only with `loggers: [tensorboard]`.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     start = time.monotonic()
     STOPS.reset()
     STOPS.on_stop(recorder.stopping)
     try:
         with STOPS.armed(), ray_compat.callbacks_counted_by_name(), ray_compat.credentials_out_of_runtime_env(), \
-                pending_trials(max_pending_trials(spec) if local_ray else None):
+                environment(TUNE_ENV), pending_trials(max_pending_trials(spec) if local_ray else None):
             grid = tuner.fit()
         STOPS.ending()  # from here a stop signal changes nothing: the driver prints and ends
     except KeyboardInterrupt:
@@ -137,6 +133,32 @@ def fit(
     return Outcome(spec.name, status, trials=len(results), errors=len(failures), seconds=seconds, recorder=recorder,
                    signal=STOPS.first if status == "interrupted" else None, spec=spec,
                    best=_best(results, spec), failures=failures)
+
+
+TUNE_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # Tune's legacy reporter: silent at verbose=0
+    # Tune's CSV and JSON loggers come from `callbacks` (db import reads result.json); its
+    # automatic TensorBoard logger (tensorboardX's imports) only with `loggers: [tensorboard]`.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+}
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` for the block (Tune reads them when its run starts), then as it
+    was: a launch run inside a longer-lived process (a notebook, a test session, a benchmark)
+    leaves that process's environment, and the children it starts afterwards, as they were (a
+    bare Tuner run there later keeps Tune's own loggers)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"

@@ -3,16 +3,22 @@ shape (a handful of trials; never asserted on timings)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from benchmarks import launch_scale
 from benchmarks.common import KEYS
+from orchestrator.run.tuner import TUNE_ENV
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_launch_scale_reports_wall_against_floor_growth_memory_and_the_searchers_time():
+    before = {name: os.environ.get(name) for name in TUNE_ENV}
     m = launch_scale.measure(trials=6, samples=6)
+    # Two launches in this process leave the variables Tune read during their runs as they were.
+    assert {name: os.environ.get(name) for name in TUNE_ENV} == before
     grid, search = m["grid"], m["search"]
     assert grid["trials"] == 6 and search["samples"] == 6 and search["suggestions"] == 6
     # The floor is made of what the driver saw: Ray's start and every trial's epoch.

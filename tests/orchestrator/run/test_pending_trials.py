@@ -49,3 +49,21 @@ def test_the_limit_is_set_for_the_run_only_and_a_users_own_setting_wins(monkeypa
     with pending_trials(3):
         assert os.environ[PENDING_TRIALS_ENV] == "50"
     assert os.environ[PENDING_TRIALS_ENV] == "50"
+
+
+def test_the_environment_tune_reads_is_set_for_the_run_only(monkeypatch):
+    from orchestrator.run.tuner import TUNE_ENV, environment
+
+    monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")  # the user's own value
+    with environment(TUNE_ENV):
+        assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
+        assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"
+    try:
+        with environment(TUNE_ENV):
+            raise KeyboardInterrupt  # a stop during the run restores it too
+    except KeyboardInterrupt:
+        pass
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ
