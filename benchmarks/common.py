@@ -53,6 +53,15 @@ class Clock:
     cpu_s: float = 0.0
 
 
+def print_rows(rows: list[dict], digits: int = 3) -> None:
+    """A module's rows as its own command line prints them without --json: name, value, its
+    baseline and ratio, then the note on a line of its own."""
+    for r in rows:
+        ratio = f"  ratio {r['ratio']:.3f}" if r["ratio"] is not None else ""
+        base = f" vs {r['baseline_value']:.{digits}f} {r['unit']} ({r['baseline']})" if r["baseline"] else ""
+        print(f"{r['name']}: {r['value']:.{digits}f} {r['unit']}{base}{ratio}\n    {r.get('note', '')}")
+
+
 def _cpu_now() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)

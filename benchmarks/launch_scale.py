@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.common import result
+from benchmarks.common import print_rows, result
 
 GRID_TRIALS = 1000
 SEARCH_SAMPLES = 500
@@ -309,10 +309,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        for r in out:
-            ratio = f"  ratio {r['ratio']:.3f}" if r["ratio"] is not None else ""
-            base = f" vs {r['baseline_value']:.3f} {r['unit']} ({r['baseline']})" if r["baseline"] else ""
-            print(f"{r['name']}: {r['value']:.3f} {r['unit']}{base}{ratio}\n    {r.get('note', '')}")
+        print_rows(out)
     return 0
 
 

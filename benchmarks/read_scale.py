@@ -39,6 +39,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._rivals import analyze  # noqa: E402
 from benchmarks.common import REPO, result  # noqa: E402
 from db import writes  # noqa: E402
 from db.engine import get_engine  # noqa: E402
@@ -110,15 +111,6 @@ def build_sweep(engine: sa.Engine, name: str, n_trials: int, epochs: int) -> tup
         writes.refresh_summaries(conn, ids)  # what db.writes keeps: trial_summaries (and the grid's)
     writes.set_sweep_status(engine, sweep_id, "finished", finished=True)
     return sweep_id, ids
-
-
-def analyze(engine: sa.Engine) -> None:
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE")
-    else:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE")
 
 
 class Scratch:

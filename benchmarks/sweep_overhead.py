@@ -31,7 +31,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from benchmarks.common import result
+from benchmarks.common import print_rows, result
 
 TRIALS = 16
 
@@ -163,10 +163,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        for r in out:
-            ratio = f"  ratio {r['ratio']:.3f}" if r["ratio"] is not None else ""
-            base = f" vs {r['baseline_value']:.2f} {r['unit']} ({r['baseline']})" if r["baseline"] else ""
-            print(f"{r['name']}: {r['value']:.2f} {r['unit']}{base}{ratio}\n    {r.get('note', '')}")
+        print_rows(out, digits=2)
     return 0
 
 
