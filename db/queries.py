@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from db.engine import one_read, transaction
-from db.models import Sweep, Trial, TrialAttempt, TrialSummary
+from db.models import TRIAL_STATUSES, Sweep, Trial, TrialAttempt, TrialSummary
 from resweep.paper import AXES  # the trials' grid axes
 
 SWEEP_COLUMNS = [
@@ -86,7 +86,7 @@ def sweeps(engine: Engine) -> pd.DataFrame:
     records = []
     for row in rows:
         c = n.get(row[0], {})
-        records.append((*row, sum(c.values()), *(c.get(k, 0) for k in ("pending", "running", "terminated", "error", "stopped")),
+        records.append((*row, sum(c.values()), *(c.get(k, 0) for k in TRIAL_STATUSES),
                         int(recorded.get(row[0]) or 0)))  # fmt: skip
     return pd.DataFrame.from_records(records, columns=SWEEP_COLUMNS)
 
