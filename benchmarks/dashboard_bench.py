@@ -8,9 +8,10 @@
 Builds sweep `bench` (`build_sweep`: --trials terminated trials x --epochs epochs x 8 metrics, and
 5 probes of 56 layers; 20 grid points, so 1,000 seeds each at 20,000 trials), serves it with
 `streamlit run` on a free localhost port, and drives headless Debian Chromium over every page:
-- first load: each page's link (`/curves?sweep=bench`) opened on a fresh server (nothing cached,
-  nothing imported by the app yet), timed until the page's script has finished and its charts
-  and tables are drawn; the target is 4 s;
+- first load: each page's link (`/curves?sweep=bench`) opened on a fresh server (nothing cached;
+  the server started as `python -m orchestrator dashboard` starts it, so the pages' libraries
+  are loaded and the app's own modules are not), timed until the page's script has finished and
+  its charts and tables are drawn; the target is 4 s;
 - after the first load: every page drawn once in one server, then `repeat` rounds through the
   sidebar's navigation; the figure is each page's median, the target 2 s.
 The filters stay at "all", so every page shows the whole sweep.
@@ -154,8 +155,8 @@ class _Server:
 
 def cold(browser, url: str, log: Path) -> dict[str, float]:
     """Seconds from opening each page's link (?sweep=bench) in a new tab of a fresh server (empty
-    caches, nothing imported by the app yet) until it has drawn: what a reader of a shared link
-    waits after a restart."""
+    caches; the pages' libraries loaded at its start, as `orchestrator dashboard` serves it) until
+    it has drawn: what a reader of a shared link waits after a restart."""
     times = {}
     for title, (path, _) in PAGES.items():
         with _Server(url, log) as base:

@@ -7,7 +7,7 @@ keeps its colour on every page and under every filter.
 
 Big sweeps: the pages that pool every trial's curve or layer records (Curves, Layer responses)
 read at most DRAWN trials by default, up to the same number of each net, spread evenly over its
-seeds (`drawn`). A net's mean over 100 of its seeds is what its mean over 1,000 would show, and
+seeds (`drawn`). A net's mean over 50 of its seeds is what its mean over 1,000 would show, and
 reading every value of 20,000 trials (four million for two curves of 100 epochs) takes longer
 than a page may; the page says how many trials it drew, and the reader can ask for all of them.
 """
@@ -29,7 +29,7 @@ COLOUR_NET = "net"  # colour choice: every net its own colour
 SPLITS = {"plain|residual": NET, "shortcut": "shortcut", "block": "block", "depth": "depth",
           "dataset": "dataset", "model": "model", "sweep": SWEEP, ONE_PANEL: ""}  # fmt: skip
 COLOURS = [COLOUR_NET, "depth", "shortcut", "block", "dataset", "model", SWEEP]
-DRAWN = 2000  # trials a pooling page reads by default: 0.4 M values of two 100-epoch curves
+DRAWN = 1000  # trials a pooling page reads by default: 0.2 M values of two 100-epoch curves
 LISTED = 1000  # trials the Trial page's menu lists at most: one of 20,000 costs the browser seconds
 POOL_SAMPLE, POOL_ALL = "spread", "all"  # the reader's choice where the cap binds (text == URL value)
 

@@ -1,6 +1,7 @@
 """`python -m orchestrator dashboard`: serve the Streamlit dashboard over one result database.
 
-The command only resolves the database URL and starts `streamlit run dashboard/app.py`; the
+The command only resolves the database URL and starts `streamlit run dashboard/app.py` (through
+`python -m dashboard.serve`, which imports the pages' libraries before the server listens); the
 dashboard itself reports an unreachable database or an old schema on its page. The URL travels
 to Streamlit in $RESWEEP_DB, not on the command line, so a password never shows in `ps`.
 `start` and `wait_until_serving` are also how the browser tests and the benchmark serve it.
@@ -31,6 +32,7 @@ from resweep.errors import UserError
 
 # Found, not imported: the dashboard runs in Streamlit's own process, and the CLI sits below it.
 APP_PATH = Path(importlib.util.find_spec("dashboard").origin).resolve().parent / "app.py"
+SERVE_MODULE = "dashboard.serve"  # `streamlit run APP_PATH ...`, the pages' imports loaded first
 LOCALHOST = "127.0.0.1"
 DEFAULT_PORT = 8501
 SQL_PAGE_ENV = "RESWEEP_SQL_PAGE"  # on | off: whether the dashboard serves its SQL page
@@ -60,12 +62,16 @@ def sql_page_on(address: str | None, environ: dict[str, str] | None = None) -> b
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
-    """The `streamlit run` command line serving the dashboard on host:port."""
+    """The command line serving the dashboard on host:port: `streamlit run` of the app through
+    dashboard.serve, with these options."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        sys.executable, "-m", SERVE_MODULE,
         "--server.address", host,
         "--server.port", str(port),
         "--server.headless", "true",  # no browser opened on the server, no e-mail prompt
+        # No watching of the app's sources for edits (a development aid): after every script run
+        # it walked every loaded module, and its polling threads took a core-second a page.
+        "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
         "--client.toolbarMode", "viewer",  # no Deploy button or source-editing options
     ]  # fmt: skip
