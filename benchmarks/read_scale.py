@@ -5,9 +5,10 @@ PostgreSQL, and the same sweep among 49 others (100,000 trials) in one PostgreSQ
                                     [--no-others] [--json]
 
 Each database is built set-based (INSERT ... SELECT over generated series; trials through one
-executemany), then summarised as db.writes would have (`refresh_summaries`, which pools the grid
-too), so it holds what resweep's own writes produce: 8 metrics an epoch, 18 layer records (a
-ResNet-20's) every 10th epoch, every trial finished, 5 depths x 4 shortcuts x trials / 20 seeds.
+executemany; on PostgreSQL with triggers off), then summarised as db.writes would have
+(`refresh_summaries`, which pools the grid and recounts the sweep too), so it holds what
+resweep's own writes produce: 8 metrics an epoch, 18 layer records (a ResNet-20's) every 10th
+epoch, every trial finished, 5 depths x 4 shortcuts x trials / 20 seeds.
 Timed, each against the same figure on a sweep of BASE trials x the same epochs built beside it
 (the baseline: a ratio near 1 means the figure does not grow with the trials):
 - in this process, median of several warm runs: `resweep.open(url).grid(name)`, a filtered
@@ -108,7 +109,7 @@ def build_sweep(engine: sa.Engine, name: str, n_trials: int, epochs: int) -> tup
                 FROM trials AS t CROSS JOIN {_series(dialect, "p", probes, PROBE_EVERY, PROBE_EVERY)}
                      CROSS JOIN {_series(dialect, "l", LAYERS, 0)}
                 WHERE t.sweep_id = {sweep_id} ORDER BY t.id, p.x, l.x"""))
-        writes.refresh_summaries(conn, ids)  # what db.writes keeps: trial_summaries (and the grid's)
+        writes.refresh_summaries(conn, ids)  # what db.writes keeps: summaries, grid, sweep counts
     writes.set_sweep_status(engine, sweep_id, "finished", finished=True)
     return sweep_id, ids
 
@@ -193,11 +194,15 @@ def in_process(url: str, name: str) -> dict[str, float]:
                 "trials": _median_s(lambda: db.trials(name, depth=56, shortcut="A"), "trials")}
 
 
-def database_wide(url: str, tmp: Path) -> dict[str, float]:
-    """The sweeps list, in this process and as `status`: the same whichever sweep one looks at."""
+def database_wide(url: str, tmp: Path, n_trials: int) -> dict[str, float]:
+    """The sweeps list, in this process and as `status`: the same whichever sweep one looks at.
+    It must count the `n_trials` built (the builder writes around db.writes)."""
     import resweep
 
     with resweep.open(url) as db:
+        counted = int(db.sweeps()["n_trials"].sum())
+        if counted != n_trials:
+            raise RuntimeError(f"sweeps() counts {counted:,} trials of the {n_trials:,} built")
         sweeps = _median_s(db.sweeps, "sweeps")
     return {"sweeps": sweeps, "status (list)": _command(["status"], url, tmp)}
 
@@ -277,7 +282,7 @@ def run_backend(backend: str, sizes: dict[str, int], others: bool, tmp: Path, qu
         heavy = not quick or backend == "sqlite"  # quick: report and export on SQLite only
         base = {**in_process(scratch.url, "base"), **commands(scratch.url, "base", tmp, heavy)}
         alone = _timed(shape, {**in_process(scratch.url, "big"), **commands(scratch.url, "big", tmp, heavy),
-                               **database_wide(scratch.url, tmp)})
+                               **database_wide(scratch.url, tmp, sizes["base"] + sizes["trials"])})
         rows += _rows(shape, alone, base, base_label,
                       " ".join((f"built in {build_s:.0f} s", plans(engine, "big"))).strip())
         if others and backend == "postgresql":
@@ -289,7 +294,7 @@ def run_backend(backend: str, sizes: dict[str, int], others: bool, tmp: Path, qu
             n_all = sizes["trials"] + sizes["base"] + per * sizes["others"]
             label = f"{sizes['trials']:,} trials x {sizes['epochs']} epochs among {sizes['others'] + 2} sweeps ({n_all:,} trials), postgresql"
             beside = _timed(label, {**in_process(scratch.url, "big"), **commands(scratch.url, "big", tmp, heavy=False),
-                                    **database_wide(scratch.url, tmp)})
+                                    **database_wide(scratch.url, tmp, n_all)})
             rows += _rows(label, beside, alone, "same with the sweep alone (2 sweeps)",
                           f"the other sweeps {per:,} trials x {sizes['other_epochs']} epochs each, built in "
                           f"{time.perf_counter() - t0:.0f} s; {plans(engine, 'big')}")

@@ -2,9 +2,10 @@
 
 One row per sweep, one per trial, one per attempt of a trial, one per (trial, metric, epoch), one
 per (trial, epoch, layer), one summary per trial (derived from its metric values, kept on
-every write), one per sweep and grid point (its seeds pooled, kept likewise), and one per log
-of an optuna sweep's study journal. The `metrics` relation users query (trial_id, epoch, name,
-value) is a view (db/views.py) over metric_values and metric_names.
+every write), one per sweep and grid point (its seeds pooled, kept likewise), one per sweep
+(its trials counted, kept by triggers), and one per log of an optuna sweep's study journal.
+The `metrics` relation users query (trial_id, epoch, name, value) is a view (db/views.py) over
+metric_values and metric_names.
 Every table's natural key is unique, so every write can be an upsert (see `db.writes`); the
 journal is only appended to (see `db.optuna_journal`).
 Each column's `comment` is its documentation; PostgreSQL stores it (`\\d+ trials` in psql).
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SWEEP_STATUSES = ("running", "finished", "failed", "interrupted")
-TRIAL_STATUSES = ("pending", "running", "terminated", "error", "stopped")
+TRIAL_STATUSES = ("pending", "running", "terminated", "error", "stopped")  # sweep_summaries counts each (n_<status>)
 # Each metric a trial reports, with its id in metric_names. The ids are stored in every database
 # (migration 0007 seeded 1..10), so they never change: a new metric appends with the next id, and a
 # migration inserts it into metric_names (db/migrate.py says how). Writes use these ids without a
@@ -306,6 +307,39 @@ class GridSummary(Base):
     train_err_std: Mapped[float | None] = mapped_column(comment="Sample std (n - 1) of it; NULL below two values.")
     test_err_mean: Mapped[float | None] = mapped_column(comment="Mean of their final test_err.")
     test_err_std: Mapped[float | None] = mapped_column(comment="Sample std (n - 1) of it; NULL below two values.")
+
+
+class SweepSummary(Base):
+    """One sweep's trials counted: what `db.queries.sweeps` lists beside each sweep.
+
+    Kept by triggers of the database itself (migration 0012), so every writer keeps it exact:
+    db.writes, a bulk load, a trial updated or deleted by hand. A sweep's row is made when the
+    sweep is inserted; a trial inserted, deleted, or updated in its status or sweep moves the
+    counts, and a trial_summaries row inserted, deleted or updated in its epochs moves `epochs`.
+    A loader that writes with triggers off (PostgreSQL's session_replication_role = replica) calls
+    `db.writes.refresh_summaries` after, which recounts its sweeps. Reading one row per sweep
+    instead of counting every trial is what makes the sweeps list cost the same however many
+    trials the database holds (docs/performance.md).
+    """
+
+    __tablename__ = "sweep_summaries"
+    __table_args__ = (
+        {"comment": "Per sweep: its trials counted by status and the epochs they recorded, kept by triggers."},
+    )
+
+    sweep_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True, autoincrement=False,
+        comment="The sweep counted.",
+    )  # fmt: skip
+    n_trials: Mapped[int] = mapped_column(comment="Its trials.")
+    n_pending: Mapped[int] = mapped_column(comment="Those pending (not started, or waiting for a retry).")
+    n_running: Mapped[int] = mapped_column(comment="Those running.")
+    n_terminated: Mapped[int] = mapped_column(comment="Those finished (terminated).")
+    n_error: Mapped[int] = mapped_column(comment="Those failed (error).")
+    n_stopped: Mapped[int] = mapped_column(comment="Those stopped by the scheduler (stopped).")
+    epochs: Mapped[int] = mapped_column(
+        sa.BigInteger, comment="The epochs its trials recorded in all: the sum of their trial_summaries.epochs."
+    )
 
 
 class LayerStat(Base):

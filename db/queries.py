@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from db.engine import one_read, transaction
-from db.models import TRIAL_STATUSES, Sweep, Trial, TrialAttempt, TrialSummary
+from db.models import TRIAL_STATUSES, Sweep, SweepSummary, Trial, TrialAttempt
 from resweep.paper import AXES  # the trials' grid axes
 
 SWEEP_COLUMNS = [
@@ -66,28 +66,19 @@ def sweeps(engine: Engine) -> pd.DataFrame:
     recorded in all (n_epochs: it grows with every result, so a reader can tell that a sweep
     moved without reading its trials) (columns SWEEP_COLUMNS).
 
-    Three grouped reads in one snapshot rather than one join of every sweep, trial and summary:
-    the counts come from the (sweep_id, status) index alone, the epochs from the summaries, so
-    the list costs a few milliseconds per 10,000 trials in the database (docs/performance.md)."""
-    s, t, ts = Sweep.__table__, Trial.__table__, TrialSummary.__table__
-    details = sa.select(
-        s.c.id, s.c.name, s.c.status, s.c.created_at, s.c.finished_at, s.c.git_commit,
-        s.c.git_dirty, s.c.storage_path, s.c.spec_hash,
-    ).order_by(s.c.created_at.desc(), s.c.id.desc())  # fmt: skip
-    counts = sa.select(t.c.sweep_id, t.c.status, sa.func.count()).group_by(t.c.sweep_id, t.c.status)
-    epochs = sa.select(t.c.sweep_id, sa.func.sum(ts.c.epochs)).join(ts, ts.c.trial_id == t.c.id).group_by(t.c.sweep_id)
-    with transaction(engine) as conn:
-        rows = [tuple(r) for r in conn.execute(details)]
-        by_status = conn.execute(counts).all()
-        recorded = dict(conn.execute(epochs).all())
-    n: dict[int, dict[str, int]] = {}
-    for sweep_id, status, count in by_status:
-        n.setdefault(sweep_id, {})[status] = int(count)
-    records = []
-    for row in rows:
-        c = n.get(row[0], {})
-        records.append((*row, sum(c.values()), *(c.get(k, 0) for k in TRIAL_STATUSES),
-                        int(recorded.get(row[0]) or 0)))  # fmt: skip
+    One query of the sweeps and their sweep_summaries rows, which the database's triggers keep
+    (db.models.SweepSummary): it reads one row per sweep, whatever the number of trials in the
+    database (docs/performance.md). A sweep without a row counts as no trials."""
+    s, c = Sweep.__table__, SweepSummary.__table__
+    counts = [sa.func.coalesce(c.c[n], 0) for n in ("n_trials", *(f"n_{k}" for k in TRIAL_STATUSES), "epochs")]
+    stmt = (
+        sa.select(s.c.id, s.c.name, s.c.status, s.c.created_at, s.c.finished_at, s.c.git_commit, s.c.git_dirty,
+                  s.c.storage_path, s.c.spec_hash, *counts)
+        .outerjoin(c, c.c.sweep_id == s.c.id)
+        .order_by(s.c.created_at.desc(), s.c.id.desc())
+    )  # fmt: skip
+    with one_read(engine) as conn:
+        records = [(*r[:-len(counts)], *(int(n) for n in r[-len(counts):])) for r in conn.execute(stmt)]
     return pd.DataFrame.from_records(records, columns=SWEEP_COLUMNS)
 
 
@@ -157,15 +148,14 @@ def _trials_statement(by_id: bool, filters: str, expanding: tuple[str, ...]) -> 
 
 def trial_counts(engine: Engine, sweep: str | int) -> dict[str, int]:
     """How many trials of the sweep (by name or id) have each status (only the statuses it has),
-    from the (sweep_id, status) index alone."""
-    t = Trial.__table__
-    stmt = (
-        sa.select(t.c.status, sa.func.count())
-        .where(t.c.sweep_id == sa.select(Sweep.__table__.c.id).where(_sweep_filter(sweep)).scalar_subquery())
-        .group_by(t.c.status)
+    from its sweep_summaries row (see `sweeps`)."""
+    c = SweepSummary.__table__
+    stmt = sa.select(*(c.c[f"n_{k}"] for k in TRIAL_STATUSES)).where(
+        c.c.sweep_id == sa.select(Sweep.__table__.c.id).where(_sweep_filter(sweep)).scalar_subquery()
     )
     with one_read(engine) as conn:
-        return {str(status): int(n) for status, n in conn.execute(stmt)}
+        row = conn.execute(stmt).first()
+    return {k: int(n) for k, n in zip(TRIAL_STATUSES, row or ()) if n}
 
 
 def axis_values(engine: Engine, sweep: str | int) -> dict[str, list]:
@@ -320,10 +310,11 @@ def probed_epochs(engine: Engine, trial_ids: Iterable[int]) -> list[int]:
 RELATION_COLUMNS = ["relation", "kind", "column", "type"]
 # Alembic's version and Optuna's journal are bookkeeping; metric_values and metric_names are the
 # storage behind the `metrics` view, trial_summaries behind `trial_results` and grid_summaries
-# behind `grid_results`: the views are what users query.
+# behind `grid_results`, sweep_summaries behind `sweeps()`: the views are what users query.
 BOOKKEEPING_TABLES = frozenset(
-    {"alembic_version", "optuna_journal", "metric_values", "metric_names", "trial_summaries", "grid_summaries"}
-)
+    {"alembic_version", "optuna_journal", "metric_values", "metric_names", "trial_summaries", "grid_summaries",
+     "sweep_summaries"}
+)  # fmt: skip
 
 
 def relations(engine: Engine) -> pd.DataFrame:

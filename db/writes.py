@@ -424,7 +424,7 @@ _LAST_TRAIN = f"(SELECT max(v.epoch) {_OWN} = {{train}})"
 SUMMARY_UPSERT = f"""\
 INSERT INTO trial_summaries
     (trial_id, epochs, final_epoch, final_train_err, final_test_err, best_test_err, last_epoch)
-VALUES ({{trial_id}}, {{epochs}}, {{final_epoch}}, {{final_train_err}}, {{final_test_err}}, {{best_test_err}}, {{last_epoch}})
+{{rows}}
 ON CONFLICT (trial_id) DO UPDATE SET
     epochs = CASE WHEN {{appends}} THEN trial_summaries.epochs + excluded.epochs
                   ELSE (SELECT count(*) {_OWN} = {{train}}) END,
@@ -451,10 +451,21 @@ def _summary_upsert(dialect: str) -> str:
     style = "%({})s" if dialect == "postgresql" else ":{}"
     names = ("trial_id", "epochs", "final_epoch", "final_train_err", "final_test_err", "best_test_err", "last_epoch")
     return SUMMARY_UPSERT.format(
-        **{n: style.format(n) for n in names},
+        rows=f"VALUES ({', '.join(style.format(n) for n in names)})",
         appends=f"trial_summaries.last_epoch IS NOT NULL AND {style.format('first_epoch')} > trial_summaries.last_epoch",
         train=METRIC_IDS["train_err"], test=METRIC_IDS["test_err"],
     )
+
+
+# refresh_summaries on PostgreSQL: every trial of the array %(ids)s recomputed in one statement, so
+# that the sweep_summaries trigger counts the statement once and not once per trial (see RECOUNT).
+_IDS = "unnest(CAST(%(ids)s AS INTEGER[])) AS u(trial_id)"
+_PG_SUMMARY_ROWS = (f"INSERT INTO trial_summaries (trial_id, epochs) SELECT u.trial_id, 0 FROM {_IDS} "
+                    "ON CONFLICT (trial_id) DO NOTHING")  # fmt: skip
+_PG_SUMMARY_RECOMPUTE = SUMMARY_UPSERT.format(
+    rows=f"SELECT u.trial_id, 0, NULL, NULL, NULL, NULL, NULL FROM {_IDS}", appends="false",
+    train=METRIC_IDS["train_err"], test=METRIC_IDS["test_err"],
+)
 
 
 def _summary_rows(metric_rows: list[tuple]) -> list[dict[str, Any]]:
@@ -480,21 +491,26 @@ def _summary_rows(metric_rows: list[tuple]) -> list[dict[str, Any]]:
 
 def refresh_summaries(conn: Connection, trial_ids: Iterable[int]) -> None:
     """Recompute the trial_summaries rows of these trials from their metric_values, for whatever
-    writes metric_values around `record_results` (a bulk load): call it after. Each trial gets
-    a row first if it has none; SUMMARY_UPSERT then takes its recomputing branch (a first epoch
-    of 0 is never after last_epoch)."""
+    writes metric_values or trials around `record_results` (a bulk load): call it after. Each
+    trial gets a row first if it has none; SUMMARY_UPSERT then takes its recomputing branch (a
+    first epoch of 0 is never after last_epoch). The trials' sweeps are pooled (refresh_grid)
+    and recounted (refresh_sweep_counts) too, so a load made with triggers off is counted."""
     ids = sorted({int(t) for t in trial_ids})
     if not ids:
         return
-    dialect = conn.dialect.name
-    p = "%s" if dialect == "postgresql" else "?"
-    conn.exec_driver_sql(f"INSERT INTO trial_summaries (trial_id, epochs) VALUES ({p}, 0) "
-                         "ON CONFLICT (trial_id) DO NOTHING", [(t,) for t in ids])  # fmt: skip
-    none = dict.fromkeys(("final_epoch", "final_train_err", "final_test_err", "best_test_err", "last_epoch"))
-    conn.exec_driver_sql(_summary_upsert(dialect),
-                         [{**none, "trial_id": t, "epochs": 0, "first_epoch": 0} for t in ids])  # fmt: skip
-    sweeps = conn.exec_driver_sql(f"SELECT DISTINCT sweep_id FROM trials WHERE id IN ({', '.join(map(str, ids))})")
-    refresh_grid(conn, [s for (s,) in sweeps])
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_PG_SUMMARY_ROWS, {"ids": ids})
+        conn.exec_driver_sql(_PG_SUMMARY_RECOMPUTE, {"ids": ids})
+    else:
+        conn.exec_driver_sql("INSERT INTO trial_summaries (trial_id, epochs) VALUES (?, 0) "
+                             "ON CONFLICT (trial_id) DO NOTHING", [(t,) for t in ids])  # fmt: skip
+        none = dict.fromkeys(("final_epoch", "final_train_err", "final_test_err", "best_test_err", "last_epoch"))
+        conn.exec_driver_sql(_summary_upsert("sqlite"),
+                             [{**none, "trial_id": t, "epochs": 0, "first_epoch": 0} for t in ids])  # fmt: skip
+    sweeps = [s for (s,) in conn.exec_driver_sql(
+        f"SELECT DISTINCT sweep_id FROM trials WHERE id IN ({', '.join(map(str, ids))})")]  # fmt: skip
+    refresh_grid(conn, sweeps)
+    refresh_sweep_counts(conn, sweeps)
 
 
 # --- grid summaries -------------------------------------------------------------------------
@@ -620,6 +636,58 @@ def refresh_grid(conn: Connection, sweep_ids: Iterable[int]) -> None:
     _pool_points(conn, "sweep", [{"sweep_id": int(s)} for s in sorted(set(sweep_ids))])
 
 
+# --- sweep summaries ------------------------------------------------------------------------
+#
+# sweep_summaries holds what db.queries.sweeps lists beside each sweep: its trials counted by
+# status, and the epochs they recorded (the sum of their trial_summaries.epochs). Triggers keep
+# it (migration 0012), so every writer keeps it exact and nothing here writes it, but for
+# refresh_sweep_counts: a load made with triggers off (PostgreSQL's session_replication_role =
+# replica, as benchmarks/read_scale.py loads) is recounted from its trials by refresh_summaries.
+#
+# Locks on PostgreSQL: a trigger updates its sweep's one row, which stays locked until the
+# writing transaction ends. Writers of one sweep therefore take turns from the first change that
+# moves a count (a trial inserted or changing status, a summary's epochs) to their commit, which
+# is the end of a short transaction; writers of different sweeps never wait for each other. Every
+# transaction of this module changes the trials of one sweep (the outbox writes one sweep's run,
+# `db import` one sweep), so it locks one sweep's row, and it locks its trials before that row:
+# upsert_trial and set_trial_status lock their trial first, record_results writes params_count
+# (an update of its trials) before the summaries that move the count (its values' foreign key
+# check locks the trials against a status change too), and a statement of many trials
+# (interrupt_sweep) is counted once, at its end. So two writers never hold a trial and a sweep's
+# row in opposite orders, nor two sweeps' rows: they cannot deadlock on them. A statement of
+# several sweeps' rows (a bulk load) updates them in sweep id order; a record_results batch that
+# mixes sweeps (no caller here makes one) updates them in the order of its trials.
+
+# The counted columns, and the rows of the sweeps {where} selects, counted from their trials
+# (migration 0012's RECOUNT, which its triggers run for a sweep inserted).
+SWEEP_COUNTS = ("n_trials", *(f"n_{s}" for s in TRIAL_STATUSES), "epochs")
+RECOUNT = f"""\
+INSERT INTO sweep_summaries (sweep_id, {", ".join(SWEEP_COUNTS)})
+SELECT s.id, count(t.id), {", ".join(f"count(CASE WHEN t.status = '{s}' THEN 1 END)" for s in TRIAL_STATUSES)},
+       coalesce(sum(f.epochs), 0)
+FROM sweeps AS s
+LEFT JOIN trials AS t ON t.sweep_id = s.id
+LEFT JOIN trial_summaries AS f ON f.trial_id = t.id
+WHERE {{where}}
+GROUP BY s.id
+ON CONFLICT (sweep_id) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in SWEEP_COUNTS)}"""
+
+
+def refresh_sweep_counts(conn: Connection, sweep_ids: Iterable[int]) -> None:
+    """Recount the sweep_summaries rows of these sweeps from their trials (a load made with
+    triggers off). On PostgreSQL the rows are locked first, in id order, and counted by the next
+    statement, whose snapshot then holds every change a writer of those sweeps committed; a
+    writer that commits later adds its own change to the recounted row by its trigger."""
+    ids = sorted({int(s) for s in sweep_ids})
+    if not ids:
+        return
+    listed = ", ".join(map(str, ids))
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT sweep_id FROM sweep_summaries WHERE sweep_id IN ({listed}) "
+                             "ORDER BY sweep_id FOR UPDATE").all()  # fmt: skip
+    conn.exec_driver_sql(RECOUNT.format(where=f"s.id IN ({listed})"))
+
+
 # A trial's parameter count, set when a result brings a new one (each result carries it).
 _PARAMS_SQL = "UPDATE trials SET params_count = {p} WHERE id = {p} AND (params_count IS NULL OR params_count <> {p})"
 
@@ -637,6 +705,8 @@ def record_results(engine: Engine, results: Iterable[Result]) -> int:
     p = "%s" if dialect == "postgresql" else "?"
     with transaction(engine) as conn:
         batch: list[tuple[str, list]] = []
+        if params:  # first: trial rows are locked before the sweep's counts (see "sweep summaries")
+            batch.append((_PARAMS_SQL.format(p=p), [(n, t, n) for t, n in sorted(params.items())]))
         if metric_rows:
             batch.append((_upsert_sql(dialect, MetricValue.__tablename__), _with_name_ids(conn, metric_rows)))
             summaries = _summary_rows(metric_rows)
@@ -645,8 +715,6 @@ def record_results(engine: Engine, results: Iterable[Result]) -> int:
             batch.append((_grid_pooling(dialect, "trial"), [{"trial_id": r["trial_id"]} for r in summaries]))
         if layer_rows:
             batch.append((_upsert_sql(dialect, LayerStat.__tablename__), layer_rows))
-        if params:
-            batch.append((_PARAMS_SQL.format(p=p), [(n, t, n) for t, n in sorted(params.items())]))
         _execute_batch(conn, [(sql, rows) for sql, rows in batch if rows])
     return len(metric_rows)
 
