@@ -15,7 +15,9 @@ same responses (tests/trainers/test_probes.py). Only where a conv's output is ad
 before any BN sees it (the last conv of a residual pre-activation basic unit) is there no BN: a
 `models.Response` marker registered after the conv stands in, and the response is the branch's
 output itself, just before the addition. A forward hook on that module sees exactly the response,
-before any ReLU or addition. Hooks exist only for the probe pass.
+before any ReLU or addition. Hooks exist only while a probe (`ResponseProbe`) is entered: for
+`layer_responses`' own pass, or for the evaluation pass of a probe epoch (trainers.loop), which
+then serves as the probe pass instead of a second forward pass over the same test set.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from contextlib import nullcontext
+from typing import Self
 
 import torch
 import torch.nn as nn
@@ -68,46 +71,77 @@ def _sums(output: Tensor) -> tuple[Tensor, Tensor]:
     return flat.sum(), torch.stack([torch.dot(c, c) for c in flat.split(1 << 16)]).sum()
 
 
-@torch.no_grad()
-def layer_responses(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, amp: bool = False
-) -> list[dict]:
-    """One record per 3x3 conv: {layer, name, stage, std, mean}, layer = order in the forward pass."""
-    pairs = conv_bn_pairs(model)
-    # Per batch: (count, sum, sum of squares) of each response, kept on the device until the end.
-    stats: dict[str, list[tuple[int, Tensor, Tensor]]] = {name: [] for name, _ in pairs}
-    fired: list[str] = []  # conv paths in the order their BN first ran
+class ResponseProbe:
+    """Gathers the layer responses of `model` from the forward passes run while it is entered.
 
-    def hook_for(name: str):
+    Forward hooks on each 3x3 conv's normalising module add up every response (count, sum, sum of
+    squares, kept on the device) as the passes run; `records()` turns the sums into one record per
+    conv. The hooks read the responses and change nothing, so the passes compute exactly what they
+    compute without them: an evaluation pass over the test set (trainers.loop.Loop.evaluate) can be
+    the probe pass itself, and the records are those of `layer_responses` over the same batches.
+    The passes must run in eval mode for the records to be Fig. 7's (the caller's duty).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.pairs = conv_bn_pairs(model)
+        # Per batch: (count, sum, sum of squares) of each response, kept on the device until the end.
+        self.stats: dict[str, list[tuple[int, Tensor, Tensor]]] = {name: [] for name, _ in self.pairs}
+        self.fired: list[str] = []  # conv paths in the order their BN first ran
+        self.handles: list = []
+
+    def _hook_for(self, name: str):
+        stats, fired = self.stats[name], self.fired
+
         def hook(module: nn.Module, inputs: tuple[Tensor], output: Tensor) -> None:
             # Runs before any in-place ReLU that follows can touch `output`; in fp32 even under autocast.
             with torch.autocast(output.device.type, enabled=False):
-                stats[name].append((output.numel(), *_sums(output)))
-            if len(stats[name]) == 1:
+                stats.append((output.numel(), *_sums(output)))
+            if len(stats) == 1:
                 fired.append(name)
 
         return hook
 
-    was_training = model.training
-    handles = [bn.register_forward_hook(hook_for(name)) for name, bn in pairs]
-    try:
-        model.eval()
-        device = next(model.parameters()).device
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-        with autocast:
-            for x, _ in batches:
-                model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    def __enter__(self) -> Self:
+        self.handles = [bn.register_forward_hook(self._hook_for(name)) for name, bn in self.pairs]
+        return self
 
-    records = []
-    for layer, name in enumerate(fired):
-        count = sum(n for n, _, _ in stats[name])
-        total = torch.stack([s for _, s, _ in stats[name]]).double().sum().item()
-        squares = torch.stack([q for _, _, q in stats[name]]).double().sum().item()
-        mean = total / count
-        var = max(squares / count - mean * mean, 0.0)
-        records.append({"layer": layer, "name": name, "stage": stage_of(name), "std": var**0.5, "mean": mean})
-    return records
+    def __exit__(self, *exc: object) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def records(self) -> list[dict]:
+        """One record per 3x3 conv that ran: {layer, name, stage, std, mean}, layer = order in the
+        forward pass."""
+        records = []
+        for layer, name in enumerate(self.fired):
+            stats = self.stats[name]
+            count = sum(n for n, _, _ in stats)
+            total = torch.stack([s for _, s, _ in stats]).double().sum().item()
+            squares = torch.stack([q for _, _, q in stats]).double().sum().item()
+            mean = total / count
+            var = max(squares / count - mean * mean, 0.0)
+            records.append({"layer": layer, "name": name, "stage": stage_of(name), "std": var**0.5, "mean": mean})
+        return records
+
+
+@torch.no_grad()
+def layer_responses(
+    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], *, amp: bool = False
+) -> list[dict]:
+    """One record per 3x3 conv: {layer, name, stage, std, mean}, layer = order in the forward pass.
+
+    A pass of its own over `batches`, in eval mode (the model's mode is restored after)."""
+    was_training = model.training
+    try:
+        with ResponseProbe(model) as probe:
+            model.eval()
+            device = next(model.parameters()).device
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+            with autocast:
+                for x, _ in batches:
+                    model(x)
+    finally:
+        model.train(was_training)
+    return probe.records()

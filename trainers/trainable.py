@@ -30,7 +30,6 @@ from resweep.config import TrialConfig
 from trainers.data import cached_data
 from trainers.loop import Loop
 from trainers.models import build_model, count_params
-from trainers.probes import layer_responses
 from trainers.restore import CHECKPOINT_FILE, restored_result, with_result
 
 # An observer of a trial's stages, for what runs beside the product (the benchmarks' timeline, the
@@ -151,12 +150,15 @@ def train(
     if (again := restored_result(state)) is not None:
         reporter.report(again)  # the restored epoch's result, which may never have reached the driver
 
-    for metrics in loop:
-        epoch = loop.epoch
+    while loop.epoch < cfg.epochs:
+        epoch = loop.epoch + 1
         last = epoch == cfg.epochs
+        probes = last or epoch % cfg.probes_every == 0
+        # A probe epoch's evaluation of the test set is its probe pass too (trainers.loop).
+        metrics = loop.run_epoch(probes=probes)
         result: dict[str, Any] = {"epoch": epoch, **metrics, "params_count": params_count}
-        if last or epoch % cfg.probes_every == 0:
-            result["layer_stats"] = layer_responses(model, loop.eval_batches(data.test), amp=loop.amp)
+        if probes:
+            result["layer_stats"] = loop.layer_stats
         checkpoint = None
         if last or epoch % cfg.checkpoint_every == 0:
             checkpoint = with_result({"loop": loop.state_dict(), "rng": _rng_state(), "config": cfg.model_dump()}, result)

@@ -9,6 +9,7 @@ from trainers.data import load_data
 from resweep.config import TrialConfig
 from trainers.loop import WARMUP_WINDOW, Loop, LrSchedule
 from trainers.models import build_model
+from trainers.probes import layer_responses
 
 # A warm-up threshold no running training error here gets below (a sweep file allows (0, 1]).
 NEVER = 1e-9
@@ -246,3 +247,22 @@ def test_a_warmup_is_either_fixed_or_decided_by_the_error_and_has_an_end():
         TrialConfig(warmup_lr=0.01, warmup_iterations=400, warmup_until_train_err=0.8)
     with pytest.raises(ValueError, match="a warm-up needs its end"):
         TrialConfig(warmup_lr=0.01)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_probe_epoch_records_from_its_test_evaluation_what_a_probe_pass_of_its_own_records(precision):
+    # run_epoch(probes=True) takes the layer responses from the evaluation pass over the test set
+    # instead of a second pass: the records are those of layer_responses run after the epoch, and
+    # the epoch's metrics are those of an epoch without probes, to the last digit.
+    cfg = TrialConfig(epochs=2, batch_size=32, precision=precision)
+    probed, plain = _loop(cfg, val_size=16), _loop(cfg, val_size=16)
+    got = probed.run_epoch(probes=True)
+    expected = plain.run_epoch()
+    timing = {"epoch_time_s", "images_per_s"}
+    assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
+    separate = layer_responses(probed.model, probed.eval_batches(probed.data.test), amp=probed.amp)
+    assert probed.layer_stats == separate and len(separate) == 7
+    assert plain.layer_stats is None
+    assert all(not m._forward_hooks for m in probed.model.modules())  # the hooks are gone after the epoch
+    probed.run_epoch()
+    assert probed.layer_stats is None  # an epoch without probes records none
