@@ -227,17 +227,20 @@ def slot_costs(run: dict) -> list[dict]:
                "fixed_s": t["end"] - slot_free - train,
                "new_process": any(e.get("process_start") and e["process_start"] > slot_free - 0.5
                                   for e in m if e["event"] == "entry")}
-        if "entry" in at and "model" in at and epochs and reported:
+        if "entry" in at and "model" in at and epochs:
+            # Under Tune the last epoch's report never returns (trainers.trainable.TuneReporter):
+            # it lasts until Tune ends the trial.
+            report_end = {r["epoch"]: r["t"] for r in reported}
+            reports = sum(report_end.get(e["epoch"], t["end"]) - e["t"] for e in epochs)
+            last_end = report_end.get(epochs[-1]["epoch"], t["end"])
             row["phases"] = {
                 "slot free -> trial started (actor, Tune)": t["start"] - slot_free,
                 "started -> trainable entered (imports)": at["entry"] - t["start"],
                 "data loaded": at["data"] - at["entry"],
                 "model, loop, checkpoint restore": at["model"] - at["data"],
-                "first epoch start -> reports and checkpoints": sum(
-                    r["t"] - e["t"] for e, r in zip(epochs, reported)),
-                "between epochs (not training)": (reported[-1]["t"] - at["model"]) - train
-                - sum(r["t"] - e["t"] for e, r in zip(epochs, reported)),
-                "last result -> trial ended (Tune)": t["end"] - reported[-1]["t"],
+                "reports and checkpoints (the last: until Tune ends the trial)": reports,
+                "between epochs (not training)": (last_end - at["model"]) - train - reports,
+                "last result -> trial ended (Tune)": t["end"] - last_end,
             }
         out.append(row)
         free[slot] = t["end"]

@@ -35,7 +35,8 @@ from trainers.restore import CHECKPOINT_FILE, restored_result, with_result
 # An observer of a trial's stages, for what runs beside the product (the benchmarks' timeline, the
 # tests' worker deaths: benchmarks/trial_hooks.py): "module:function", called as
 # function(event, trial=..., **fields) at entry, data, model, each epoch, each report and exit.
-# Unset (always, in a user's sweep), each stage costs one dictionary lookup.
+# Under Tune the last epoch's report does not return (TuneReporter), so neither its `reported` nor
+# `exit` comes. Unset (always, in a user's sweep), each stage costs one dictionary lookup.
 TRIAL_HOOK_ENV = "RESWEEP_TRIAL_HOOK"
 
 
@@ -66,14 +67,27 @@ class LocalReporter:
 
 
 class TuneReporter:
-    """Ray Tune's session: `tune.report` with a directory checkpoint, `tune.get_checkpoint` to resume."""
+    """Ray Tune's session: `tune.report` with a directory checkpoint, `tune.get_checkpoint` to resume.
 
-    def __init__(self) -> None:
+    The result of epoch `epochs` (the trial's last) carries Tune's `done`: Tune ends the trial on
+    that result, once its checkpoint is registered, instead of asking the function for another step
+    only to see it return: one round trip between the driver and the worker less per trial
+    (docs/performance.md). That report does not return: Tune ends the function's thread in it, and
+    nothing after the last report runs (the trial hook's `reported` and `exit` of the last epoch
+    among it).
+    """
+
+    def __init__(self, epochs: int | None = None) -> None:
         from ray import tune
+        from ray.tune.result import DONE
 
         self.tune = tune
+        self.epochs = epochs
+        self.done = DONE
 
     def report(self, metrics: dict[str, Any], checkpoint: dict | None = None) -> None:
+        if self.epochs is not None and metrics.get("epoch") == self.epochs:
+            metrics = {**metrics, self.done: True}
         if checkpoint is None:
             self.tune.report(metrics)
             return
@@ -96,8 +110,8 @@ def train_trial(config: dict[str, Any]) -> None:
     _hook("entry", trial=_tune_trial_id())
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
     set_threads(cpus)
-    train(config, TuneReporter())
-    _hook("exit")
+    train(config, TuneReporter(epochs=TrialConfig.from_dict(config).epochs))
+    _hook("exit")  # not reached after a last epoch reported under Tune (TuneReporter)
 
 
 def set_threads(cpus: float | None = None) -> None:

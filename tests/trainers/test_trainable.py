@@ -236,8 +236,17 @@ def test_tune_trial_killed_mid_run_resumes_from_its_checkpoint(local_ray, tmp_pa
     def trial(config):
         os.environ["RESWEEP_TEST_FAULT_DIR"] = str(fault_dir)  # in the worker, whoever started Ray
         os.environ["RESWEEP_TRIAL_HOOK"] = "benchmarks.trial_hooks:crash_if_asked"
-        trainable.train_trial(config)
-        threads_file.write_text(str(torch.get_num_threads()))
+        set_threads = trainable.set_threads
+
+        def recorded(cpus=None):  # nothing after the last report runs (TuneReporter): note it here
+            set_threads(cpus)
+            threads_file.write_text(str(torch.get_num_threads()))
+
+        trainable.set_threads = recorded
+        try:
+            trainable.train_trial(config)
+        finally:
+            trainable.set_threads = set_threads
 
     tuner = tune.Tuner(
         tune.with_resources(trial, {"cpu": 1}),
@@ -360,6 +369,45 @@ def test_with_reused_workers_a_killed_trial_resumes_and_the_other_trials_finish(
     assert all(r.metrics["epoch"] == 3 for r in grid)
     pids = {r.metrics["pid"] for r in grid}
     assert len(pids) < 4  # workers were reused
+
+
+@pytest.mark.ray
+def test_under_tune_the_last_result_ends_the_trial_with_its_checkpoint_registered(local_ray, tmp_path):
+    """The last epoch's result carries Tune's `done` (TuneReporter): Tune ends the trial on it, after
+    registering its checkpoint, without another step of the function; every result arrives once,
+    and the reused worker runs the next trial."""
+    from ray import tune
+
+    seen: list[tuple] = []
+
+    class Seen(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            seen.append(("result", trial.config["seed"], result["epoch"], result["done"]))
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            seen.append(("checkpoint", trial.config["seed"], Path(checkpoint.path).name))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            seen.append(("complete", trial.config["seed"]))
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable.train_trial, {"cpu": 2}),  # one trial at a time: one worker
+        param_space={**CONFIG, "epochs": 2, "lr_milestones": [], "val_size": 0, "seed": tune.grid_search([0, 1])},
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0, callbacks=[Seen()]),
+    )
+    grid = tuner.fit()
+    assert not grid.errors
+    for seed in (0, 1):
+        assert [e for e in seen if e[1] == seed] == [
+            ("result", seed, 1, False), ("checkpoint", seed, "checkpoint_000000"),
+            ("result", seed, 2, True), ("checkpoint", seed, "checkpoint_000001"), ("complete", seed),
+        ]
+    for r in grid:
+        assert r.metrics["epoch"] == 2 and "layer_stats" in r.metrics
+        assert Path(r.checkpoint.path).name == "checkpoint_000001"
+        assert torch.load(Path(r.checkpoint.path) / "checkpoint.pt", weights_only=True)["loop"]["epoch"] == 2
+    assert len({r.metrics["pid"] for r in grid}) == 1  # the worker was reused
 
 
 def test_every_config_field_is_read_by_the_trainer(monkeypatch):
