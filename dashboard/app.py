@@ -25,6 +25,7 @@ from db.errors import StoreError  # noqa: E402
 # app until st.navigation first runs in the process, so a shared link to /curves opened first
 # after a restart would run the page without this router.
 VIEWS = Path(__file__).resolve().parent / "views"
+CHART_PAGES = {"curves", "grid", "layers", "search", "trial"}  # url paths of the pages that draw Plotly charts
 
 # The icon ships with the package: a Material icon here would be fetched from a font host.
 st.set_page_config(page_title="resweep", page_icon=Path(__file__).resolve().parent / "icon.png", layout="wide")
@@ -40,9 +41,12 @@ page = st.navigation(
     ]
 )
 
+if page.url_path in CHART_PAGES:
+    sidebar.early_chart()  # so that a first visit's browser loads Plotly while the run reads
 try:
     url = cached.database_url()
     sidebar.remember(sidebar.draw(url))
     page.run()
 except StoreError as exc:
     st.error(f"**Cannot read the database.** {exc}", icon=":material/database:")
+sidebar.drop_early_chart()

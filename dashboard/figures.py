@@ -66,6 +66,13 @@ def _panels_side_by_side(titles: list[str], gap: float = 0.04) -> dict:
     return layout
 
 
+def placeholder() -> go.Figure:
+    """An empty figure 10 pixels high (Plotly's least): no axes, no margins, nothing to see."""
+    hidden = {"visible": False}
+    return go.Figure(layout={"height": 10, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "xaxis": hidden,
+                             "yaxis": hidden, "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)"})
+
+
 def curves_figure(bands: pd.DataFrame, *, kind: str, split: str, log_y: bool, height: int = 480) -> go.Figure:
     """Training (thin, dashed) and test (bold) curves per net, mean over seeds with a band of
     +- one std clipped to the possible range (errors 0-100 %, losses above 0), one panel per

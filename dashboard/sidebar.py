@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, choices, state
+from dashboard import cached, choices, figures, state
 from resweep.paper import AXES
 
 SELECTION_KEY = "_resweep_selection"
+EARLY_KEY = "_resweep_early_chart"
 RUN_KEY, WATCHED_KEY = "_resweep_run", "_resweep_watched"
 LIVE_S = 5  # how often a page looks for news while a sweep runs
 IDLE_S = 10  # how often it looks for a newly launched sweep while none runs (one cached query)
@@ -54,7 +56,8 @@ def draw(url: str) -> Selection:
     be read)."""
     sidebar = st.sidebar
     sidebar.caption("Database")
-    sidebar.code(cached.shown_url(url), language=None, wrap_lines=True)
+    # inline code, not st.code: a code block makes every page's first visit load a 1.5 MB highlighter
+    sidebar.markdown(f"``{cached.shown_url(url)}``")
     sweeps = cached.sweeps(url)
     st.session_state[RUN_KEY] = uuid.uuid4().hex  # a full run: the watch records what it saw
     if sweeps.empty:
@@ -124,6 +127,31 @@ def _look(url: str, shown: tuple[str, ...]) -> None:
         st.rerun()  # the whole page, with the sweep list in the sidebar
 
 
+def early_chart() -> None:
+    """Draw an empty chart 10 pixels high now, before the page reads anything, and keep its slot
+    until `drop_early_chart`. A first visit's browser fetches Plotly (a 4.7 MB script: 1.5-3 s to
+    load and start on two busy cores) only when a run sends its first chart: sent first, it loads
+    while the run reads its data. Every later page finds Plotly loaded."""
+    slot = st.empty()
+    slot.plotly_chart(figures.placeholder(), config={"displayModeBar": False, "staticPlot": True})
+    st.session_state[EARLY_KEY] = slot
+
+
+def drop_early_chart() -> None:
+    """Take the early chart away (if this run drew one)."""
+    slot = st.session_state.pop(EARLY_KEY, None)
+    if slot is not None:
+        slot.empty()
+
+
+def stop() -> NoReturn:
+    """End the page's run here (`st.stop`), the early chart taken away first: once a stop is
+    asked for, the run can draw nothing more."""
+    drop_early_chart()
+    st.stop()
+    raise AssertionError("unreachable: st.stop() ends the run")  # for type checkers
+
+
 def remember(selection: Selection) -> None:
     st.session_state[SELECTION_KEY] = selection
 
@@ -138,11 +166,11 @@ def selected_trials(selection: Selection) -> pd.DataFrame:
     there is no sweep or no trial to show."""
     if selection.sweep is None:
         st.info(no_sweeps_message(selection.url))
-        st.stop()
+        stop()
     trials = cached.trials(selection.url, selection.sweep, selection.sql_filters())
     if trials.empty:
         st.warning(f"No trial of sweep **{selection.sweep}** passes the filters in the sidebar.")
-        st.stop()
+        stop()
     return trials
 
 

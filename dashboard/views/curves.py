@@ -43,7 +43,7 @@ parts = [cached.curve_bands(selection.url, group, names).assign(sweep=name)
 bands = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 if bands.empty:
     st.info(sidebar.no_epoch_message(selection.sweep, "curves"))
-    st.stop()
+    sidebar.stop()
 bands = choices.with_looks(aggregate.with_net(bands), everything, colour)
 st.plotly_chart(figures.curves_figure(bands, kind=kind, split=choices.SPLITS[panels], log_y=scale == "log"))
 n_groups = bands[choices.KEY].drop_duplicates().shape[0]

@@ -31,7 +31,7 @@ if cells.empty:
         if (trials["epochs"] > 0).any()
         else sidebar.no_epoch_message(selection.sweep, "errors")
     )
-    st.stop()
+    sidebar.stop()
 
 left, mid, right = st.columns(3)
 rows = state.choose(left.selectbox, "Rows", AXIS_CHOICES, key="rows", default="depth")
@@ -40,7 +40,7 @@ shown = state.choose(right.segmented_control, "Value", list(VALUES), key="value"
 value = VALUES[shown]
 if rows == cols:
     st.warning("Rows and columns are the same axis: choose two different ones.")
-    st.stop()
+    sidebar.stop()
 
 means, texts = aggregate.pivot(cells, rows, cols, value)
 st.subheader(f"Final {shown} (%), mean ± std over seeds")

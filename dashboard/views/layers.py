@@ -21,7 +21,7 @@ if not epochs:
         f"No trial of sweep **{selection.sweep}** (within the filters) has recorded layer responses "
         "yet. Trials probe every `probes.every` epochs and at their last epoch."
     )
-    st.stop()
+    sidebar.stop()
 
 choice = state.choose(
     left.selectbox, "Epoch", [LAST, *map(str, epochs)], key="epoch", default=LAST,
@@ -31,7 +31,7 @@ epoch = None if choice == LAST else int(choice)
 profiles, n_probed = cached.layer_profiles(selection.url, trials, epoch)
 if profiles.empty:
     st.info(f"No selected trial was probed at epoch {epoch}; choose another epoch.")
-    st.stop()
+    sidebar.stop()
 everything = cached.trials(selection.url, selection.sweep).assign(sweep=selection.sweep)
 profiles = choices.with_looks(profiles.assign(sweep=selection.sweep), everything, choices.COLOUR_NET)
 label = "each trial's last probe" if epoch is None else f"epoch {epoch}"

@@ -28,14 +28,14 @@ space = list((search.get("space") or {}).keys())
 if not space:
     st.info(f"Sweep **{selection.sweep}** searches no hyperparameters (its file has no `search.space`); "
             "the Grid and Curves pages compare its grid points. sweeps/tune-lr.yaml is a search.")
-    st.stop()
+    sidebar.stop()
 trials = sidebar.selected_trials(selection)  # after the spec: a sweep that searches nothing reads none
 metric, mode = search.get("metric", "val_err"), search.get("mode", "min")
 study = cached.study(selection.url, selection.sweep, cached.progress(selection.url, selection.sweep))
 done = [] if study is None else [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 if not done:
     st.info(f"The Optuna study of **{selection.sweep}** has no finished trial yet; its views appear after the first.")
-    st.stop()
+    sidebar.stop()
 
 
 def _trial_ids(study_trials: list, ours: pd.DataFrame) -> list[int | None]:

@@ -25,7 +25,7 @@ if not sql_page_on(st.get_option("server.address")):
             "`python -m orchestrator dashboard --sql-page` (or "
             f"{SQL_PAGE_ENV}=on for `streamlit run`), or use `python -m orchestrator query` here.",
             icon=":material/lock:")
-    st.stop()
+    sidebar.stop()
 selection = sidebar.current()
 query_col, schema_col = st.columns([3, 1])
 

@@ -48,7 +48,7 @@ if len(listed) < len(ids):
 row = cached.trial(selection.url, int(trial_id))
 if row.empty:
     st.warning(f"No trial {trial_id} in this database.")
-    st.stop()
+    sidebar.stop()
 t = row.iloc[0]
 
 st.subheader(f"{trial_label(t['config'])} · {t['status']}")

@@ -281,3 +281,36 @@ def test_two_sweeps_on_one_chart_each_net_labelled_with_its_sweep(server, page):
     texts = chart_texts(page)  # the heatmap's columns
     assert DEPTH_SWEEP in texts and PREACT_SWEEP in texts
     shot(page, "14-grid-two-sweeps")
+
+
+def _frames(tab) -> list[bytes]:
+    """The messages the server sends this tab over its websocket, in order (collected as they come)."""
+    frames: list[bytes] = []
+    tab.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(
+        payload if isinstance(payload, bytes) else payload.encode())))
+    return frames
+
+
+@pytest.mark.parametrize(("path", "title"), [("curves", "Curves"), ("trial", "Trial"), ("sql", "SQL")])
+def test_a_chart_page_sends_an_empty_chart_before_it_reads_anything(server, browser, path, title):
+    """On the pages that draw charts, an empty chart goes out before the sidebar (the first thing
+    that reads the database), so a first visit's browser loads Plotly's script while the run reads
+    the data; it is gone once the run ends. The SQL page draws no chart and sends none."""
+    tab = new_tab(browser, 1400, 1000)
+    try:
+        frames = _frames(tab)
+        tab.goto(f"{server}/{path}?sweep={DEPTH_SWEEP}")
+        settle(tab, title)
+        assert_clean(tab)
+        early = [i for i, f in enumerate(frames) if b"staticPlot" in f]  # only the empty chart is static
+        sidebar = [i for i, f in enumerate(frames) if b"Filters (none chosen: all)" in f]
+        assert sidebar, "no sidebar message seen"
+        if title == "SQL":
+            assert not early
+        else:
+            assert early and early[0] < sidebar[0]
+            assert charts(tab) >= 1
+        empty = '[data-testid="stPlotlyChart"]:not(:has(.main-svg :is(.trace, .hm)))'
+        assert tab.locator(empty).count() == 0  # the empty one is gone
+    finally:
+        tab.close()

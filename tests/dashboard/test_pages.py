@@ -77,7 +77,7 @@ def traces(at: AppTest) -> dict[tuple[str, str], list[float]]:
 
 def test_sidebar_shows_database_sweeps_newest_first_and_filters(fixture_db, monkeypatch):
     at = open_page(fixture_db, "sweeps", monkeypatch)
-    assert at.sidebar.code[0].value == fixture_db
+    assert at.sidebar.markdown[0].value == f"``{fixture_db}``"  # inline code
     assert at.sidebar.selectbox(key="sweep").options == [STARTING_SWEEP, DEPTH_SWEEP]
     assert at.sidebar.selectbox(key="sweep").value == STARTING_SWEEP
     assert [m.key for m in at.sidebar.multiselect] == ["compare", "dataset", "model", "depth", "block", "shortcut", "seed"]
@@ -95,7 +95,7 @@ def test_unreachable_database_is_one_clear_line_with_the_password_hidden(monkeyp
     url = "postgresql://resweep:s3cret-pw@127.0.0.1:9/resweep"  # port 9 (discard): refused at once
     at = open_page(url, "sweeps", monkeypatch)
     assert "s3cret-pw" not in str(at._tree)
-    assert at.sidebar.code[0].value == "postgresql+psycopg://resweep:***@127.0.0.1:9/resweep"
+    assert at.sidebar.markdown[0].value == "``postgresql+psycopg://resweep:***@127.0.0.1:9/resweep``"
     assert "cannot use postgresql+psycopg://resweep:***@127.0.0.1:9/resweep" in at.error[0].value
 
 
