@@ -218,6 +218,35 @@ def test_on_postgresql_a_statement_of_many_rows_updates_its_sweeps_row_once(pg_u
     engine.dispose()
 
 
+@pytest.mark.postgres
+def test_on_postgresql_a_one_row_write_after_a_bulk_one_reads_no_whole_table(pg_url):
+    """A trigger function's plan is kept for the session: planned for a statement of thousands of
+    rows, a join of its rows with trial_summaries or trials would be a hash join reading the whole
+    table, for every later statement of one row too. The functions look each row up by its key."""
+    engine = get_engine(pg_url)
+    sweep_id = writes.create_sweep(engine, name="bulk", spec="", spec_hash="")
+    with engine.begin() as conn:
+        ids = _load(conn, sweep_id, 3000, "bulk-")
+        writes.refresh_summaries(conn, ids)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE")
+    scans = ("SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
+             "WHERE relname IN ('trials', 'trial_summaries') ORDER BY relname")  # fmt: skip
+    with engine.begin() as conn:  # one session: the functions planned for a bulk statement first
+        conn.exec_driver_sql(f"UPDATE trials SET status = 'pending' WHERE sweep_id = {sweep_id}")
+        conn.exec_driver_sql(f"UPDATE trial_summaries SET epochs = epochs + 1 WHERE trial_id IN "
+                             f"(SELECT id FROM trials WHERE sweep_id = {sweep_id})")  # fmt: skip
+        before = conn.exec_driver_sql(scans).all()
+        for tid in ids[:20]:
+            conn.exec_driver_sql(f"UPDATE trials SET status = 'running' WHERE id = {tid}")
+            conn.exec_driver_sql(f"UPDATE trial_summaries SET epochs = epochs + 1 WHERE trial_id = {tid}")
+        assert conn.exec_driver_sql(scans).all() == before  # no sequential scan
+    with engine.connect() as conn:
+        assert stored(conn) == reference(conn)
+        assert stored(conn)[sweep_id][:3] == (3000, 2980, 20)
+    engine.dispose()
+
+
 def test_migration_counts_existing_sweeps_and_downgrades_back(db_url):
     """0011 -> 0012 counts the sweeps already stored (one without trials, trials without
     summaries), the triggers count from then on, and a downgrade removes table and triggers."""

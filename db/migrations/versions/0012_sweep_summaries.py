@@ -97,13 +97,16 @@ SQLITE_BODIES = {
 # --- PostgreSQL: inserts and updates per statement, from their transition tables ----------------
 
 # Each change is (sweep_id, status, trials, epochs): a trial counted in (+1) or out (-1) with its
-# summary's epochs, or a summary's epochs in or out (status NULL, trials 0).
-_TRIALS_IN = ("SELECT n.sweep_id, n.status, 1, coalesce(f.epochs, 0) FROM new_rows AS n "
-              "LEFT JOIN trial_summaries AS f ON f.trial_id = n.id")
-_TRIALS_OUT = ("SELECT o.sweep_id, o.status, -1, -coalesce(f.epochs, 0) FROM old_rows AS o "
-               "LEFT JOIN trial_summaries AS f ON f.trial_id = o.id")
-_EPOCHS_IN = "SELECT t.sweep_id, NULL, 0, n.epochs FROM new_rows AS n JOIN trials AS t ON t.id = n.trial_id"
-_EPOCHS_OUT = "SELECT t.sweep_id, NULL, 0, -o.epochs FROM old_rows AS o JOIN trials AS t ON t.id = o.trial_id"
+# summary's epochs, or a summary's epochs in or out (status NULL, trials 0) in its trial's sweep
+# (NULL: the trial is gone). The other table is read by a subquery per row, a lookup of its key:
+# a function's plan is kept for the session, and a join planned for one statement's thousands of
+# rows (a bulk load) would read the whole table for every later statement of one row.
+_SUMMARY_EPOCHS = "coalesce((SELECT f.epochs FROM trial_summaries AS f WHERE f.trial_id = {}.id), 0)"
+_TRIALS_IN = f"SELECT n.sweep_id, n.status, 1, {_SUMMARY_EPOCHS.format('n')} FROM new_rows AS n"
+_TRIALS_OUT = f"SELECT o.sweep_id, o.status, -1, -{_SUMMARY_EPOCHS.format('o')} FROM old_rows AS o"
+_SWEEP = "(SELECT t.sweep_id FROM trials AS t WHERE t.id = {}.trial_id)"
+_EPOCHS_IN = f"SELECT {_SWEEP.format('n')}, NULL, 0, n.epochs FROM new_rows AS n"
+_EPOCHS_OUT = f"SELECT {_SWEEP.format('o')}, NULL, 0, -o.epochs FROM old_rows AS o"
 _DELTAS = [("n_trials", "c.n"), *((f"n_{s}", f"CASE WHEN c.status = '{s}' THEN c.n ELSE 0 END") for s in STATUSES),
            ("epochs", "c.epochs")]  # fmt: skip
 
@@ -119,7 +122,7 @@ DECLARE d record;
 BEGIN
 FOR d IN SELECT * FROM (SELECT c.sweep_id, {sums}
                         FROM ({changes}) AS c(sweep_id, status, n, epochs) GROUP BY c.sweep_id) AS g
-         WHERE {moved} ORDER BY g.sweep_id
+         WHERE g.sweep_id IS NOT NULL AND ({moved}) ORDER BY g.sweep_id
 LOOP
     UPDATE sweep_summaries SET {sets} WHERE sweep_id = d.sweep_id;
 END LOOP;
