@@ -106,6 +106,7 @@ class Watch:
         self.suggest_s: list[float] = []  # per suggestion that gave a config
         self.saves: list[tuple[float, float]] = []  # Tune's experiment state saves: (when, seconds)
         self.status_writes: list[float] = []  # seconds of each db.writes.set_trial_status, in order
+        self.launched = self.returned = 0.0  # when launch() was called and when it returned
 
 
 @contextmanager
@@ -177,10 +178,11 @@ def run_launch(work: Path, name: str, text: str) -> tuple[float, Watch, object]:
     path = work / f"{name}.yaml"
     path.write_text(text)
     with watched() as w:
-        t0 = time.perf_counter()
+        w.launched = time.monotonic()
         outcome = launch(path, db=f"sqlite:///{work / (name + '.db')}", results=work / "results",
                          console=Console(file=io.StringIO()))
-        wall = time.perf_counter() - t0
+        w.returned = time.monotonic()
+        wall = w.returned - w.launched
     assert outcome.status == "finished", outcome
     return wall, w, outcome
 
@@ -211,11 +213,29 @@ def growth(w: Watch) -> dict:
     return halves
 
 
+def phases(w: Watch) -> dict:
+    """Where the wall time went beside the trials' own epochs: the start (launch called -> the
+    first reported epoch, less Ray's start and that epoch's own time: the spec, the database,
+    Tune, the slots' first workers and their imports), the trials (the first reported epoch -> the
+    last trial's end), and the end (-> launch returned: Tune's results, the checkpoints' pruning,
+    the sweep's verdict). `fixed_per_trial_s`: the trials' span over the slots' share of their
+    epochs, per trial in a slot: what each trial costs its slot beside its epochs."""
+    results = sorted(w.results)
+    first_t, first_epoch = results[0]
+    last_end = max(w.ends)
+    span = last_end - first_t
+    # Each epoch's time within the span (an epoch ends when its result is reported).
+    rest = sum(max(0.0, min(t, last_end) - max(t - e, first_t)) for t, e in results) / SLOTS
+    return {"start_s": first_t - w.launched - w.ray_start_s - first_epoch, "trials_s": span,
+            "end_s": w.returned - last_end,
+            "fixed_per_trial_s": (span - rest) / max(1, (len(w.ends) - 1) / SLOTS)}
+
+
 def measure_grid(work: Path, trials: int) -> dict:
     wall, w, outcome = run_launch(work, f"grid-{trials}", grid_text(f"grid-{trials}", trials))
     epochs_s = sum(e for _, e in w.results)
     return {"trials": trials, "wall_s": wall, "ray_start_s": w.ray_start_s, "epochs_s": epochs_s,
-            "floor_s": w.ray_start_s + epochs_s / SLOTS, "growth": growth(w),
+            "floor_s": w.ray_start_s + epochs_s / SLOTS, "growth": growth(w), "phases": phases(w),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "status_first_ms": _median_ms(w.status_writes[: max(1, len(w.status_writes) // 10)]),
             "status_last_ms": _median_ms(w.status_writes[-max(1, len(w.status_writes) // 10):]),
@@ -261,6 +281,12 @@ def rows(m: dict) -> list[dict]:
                         "expected ratio <= 1.2"),
             result(f"launch: {n} trials, second half's wall time over its floor", gr["second_over_floor"], "x",
                    "the first half's", gr["first_over_floor"], note=_halves(gr, "trials")),
+            result(f"launch: {n} trials, each trial's cost to its slot beside its epochs (mean)",
+                   g["phases"]["fixed_per_trial_s"] * 1000, "ms",
+                   note=f"from the first reported epoch to the last trial's end ({g['phases']['trials_s']:.1f} s), "
+                        "less the epochs' own times over the slots, per trial in a slot; outside it: the start "
+                        f"{g['phases']['start_s']:.1f} s beside Ray's (the slots' first workers), the end "
+                        f"{g['phases']['end_s']:.1f} s (Tune's results, pruning, the verdict)"),
             result(f"launch: {n} trials, driver peak RSS", g["peak_rss_mb"], "MB",
                    note="this process's ru_maxrss after the grid; expected <= 1536 MB"),
             result(f"launch: {n} trials, recorder time per result (median)", g["recorder_ms"], "ms"),

@@ -33,11 +33,17 @@ def test_launch_scale_reports_wall_against_floor_growth_memory_and_the_searchers
     assert 6 <= search["epochs"] <= 6 * 4  # ASHA: one epoch at least, four at most, per trial
     assert search["suggest_early_ms"] > 0 and search["suggest_last_ms"] > 0
 
+    # The wall time splits into Ray's start, the start, the first epoch, the trials and the end.
+    ph = grid["phases"]
+    assert ph["start_s"] > 0 and ph["trials_s"] > 0 and ph["end_s"] > 0 and ph["fixed_per_trial_s"] > 0
+    assert grid["ray_start_s"] + ph["start_s"] + ph["trials_s"] + ph["end_s"] < grid["wall_s"]  # + the first epoch
+
     rows = launch_scale.rows(m)
-    assert len(rows) == 7 and all(set(KEYS) <= set(r) for r in rows)
+    assert len(rows) == 8 and all(set(KEYS) <= set(r) for r in rows)
     by_unit = [r["unit"] for r in rows]
-    assert by_unit == ["s", "x", "MB", "ms", "ms", "x", "ms"]
-    wall, halves, memory, _, status, search_halves, suggest = rows
+    assert by_unit == ["s", "x", "ms", "MB", "ms", "ms", "x", "ms"]
+    wall, halves, fixed, memory, _, status, search_halves, suggest = rows
+    assert fixed["value"] == pytest.approx(ph["fixed_per_trial_s"] * 1000)
     assert status["value"] > 0 and status["baseline_value"] > 0  # each trial's end was written
     assert wall["ratio"] == pytest.approx(grid["wall_s"] / grid["floor_s"]) and wall["ratio"] > 1
     assert halves["baseline"] == "the first half's" and halves["ratio"] > 0
