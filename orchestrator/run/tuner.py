@@ -100,7 +100,8 @@ def fit(
     STOPS.on_stop(recorder.stopping)
     try:
         with STOPS.armed(), ray_compat.callbacks_counted_by_name(), ray_compat.credentials_out_of_runtime_env(), \
-                environment(TUNE_ENV), pending_trials(max_pending_trials(spec) if local_ray else None):
+                ray_compat.results_without_dataframes(), environment(TUNE_ENV), \
+                pending_trials(max_pending_trials(spec) if local_ray else None):
             grid = tuner.fit()
         STOPS.ending()  # from here a stop signal changes nothing: the driver prints and ends
     except KeyboardInterrupt:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from pathlib import Path
+from types import SimpleNamespace
 
 import ray
 
@@ -30,6 +32,7 @@ def test_every_private_module_and_name_the_adapter_uses_exists():
         "ray.core.generated.gcs_service_pb2_grpc": ["NodeInfoGcsServiceStub"],
         "ray._raylet": ["AuthenticationTokenLoader", "Config"],
         "ray.tune.execution.class_cache": ["ENV_VARS_TO_PROPAGATE"],
+        "ray.tune.analysis.experiment_analysis": ["ExperimentAnalysis"],
         **{name: [] for name in ray_compat.RAY_INIT_IMPORTS},
     }
     missing = [f"{module}.{name}" for module, names in expected.items()
@@ -71,3 +74,17 @@ def test_tune_copies_no_aws_variable_into_a_trainables_runtime_env_inside_the_bl
         assert not {n for n in class_cache.ENV_VARS_TO_PROPAGATE if n.startswith("AWS_")}
         assert class_cache.ENV_VARS_TO_PROPAGATE == {n for n in before if not n.startswith("AWS_")}
     assert class_cache.ENV_VARS_TO_PROPAGATE is before
+
+
+def test_tunes_results_read_no_result_file_in_the_block_and_do_again_after(tmp_path):
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    fetch = ExperimentAnalysis._fetch_trial_dataframes
+    # Tune's ExperimentAnalysis reads the frames when it is built, through this method.
+    assert "self._fetch_trial_dataframes()" in inspect.getsource(ExperimentAnalysis.__init__)
+
+    analysis = SimpleNamespace(trials=[SimpleNamespace(trial_id="t1")])
+    with ray_compat.results_without_dataframes():
+        frames = ExperimentAnalysis._fetch_trial_dataframes(analysis)
+        assert list(frames) == ["t1"] and frames["t1"].empty
+    assert ExperimentAnalysis._fetch_trial_dataframes is fetch
