@@ -266,3 +266,20 @@ def test_a_probe_epoch_records_from_its_test_evaluation_what_a_probe_pass_of_its
     assert all(not m._forward_hooks for m in probed.model.modules())  # the hooks are gone after the epoch
     probed.run_epoch()
     assert probed.layer_stats is None  # an epoch without probes records none
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: autocast and channels_last
+def test_on_cuda_a_probe_epoch_records_what_a_probe_pass_of_its_own_records(precision):
+    data = load_data("synthetic", synthetic=TINY, device="cuda")
+    cfg = TrialConfig(epochs=1, batch_size=32, precision=precision)
+    torch.manual_seed(0)
+    loop = Loop(build_model("cifar", 8, "basic", "A", 4), data, cfg, generator=torch.Generator(device="cuda").manual_seed(0))
+    loop.run_epoch(probes=True)
+    separate = layer_responses(loop.model, loop.eval_batches(data.test), amp=loop.amp)
+    # The same records; equal to rounding (cuDNN may pick another kernel for another pass).
+    assert [(r["layer"], r["name"], r["stage"]) for r in loop.layer_stats] == [
+        (r["layer"], r["name"], r["stage"]) for r in separate]
+    for got, expected in zip(loop.layer_stats, separate):
+        assert (got["std"], got["mean"]) == pytest.approx((expected["std"], expected["mean"]), rel=1e-5, abs=1e-6)
