@@ -21,6 +21,12 @@ its rungs fill, still pay their fixed cost each, so the search's ratio leans abo
 The seconds each half took, and what Tune's experiment-state saves cost in each, are in the note.
 The driver's peak memory is this process's peak RSS (ru_maxrss) after the grid: expected <= 1.5 GB.
 
+`--stages` (with the grid): where each trial's cost to its slot goes, stage by stage, median over
+the trials: the worker's stages from the trial hook's timeline (benchmarks/trial_hooks.py, which
+costs the worker a few file appends a trial) and the driver's from Tune's own methods and the
+recorder's callbacks, timed in the driver; each trial is followed by the next one on the same
+worker.
+
 `--quick`: 20 grid trials and 20 search samples: checks that it works; the figures are rough.
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import resource
@@ -37,7 +44,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from benchmarks.common import print_rows, result
@@ -170,6 +177,125 @@ def watched() -> Iterator[Watch]:
          TuneController.save_to_dir, writes.set_trial_status) = saved
 
 
+# Tune's methods a trial goes through in the driver (Ray 2.60's TuneController), and the
+# recorder's callbacks; each is stamped when it is called and when it returns.
+TUNE_STAGES = ("_schedule_trial_reset", "_on_trial_reset", "_schedule_trial_train", "_on_training_result",
+               "_schedule_trial_save", "_on_saving_result", "stop_trial")
+RECORDER_STAGES = ("on_trial_start", "on_trial_result", "on_checkpoint", "on_trial_complete")
+
+
+@contextmanager
+def staged(timeline: Path) -> Iterator[list[tuple[float, str, str]]]:
+    """For the block: the trial hook's timeline on (into `timeline`, for the workers Ray starts in
+    it), and (time, trial id, "method>" or "method<") of each call of TUNE_STAGES and
+    RECORDER_STAGES ("recorder.<callback>") in the driver."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from benchmarks import trial_hooks
+    from orchestrator.run.recorder import Recorder
+
+    stamps: list[tuple[float, str, str]] = []
+
+    def stamped(method, label: str, trial_at: int):
+        def call(self, *args, **kwargs):
+            trial = kwargs.get("trial", args[trial_at] if len(args) > trial_at else None)
+            key = getattr(trial, "trial_id", "")
+            stamps.append((time.time(), key, label + ">"))
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                stamps.append((time.time(), key, label + "<"))
+
+        return call
+
+    saved = [(TuneController, name, getattr(TuneController, name)) for name in TUNE_STAGES]
+    saved += [(Recorder, name, getattr(Recorder, name)) for name in RECORDER_STAGES]
+    env = {trial_hooks.HOOK_ENV: trial_hooks.TIMELINE, trial_hooks.TIMELINE_ENV: str(timeline)}
+    before = {name: os.environ.get(name) for name in env}
+    for cls, name, method in saved:
+        # Tune's take the trial first; a callback's is its third argument (iteration, trials, trial).
+        setattr(cls, name, stamped(method, name if cls is TuneController else f"recorder.{name}",
+                                   0 if cls is TuneController else 2))
+    os.environ.update(env)
+    try:
+        yield stamps
+    finally:
+        for cls, name, method in saved:
+            setattr(cls, name, method)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# Each stage of a trial's cost to its slot: (name, from, to). A mark is a worker's trial hook
+# event ("entry", "data", "model", "epoch") or a driver stamp; "next:" is the next trial on the
+# same worker; "-epoch" takes the trial's epoch_time_s off.
+STAGES = (
+    ("worker: trial entered -> its data ready (threads, seeds, the cached dataset)", "entry", "data"),
+    ("worker: model, optimizer and loop built", "data", "model"),
+    ("worker: after the epoch, its result and checkpoint state", "model", "epoch-epoch"),
+    ("worker -> driver: checkpoint written and persisted, result sent", "epoch", "_on_training_result>"),
+    ("driver: result recorded (recorder, Tune's files) -> checkpoint asked", "_on_training_result>",
+     "_schedule_trial_save>"),
+    ("Tune's save of the checkpoint (a round trip to the worker)", "_schedule_trial_save>", "_on_saving_result>"),
+    ("driver: checkpoint registered -> trial ended", "_on_saving_result>", "stop_trial>"),
+    ("driver: trial ended (scheduler, searcher, recorder)", "stop_trial>", "stop_trial<"),
+    ("driver: -> next trial's reset asked", "stop_trial<", "next:_schedule_trial_reset>"),
+    ("Tune's reset of the reused worker (a round trip)", "next:_schedule_trial_reset>", "next:_on_trial_reset>"),
+    ("driver: next trial started (recorder, Tune's files) -> its training asked", "next:_on_trial_reset>",
+     "next:_schedule_trial_train>"),
+    ("train asked -> next trial entered in the worker", "next:_schedule_trial_train>", "next:entry"),
+    ("in all: trial entered -> next trial entered, less the epoch", "entry", "next:entry-epoch"),
+)
+
+
+def stage_times(stamps: list[tuple[float, str, str]], timeline: Path) -> dict[str, float]:
+    """Median seconds of each of STAGES over the trials followed by another on their worker, and
+    of the recorder's callbacks together ("driver: of which the recorder's callbacks")."""
+    marks: dict[str, dict[str, float]] = {}
+    pids: dict[str, int] = {}
+    for f in timeline.glob("*.jsonl"):
+        for line in f.read_text().splitlines():
+            m = json.loads(line)
+            at = marks.setdefault(m["trial"], {})
+            at.setdefault(m["event"], m["t"])
+            if m["event"] == "epoch":
+                at["epoch_time_s"] = m["epoch_time_s"]
+            pids[m["trial"]] = m["pid"]
+    recorder: dict[str, float] = {}
+    for t, key, label in stamps:
+        at = marks.setdefault(key, {})
+        at.setdefault(label, t)
+        if label.startswith("recorder.") and label.endswith("<"):
+            recorder[key] = recorder.get(key, 0.0) + t - at[label[:-1] + ">"]
+            del at[label[:-1] + ">"], at[label]  # a callback may run again (a trial's restart)
+    by_worker: dict[int, list[str]] = {}
+    for key in sorted((k for k in pids if "entry" in marks[k]), key=lambda k: marks[k]["entry"]):
+        by_worker.setdefault(pids[key], []).append(key)
+    spans: dict[str, list[float]] = {name: [] for name, _, _ in STAGES}
+    spans["driver: of which the recorder's callbacks"] = []
+    for keys in by_worker.values():
+        for key, following in itertools.pairwise(keys):
+            for name, start, end in STAGES:
+                a, b = _when(marks[key], marks[following], start), _when(marks[key], marks[following], end)
+                if a is not None and b is not None:
+                    spans[name].append(b - a)
+            if key in recorder:
+                spans["driver: of which the recorder's callbacks"].append(recorder[key])
+    return {name: statistics.median(v) for name, v in spans.items() if v}
+
+
+def _when(at: dict[str, float], after: dict[str, float], mark: str) -> float | None:
+    """The time of one of STAGES' marks of a trial (`at`) and the next on its worker (`after`)."""
+    source = after if mark.startswith("next:") else at
+    mark = mark.removeprefix("next:")
+    less = at.get("epoch_time_s", 0.0) if mark.endswith("-epoch") else 0.0
+    value = source.get(mark.removesuffix("-epoch"))
+    return None if value is None else value - less
+
+
 def run_launch(work: Path, name: str, text: str) -> tuple[float, Watch, object]:
     from rich.console import Console
 
@@ -231,10 +357,14 @@ def phases(w: Watch) -> dict:
             "fixed_per_trial_s": (span - rest) / max(1, (len(w.ends) - 1) / SLOTS)}
 
 
-def measure_grid(work: Path, trials: int) -> dict:
-    wall, w, outcome = run_launch(work, f"grid-{trials}", grid_text(f"grid-{trials}", trials))
+def measure_grid(work: Path, trials: int, stages: bool = False) -> dict:
+    timeline = work / "timeline"
+    timeline.mkdir(exist_ok=True)
+    with staged(timeline) if stages else nullcontext([]) as stamps:
+        wall, w, outcome = run_launch(work, f"grid-{trials}", grid_text(f"grid-{trials}", trials))
     epochs_s = sum(e for _, e in w.results)
     return {"trials": trials, "wall_s": wall, "ray_start_s": w.ray_start_s, "epochs_s": epochs_s,
+            "stages_ms": {k: v * 1000 for k, v in stage_times(stamps, timeline).items()} if stages else None,
             "floor_s": w.ray_start_s + epochs_s / SLOTS, "growth": growth(w), "phases": phases(w),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "status_first_ms": _median_ms(w.status_writes[: max(1, len(w.status_writes) // 10)]),
@@ -256,12 +386,12 @@ def measure_search(work: Path, samples: int) -> dict:
             "suggest_last_ms": statistics.mean(s[-10:]) * 1000}
 
 
-def measure(trials: int, samples: int, only: str | None = None) -> dict:
+def measure(trials: int, samples: int, only: str | None = None, stages: bool = False) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         if only in (None, "grid"):
-            out["grid"] = measure_grid(Path(tmp), trials)
+            out["grid"] = measure_grid(Path(tmp), trials, stages)
             print(f"grid: {json.dumps(out['grid'])}", file=sys.stderr)
         if only in (None, "search"):
             out["search"] = measure_search(Path(tmp), samples)
@@ -287,6 +417,9 @@ def rows(m: dict) -> list[dict]:
                         "less the epochs' own times over the slots, per trial in a slot; outside it: the start "
                         f"{g['phases']['start_s']:.1f} s beside Ray's (the slots' first workers), the end "
                         f"{g['phases']['end_s']:.1f} s (Tune's results, pruning, the verdict)"),
+            *[result(f"launch: {n} trials, per trial (median): {stage}", ms, "ms",
+                     note="with the trial hook's timeline on (--stages)")
+              for stage, ms in (g.get("stages_ms") or {}).items()],
             result(f"launch: {n} trials, driver peak RSS", g["peak_rss_mb"], "MB",
                    note="this process's ru_maxrss after the grid; expected <= 1536 MB"),
             result(f"launch: {n} trials, recorder time per result (median)", g["recorder_ms"], "ms"),
@@ -327,10 +460,11 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=None, help=f"grid trials (default {GRID_TRIALS})")
     p.add_argument("--samples", type=int, default=None, help=f"search samples (default {SEARCH_SAMPLES})")
     p.add_argument("--only", choices=("grid", "search"), default=None, help="run one of the two sweeps")
+    p.add_argument("--stages", action="store_true", help="the grid's trials' cost to their slots, stage by stage")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = p.parse_args()
     size = QUICK if args.quick else None
-    m = measure(args.trials or size or GRID_TRIALS, args.samples or size or SEARCH_SAMPLES, args.only)
+    m = measure(args.trials or size or GRID_TRIALS, args.samples or size or SEARCH_SAMPLES, args.only, args.stages)
     out = rows(m)
     if args.json:
         print(json.dumps(out, indent=2))

@@ -49,3 +49,19 @@ def test_launch_scale_reports_wall_against_floor_growth_memory_and_the_searchers
     assert halves["baseline"] == "the first half's" and halves["ratio"] > 0
     assert memory["value"] == grid["peak_rss_mb"] and memory["baseline"] is None
     assert search_halves["ratio"] > 0 and suggest["baseline"] == "at trial 6" and suggest["ratio"] > 0
+
+
+def test_launch_scale_times_a_trials_stages_from_the_workers_timeline_and_the_drivers_calls():
+    from benchmarks.trial_hooks import HOOK_ENV, TIMELINE_ENV
+
+    before = {name: os.environ.get(name) for name in (HOOK_ENV, TIMELINE_ENV)}
+    m = launch_scale.measure(trials=6, samples=0, only="grid", stages=True)
+    assert {name: os.environ.get(name) for name in (HOOK_ENV, TIMELINE_ENV)} == before  # as they were
+    stages = m["grid"]["stages_ms"]
+    assert set(stages) == {name for name, _, _ in launch_scale.STAGES} | {"driver: of which the recorder's callbacks"}
+    assert all(ms > 0 for name, ms in stages.items() if not name.startswith("driver: checkpoint registered"))
+    # The stages follow each other: together they are the whole, less the epoch.
+    parts = sum(ms for name, ms in stages.items() if not name.startswith(("in all", "driver: of which")))
+    assert parts == pytest.approx(stages["in all: trial entered -> next trial entered, less the epoch"], rel=0.5)
+    rows = launch_scale.rows(m)
+    assert sum("per trial (median)" in r["name"] for r in rows) == len(stages)
