@@ -21,7 +21,7 @@ Iterating a :class:`Loop` yields one flat dict of metrics per epoch; its `lr` is
 epoch's last iteration. `run_epoch(probes=True)` also takes the epoch's layer responses
 (trainers.probes) from its evaluation pass over the test set, into `Loop.layer_stats`: the same
 records a probe pass of their own would give, without a second forward pass over the test set. The
-epoch's `epoch_time_s` then includes the hooks' sums: about an eighth of that evaluation pass on a
+epoch's `epoch_time_s` then includes the hooks' sums: a tenth of that evaluation pass or so on a
 CPU, under 1 % of a digits epoch (docs/performance.md).
 """
 
