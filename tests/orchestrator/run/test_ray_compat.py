@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,13 +54,21 @@ def test_storage_paths_resolve_as_tune_resolves_them(tmp_path):
     assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path)
 
 
-def test_the_callback_count_by_name_is_put_back_after_the_block():
+def test_the_callback_count_by_name_is_put_back_after_the_block(monkeypatch):
     from ray.air._internal import usage
 
+    # As in a fresh driver: no tracker integration imported yet. (A bare Tuner run earlier in this
+    # process imports them: Ray's own count does.)
+    for module in ray_compat.TRACKER_CALLBACKS:
+        monkeypatch.delitem(sys.modules, module, raising=False)
     before = usage._count_callbacks
     with ray_compat.callbacks_counted_by_name():
         assert usage._count_callbacks is ray_compat.count_callbacks_by_name
     assert usage._count_callbacks is before
+    # Once one is imported, Ray's own count runs.
+    monkeypatch.setitem(sys.modules, next(iter(ray_compat.TRACKER_CALLBACKS)), object())
+    with ray_compat.callbacks_counted_by_name():
+        assert usage._count_callbacks is before
 
 
 def test_tune_copies_no_aws_variable_into_a_trainables_runtime_env_inside_the_block():
