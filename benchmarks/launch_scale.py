@@ -189,11 +189,14 @@ def staged(timeline: Path) -> Iterator[list[tuple[float, str, str]]]:
     """For the block: the trial hook's timeline on (into `timeline`, for the workers Ray starts in
     it), and (time, trial id, "method>" or "method<") of each call of TUNE_STAGES and
     RECORDER_STAGES ("recorder.<callback>") in the driver."""
+    import ray
     from ray.tune.execution.tune_controller import TuneController
 
     from benchmarks import trial_hooks
     from orchestrator.run.recorder import Recorder
 
+    if ray.is_initialized():  # launch would join it, and its workers lack the hook's variables
+        raise RuntimeError("stages need the local Ray that launch starts; Ray already runs in this process")
     stamps: list[tuple[float, str, str]] = []
 
     def stamped(method, label: str, trial_at: int):
